@@ -1,0 +1,396 @@
+"""Segmented streaming AEAD for recording objects (ciphertext format v1).
+
+``object = vault_header || tink_stream`` where
+
+- ``vault_header = b"CVLT" || 0x01 || recording_id (16) || commitment (32)`` and the commitment is
+  ``HKDF-SHA256(ikm=DEK, salt=recording_id, info=b"callvault/v1/commit", L=32)``;
+- ``tink_stream`` is byte-compatible with Tink's ``AES256_GCM_HKDF_1MB`` streaming AEAD, keyed by
+  the DEK, with the whole ``vault_header`` as associated data.
+
+Memory use is constant (two segments) whatever the input size, and ``decrypt_range`` fetches and
+authenticates only the segments covering the requested plaintext range.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crypto._primitives import hkdf_sha256, random_bytes
+from crypto.errors import DecryptionError
+
+__all__ = [
+    "HEADER_SIZE",
+    "SEGMENT_SIZE",
+    "VAULT_HEADER_SIZE",
+    "Encryptor",
+    "ciphertext_size",
+    "decrypt",
+    "decrypt_range",
+    "encrypt",
+    "plaintext_size",
+]
+
+MAGIC = b"CVLT"
+FORMAT_VERSION = 1
+DEK_SIZE = 32
+_COMMIT_INFO = b"callvault/v1/commit"
+VAULT_HEADER_SIZE = len(MAGIC) + 1 + 16 + 32  # 53
+
+SEGMENT_SIZE = 1 << 20  # ciphertext segment size of AES256_GCM_HKDF_1MB
+TAG_SIZE = 16
+_SALT_SIZE = 32  # equals the derived key size in Tink's format
+_NONCE_PREFIX_SIZE = 7
+STREAM_HEADER_SIZE = 1 + _SALT_SIZE + _NONCE_PREFIX_SIZE  # 40
+HEADER_SIZE = VAULT_HEADER_SIZE + STREAM_HEADER_SIZE  # 93
+
+# Tink's first segment shares its 1 MiB with the stream header.
+FIRST_SEGMENT_PLAINTEXT = SEGMENT_SIZE - STREAM_HEADER_SIZE - TAG_SIZE  # 1,048,520
+SEGMENT_PLAINTEXT = SEGMENT_SIZE - TAG_SIZE  # 1,048,560
+_FIRST_SEGMENT_CIPHERTEXT = SEGMENT_SIZE - STREAM_HEADER_SIZE
+
+Rng = Callable[[int], bytes]
+ReadAt = Callable[[int, int], bytes]
+
+
+# --- sizes and offsets --------------------------------------------------------------------------
+
+
+def _segment_count(plaintext_len: int) -> int:
+    if plaintext_len <= FIRST_SEGMENT_PLAINTEXT:
+        return 1
+    return 1 + -(-(plaintext_len - FIRST_SEGMENT_PLAINTEXT) // SEGMENT_PLAINTEXT)
+
+
+def ciphertext_size(plaintext_size: int) -> int:
+    """Object size for a plaintext of ``plaintext_size`` bytes."""
+    if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int):
+        raise TypeError("plaintext_size must be an int")
+    if plaintext_size < 0:
+        raise ValueError("plaintext_size must be >= 0")
+    return HEADER_SIZE + plaintext_size + TAG_SIZE * _segment_count(plaintext_size)
+
+
+def plaintext_size(ciphertext_size: int) -> int:
+    """Inverse of :func:`ciphertext_size`; ``ValueError`` for a size no stream can have."""
+    if isinstance(ciphertext_size, bool) or not isinstance(ciphertext_size, int):
+        raise TypeError("ciphertext_size must be an int")
+    body = ciphertext_size - HEADER_SIZE
+    if body < TAG_SIZE:
+        raise ValueError("ciphertext_size is too small for a stream")
+    if body <= _FIRST_SEGMENT_CIPHERTEXT:
+        return body - TAG_SIZE
+    rest = body - _FIRST_SEGMENT_CIPHERTEXT
+    full, last = divmod(rest, SEGMENT_SIZE)
+    if last == 0:
+        return body - TAG_SIZE * (1 + full)
+    if last < TAG_SIZE:
+        raise ValueError("ciphertext_size ends inside a segment tag")
+    return body - TAG_SIZE * (2 + full)
+
+
+def _segment_of(plaintext_offset: int) -> int:
+    if plaintext_offset < FIRST_SEGMENT_PLAINTEXT:
+        return 0
+    return 1 + (plaintext_offset - FIRST_SEGMENT_PLAINTEXT) // SEGMENT_PLAINTEXT
+
+
+def _segment_plaintext_start(index: int) -> int:
+    return 0 if index == 0 else FIRST_SEGMENT_PLAINTEXT + (index - 1) * SEGMENT_PLAINTEXT
+
+
+def _segment_ciphertext_start(index: int) -> int:
+    if index == 0:
+        return HEADER_SIZE
+    return HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT + (index - 1) * SEGMENT_SIZE
+
+
+# --- header and keys ----------------------------------------------------------------------------
+
+
+def _check_key_args(dek: object, recording_id: object) -> None:
+    if not isinstance(dek, bytes | bytearray | memoryview):
+        raise TypeError("dek must be bytes")
+    if len(dek) != DEK_SIZE:
+        raise ValueError(f"dek must be {DEK_SIZE} bytes")
+    if not isinstance(recording_id, uuid.UUID):
+        raise TypeError("recording_id must be a uuid.UUID")
+
+
+def _vault_header(dek: bytes, recording_id: uuid.UUID) -> bytes:
+    commitment = hkdf_sha256(bytes(dek), salt=recording_id.bytes, info=_COMMIT_INFO, length=32)
+    return MAGIC + bytes([FORMAT_VERSION]) + recording_id.bytes + commitment
+
+
+class _SegmentCipher:
+    """AES-GCM over Tink segments: nonce = prefix || BE32(index) || last-flag, no segment AAD."""
+
+    __slots__ = ("_aead", "_prefix")
+
+    def __init__(self, dek: bytes, vault_header: bytes, salt: bytes, nonce_prefix: bytes) -> None:
+        # Tink derives the segment key with the stream's associated data as HKDF info.
+        key = hkdf_sha256(bytes(dek), salt=salt, info=vault_header, length=32)
+        self._aead = AESGCM(key)
+        self._prefix = nonce_prefix
+
+    def _nonce(self, index: int, last: bool) -> bytes:
+        if index >= 1 << 32:
+            raise ValueError("stream too long: more than 2**32 segments")
+        return self._prefix + struct.pack(">IB", index, 1 if last else 0)
+
+    def seal_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> memoryview:
+        n = len(data) + TAG_SIZE
+        self._aead.encrypt_into(self._nonce(index, last), data, None, out[:n])
+        return out[:n]
+
+    def open_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> memoryview:
+        if len(data) < TAG_SIZE:
+            raise DecryptionError()
+        n = len(data) - TAG_SIZE
+        try:
+            self._aead.decrypt_into(self._nonce(index, last), data, None, out[:n])
+        except InvalidTag:
+            raise DecryptionError() from None
+        return out[:n]
+
+
+def _open_header(header: bytes, dek: bytes, recording_id: uuid.UUID) -> _SegmentCipher:
+    """Check the vault header (commitment in constant time) and the Tink stream header."""
+    if len(header) != HEADER_SIZE:
+        raise DecryptionError()
+    expected = _vault_header(dek, recording_id)
+    vault_header = header[:VAULT_HEADER_SIZE]
+    if not hmac.compare_digest(vault_header, expected):
+        raise DecryptionError()
+    stream_header = header[VAULT_HEADER_SIZE:]
+    if stream_header[0] != STREAM_HEADER_SIZE:
+        raise DecryptionError()
+    salt = stream_header[1 : 1 + _SALT_SIZE]
+    prefix = stream_header[1 + _SALT_SIZE :]
+    return _SegmentCipher(dek, vault_header, salt, prefix)
+
+
+# --- encryption ---------------------------------------------------------------------------------
+
+
+class Encryptor:
+    """Push-style encryptor for sources that arrive in chunks (an HTTP request body).
+
+    ``update`` returns the ciphertext completed so far (the header comes with the first call);
+    ``finalize`` returns the rest. A full segment is held back until more data arrives, because
+    only then is it known not to be the last one.
+    """
+
+    def __init__(self, *, dek: bytes, recording_id: uuid.UUID, rng: Rng | None = None) -> None:
+        _check_key_args(dek, recording_id)
+        vault_header = _vault_header(bytes(dek), recording_id)
+        salt = random_bytes(_SALT_SIZE, rng)
+        prefix = random_bytes(_NONCE_PREFIX_SIZE, rng)
+        self._cipher = _SegmentCipher(bytes(dek), vault_header, salt, prefix)
+        self._header = vault_header + bytes([STREAM_HEADER_SIZE]) + salt + prefix
+        self._pending = bytearray()
+        self._out = bytearray(SEGMENT_SIZE)
+        self._index = 0
+        self._header_sent = False
+        self._finished = False
+        self.plaintext_bytes = 0
+        self.ciphertext_bytes = 0
+
+    def _capacity(self) -> int:
+        return FIRST_SEGMENT_PLAINTEXT if self._index == 0 else SEGMENT_PLAINTEXT
+
+    def _emit_header(self, parts: list[bytes]) -> None:
+        if not self._header_sent:
+            self._header_sent = True
+            parts.append(self._header)
+
+    def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        if self._finished:
+            raise ValueError("encryptor already finalized")
+        parts: list[bytes] = []
+        self._emit_header(parts)
+        self._pending += data
+        self.plaintext_bytes += len(data)
+        while len(self._pending) > self._capacity():
+            cap = self._capacity()
+            with memoryview(self._pending) as view:
+                sealed = self._cipher.seal_into(
+                    self._index, False, view[:cap], memoryview(self._out)
+                )
+                parts.append(bytes(sealed))
+            del self._pending[:cap]
+            self._index += 1
+        out = b"".join(parts)
+        self.ciphertext_bytes += len(out)
+        return out
+
+    def finalize(self) -> bytes:
+        if self._finished:
+            raise ValueError("encryptor already finalized")
+        parts: list[bytes] = []
+        self._emit_header(parts)
+        sealed = self._cipher.seal_into(
+            self._index, True, memoryview(self._pending), memoryview(self._out)
+        )
+        parts.append(bytes(sealed))
+        self._pending = bytearray()
+        self._finished = True
+        out = b"".join(parts)
+        self.ciphertext_bytes += len(out)
+        return out
+
+
+def _read_full(src: BinaryIO, buf: memoryview) -> int:
+    """Fill ``buf`` unless EOF comes first; short reads from sockets/pipes are retried."""
+    readinto = getattr(src, "readinto", None)
+    got = 0
+    while got < len(buf):
+        if readinto is not None:
+            n = readinto(buf[got:])
+        else:
+            chunk = src.read(len(buf) - got)
+            n = len(chunk) if chunk else 0
+            buf[got : got + n] = chunk or b""
+        if not n:
+            break
+        got += n
+    return got
+
+
+def encrypt(
+    src: BinaryIO, dst: BinaryIO, *, dek: bytes, recording_id: uuid.UUID, rng: Rng | None = None
+) -> int:
+    """Encrypt ``src`` into ``dst`` as one object body; return the ciphertext bytes written."""
+    _check_key_args(dek, recording_id)
+    vault_header = _vault_header(bytes(dek), recording_id)
+    salt = random_bytes(_SALT_SIZE, rng)
+    prefix = random_bytes(_NONCE_PREFIX_SIZE, rng)
+    cipher = _SegmentCipher(bytes(dek), vault_header, salt, prefix)
+    header = vault_header + bytes([STREAM_HEADER_SIZE]) + salt + prefix
+    dst.write(header)
+    written = len(header)
+
+    # Double buffering: segment i is sealed only once we know whether segment i+1 has any bytes.
+    cur = memoryview(bytearray(SEGMENT_PLAINTEXT))
+    nxt = memoryview(bytearray(SEGMENT_PLAINTEXT))
+    out = memoryview(bytearray(SEGMENT_SIZE))
+    index = 0
+    cur_len = _read_full(src, cur[:FIRST_SEGMENT_PLAINTEXT])
+    while True:
+        nxt_len = _read_full(src, nxt) if cur_len == _capacity_of(index) else 0
+        last = nxt_len == 0
+        sealed = cipher.seal_into(index, last, cur[:cur_len], out)
+        dst.write(sealed)
+        written += len(sealed)
+        if last:
+            return written
+        cur, nxt = nxt, cur
+        cur_len = nxt_len
+        index += 1
+
+
+def _capacity_of(index: int) -> int:
+    return FIRST_SEGMENT_PLAINTEXT if index == 0 else SEGMENT_PLAINTEXT
+
+
+# --- decryption ---------------------------------------------------------------------------------
+
+
+def decrypt(src: BinaryIO, dst: BinaryIO, *, dek: bytes, recording_id: uuid.UUID) -> int:
+    """Decrypt a whole object body from ``src`` into ``dst``; return the plaintext bytes.
+
+    Each segment is authenticated before any of its plaintext is written. A stream that is
+    truncated, extended or reordered fails at the segment where that shows.
+    """
+    _check_key_args(dek, recording_id)
+    header = bytearray(HEADER_SIZE)
+    if _read_full(src, memoryview(header)) != HEADER_SIZE:
+        raise DecryptionError()
+    cipher = _open_header(bytes(header), bytes(dek), recording_id)
+
+    cur = memoryview(bytearray(SEGMENT_SIZE))
+    nxt = memoryview(bytearray(SEGMENT_SIZE))
+    out = memoryview(bytearray(SEGMENT_PLAINTEXT))
+    index = 0
+    cur_len = _read_full(src, cur[:_FIRST_SEGMENT_CIPHERTEXT])
+    total = 0
+    while True:
+        full = cur_len == (_FIRST_SEGMENT_CIPHERTEXT if index == 0 else SEGMENT_SIZE)
+        nxt_len = _read_full(src, nxt) if full else 0
+        last = nxt_len == 0
+        plain = cipher.open_into(index, last, cur[:cur_len], out)
+        dst.write(plain)
+        total += len(plain)
+        if last:
+            return total
+        cur, nxt = nxt, cur
+        cur_len = nxt_len
+        index += 1
+
+
+def decrypt_range(
+    read_at: ReadAt,
+    *,
+    dek: bytes,
+    recording_id: uuid.UUID,
+    ciphertext_size: int,
+    start: int,
+    end: int,
+) -> Iterator[bytes]:
+    """Yield plaintext ``[start, end)`` reading only the header and the covering segments.
+
+    ``read_at(offset, length)`` returns ciphertext bytes, e.g. from one ranged GET. Validation of
+    the arguments happens on the first ``next()``; every segment is authenticated before any of
+    its bytes are yielded, so a consumer can re-check authorisation between segments.
+    """
+    _check_key_args(dek, recording_id)
+    for name, value in (("start", start), ("end", end), ("ciphertext_size", ciphertext_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int")
+    try:
+        total = plaintext_size(ciphertext_size)
+    except ValueError:
+        raise DecryptionError() from None
+    if not 0 <= start <= end <= total:
+        raise ValueError(f"range [{start}, {end}) outside plaintext of {total} bytes")
+    return _range_iter(read_at, bytes(dek), recording_id, ciphertext_size, total, start, end)
+
+
+def _read_exact(read_at: ReadAt, offset: int, length: int, *, probe_eof: bool = False) -> bytes:
+    data = read_at(offset, length + 1 if probe_eof else length)
+    if len(data) != length:
+        raise DecryptionError()
+    return data
+
+
+def _range_iter(
+    read_at: ReadAt,
+    dek: bytes,
+    recording_id: uuid.UUID,
+    size: int,
+    total: int,
+    start: int,
+    end: int,
+) -> Iterator[bytes]:
+    cipher = _open_header(_read_exact(read_at, 0, HEADER_SIZE), dek, recording_id)
+    if start == end:
+        return
+    last_index = _segment_count(total) - 1
+    out = memoryview(bytearray(SEGMENT_PLAINTEXT))
+    for index in range(_segment_of(start), _segment_of(end - 1) + 1):
+        c_start = _segment_ciphertext_start(index)
+        c_end = min(c_start + (_FIRST_SEGMENT_CIPHERTEXT if index == 0 else SEGMENT_SIZE), size)
+        last = index == last_index
+        # For the last segment ask one byte past the end: anything there is appended data.
+        data = _read_exact(read_at, c_start, c_end - c_start, probe_eof=last)
+        plain = cipher.open_into(index, last, memoryview(data), out)
+        p_start = _segment_plaintext_start(index)
+        lo = max(start - p_start, 0)
+        hi = min(end - p_start, len(plain))
+        yield bytes(plain[lo:hi])
