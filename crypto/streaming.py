@@ -14,6 +14,7 @@ authenticates only the segments covering the requested plaintext range.
 from __future__ import annotations
 
 import hmac
+import io
 import struct
 import uuid
 from collections.abc import Callable, Iterator
@@ -276,6 +277,9 @@ def encrypt(
     dst.write(header)
     written = len(header)
 
+    if isinstance(src, io.BytesIO):
+        return written + _encrypt_buffer(src, dst, cipher)
+
     # Double buffering: segment i is sealed only once we know whether segment i+1 has any bytes.
     cur = memoryview(bytearray(SEGMENT_PLAINTEXT))
     nxt = memoryview(bytearray(SEGMENT_PLAINTEXT))
@@ -293,6 +297,31 @@ def encrypt(
         cur, nxt = nxt, cur
         cur_len = nxt_len
         index += 1
+
+
+def _encrypt_buffer(src: io.BytesIO, dst: BinaryIO, cipher: _SegmentCipher) -> int:
+    """Zero-copy path for in-memory sources: seal slices of the buffer itself."""
+    start = src.tell()
+    written = 0
+    # getvalue() hands back the shared bytes object without copying (getbuffer() would copy it).
+    with memoryview(src.getvalue()) as whole:
+        view = whole[start:]
+        out = memoryview(bytearray(SEGMENT_SIZE))
+        total = len(view)
+        index, pos = 0, 0
+        while True:
+            n = min(_capacity_of(index), total - pos)
+            last = pos + n == total
+            sealed = cipher.seal_into(index, last, view[pos : pos + n], out)
+            dst.write(sealed)
+            written += len(sealed)
+            pos += n
+            if last:
+                break
+            index += 1
+        view.release()
+    src.seek(start + total)
+    return written
 
 
 def _capacity_of(index: int) -> int:
@@ -313,6 +342,8 @@ def decrypt(src: BinaryIO, dst: BinaryIO, *, dek: bytes, recording_id: uuid.UUID
     if _read_full(src, memoryview(header)) != HEADER_SIZE:
         raise DecryptionError()
     cipher = _open_header(bytes(header), bytes(dek), recording_id)
+    if isinstance(src, io.BytesIO):
+        return _decrypt_buffer(src, dst, cipher)
 
     cur = memoryview(bytearray(SEGMENT_SIZE))
     nxt = memoryview(bytearray(SEGMENT_SIZE))
@@ -332,6 +363,30 @@ def decrypt(src: BinaryIO, dst: BinaryIO, *, dek: bytes, recording_id: uuid.UUID
         cur, nxt = nxt, cur
         cur_len = nxt_len
         index += 1
+
+
+def _decrypt_buffer(src: io.BytesIO, dst: BinaryIO, cipher: _SegmentCipher) -> int:
+    """Zero-copy path for in-memory sources, with the same segment rules as ``decrypt``."""
+    start = src.tell()
+    total = 0
+    with memoryview(src.getvalue()) as whole:
+        view = whole[start:]
+        out = memoryview(bytearray(SEGMENT_PLAINTEXT))
+        size = len(view)
+        index, pos = 0, 0
+        while True:
+            n = min(_FIRST_SEGMENT_CIPHERTEXT if index == 0 else SEGMENT_SIZE, size - pos)
+            last = pos + n == size
+            plain = cipher.open_into(index, last, view[pos : pos + n], out)
+            dst.write(plain)
+            total += len(plain)
+            pos += n
+            if last:
+                break
+            index += 1
+        view.release()
+    src.seek(start + size)
+    return total
 
 
 def decrypt_range(
