@@ -1,0 +1,403 @@
+"""Blob stores against the real thing: a local directory and a SeaweedFS S3 server.
+
+Contract tests run against both stores; S3-only behaviour (versions, Object Lock, auth, multipart)
+is checked against weed itself, looking behind the store's back with a plain minio client.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import socket
+import time
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import minio
+import pytest
+from minio.error import S3Error
+
+from tests.support.weed import WeedServer
+from tests.vault.conftest import new_bucket_name
+from vault.storage import (
+    BlobLockedError,
+    BlobNotFoundError,
+    BlobStore,
+    InvalidKeyError,
+    LocalBlobStore,
+    S3BlobStore,
+    StorageUnavailableError,
+)
+from vault.storage.s3 import DEFAULT_PART_SIZE
+
+MIB = 1024 * 1024
+CHUNK = MIB + 7  # deliberately not a divisor of the part size
+
+
+def chunk_bytes(seed: int, index: int, size: int = CHUNK) -> bytes:
+    return random.Random(seed * 1_000_003 + index).randbytes(size)
+
+
+def body(seed: int, total: int) -> Iterator[bytes]:
+    """``total`` bytes of reproducible noise, one chunk at a time (never all in memory)."""
+    index = 0
+    sent = 0
+    while sent < total:
+        size = min(CHUNK, total - sent)
+        yield chunk_bytes(seed, index)[:size]
+        sent += size
+        index += 1
+
+
+def expected(seed: int, total: int, offset: int, length: int) -> bytes:
+    """The slice ``[offset, offset+length)`` of ``body(seed, total)``, rebuilt chunk by chunk."""
+    end = min(total, offset + length)
+    out = bytearray()
+    for index in range(offset // CHUNK, (end - 1) // CHUNK + 1 if end > offset else 0):
+        start = index * CHUNK
+        piece = chunk_bytes(seed, index)[: min(CHUNK, total - start)]
+        out += piece[max(0, offset - start) : end - start]
+    return bytes(out)
+
+
+class Boom(Exception):
+    """Raised by a failing source; must come out of put_stream unchanged."""
+
+
+def failing_body(total: int, fail_at: int) -> Iterator[bytes]:
+    sent = 0
+    for piece in body(7, total):
+        if sent >= fail_at:
+            raise Boom("source failed")
+        yield piece
+        sent += len(piece)
+
+
+def versions(client: minio.Minio, bucket: str, key: str) -> list[tuple[str | None, bool]]:
+    return [
+        (o.version_id, bool(o.is_delete_marker))
+        for o in client.list_objects(bucket, prefix=key, include_version=True)
+        if o.object_name == key
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- contract: both stores ----------------------------------------------------------------------
+
+
+def test_stores_satisfy_the_protocol(store: BlobStore) -> None:
+    assert isinstance(store, BlobStore)
+    store.check()
+
+
+def test_streaming_put_and_ranged_reads(store: BlobStore) -> None:
+    total = 40 * MIB + 123
+    result = store.put_stream("t1/rec/media", body(1, total))
+    assert result.size == total
+    assert store.size("t1/rec/media", version_id=result.version_id) == total
+    assert store.exists("t1/rec/media", version_id=result.version_id)
+    ranges = [
+        (0, 100),
+        (CHUNK - 10, 20),  # across a chunk boundary
+        (DEFAULT_PART_SIZE - 5, 10),  # across an S3 part boundary
+        (17 * MIB, 3 * MIB),
+        (total - 50, 50),
+        (total - 10, 100),  # short read at the end
+    ]
+    for offset, length in ranges:
+        got = store.read_range(
+            "t1/rec/media", version_id=result.version_id, offset=offset, length=length
+        )
+        assert got == expected(1, total, offset, length), (offset, length)
+    assert (
+        store.read_range("t1/rec/media", version_id=result.version_id, offset=total, length=5)
+        == b""
+    )
+    assert (
+        store.read_range("t1/rec/media", version_id=result.version_id, offset=total + 9, length=5)
+        == b""
+    )
+    assert store.read_range("t1/rec/media", version_id=result.version_id, offset=3, length=0) == b""
+
+
+def test_streaming_put_holds_about_one_part_in_memory(store: BlobStore) -> None:
+    total = 96 * MIB
+    tracemalloc.start()
+    try:
+        result = store.put_stream("mem/media", body(2, total))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.size == total
+    # A whole-body buffer would be >= 96 MiB; a few 16 MiB parts in flight are fine.
+    assert peak < 4 * DEFAULT_PART_SIZE + 8 * MIB, peak / MIB
+
+
+def test_missing_blobs(store: BlobStore) -> None:
+    with pytest.raises(BlobNotFoundError):
+        store.read_range("no/such", version_id=None, offset=0, length=1)
+    with pytest.raises(BlobNotFoundError):
+        store.size("no/such", version_id=None)
+    assert not store.exists("no/such")
+    assert store.delete_all_versions("no/such") == 0
+
+
+def test_failing_source_leaves_nothing_behind(store: BlobStore) -> None:
+    # Fails after 20 MiB: on S3 the multipart upload has started and must be aborted.
+    with pytest.raises(Boom):
+        store.put_stream("fail/late", failing_body(40 * MIB, fail_at=20 * MIB))
+    # Fails inside the first part: nothing was sent yet.
+    with pytest.raises(Boom):
+        store.put_stream("fail/early", failing_body(40 * MIB, fail_at=2 * MIB))
+    assert not store.exists("fail/late")
+    assert not store.exists("fail/early")
+    if isinstance(store, LocalBlobStore):
+        assert list((store.root / "fail").iterdir()) == []  # no temp files either
+
+
+def test_delete_all_versions_is_complete_and_idempotent(store: BlobStore) -> None:
+    for seed in range(3):
+        store.put_stream("del/me", body(seed, 1000))
+    store.put_bytes("del/me2", b"neighbour")  # same prefix, another key
+    s3 = isinstance(store, S3BlobStore)
+    if s3:  # S3 allows a key and keys "below" it at once; a file system does not
+        store.put_bytes("del/me/child", b"below")
+    removed = store.delete_all_versions("del/me")
+    assert removed == (3 if s3 else 1)
+    assert not store.exists("del/me")
+    assert store.delete_all_versions("del/me") == 0
+    assert store.read_range("del/me2", version_id=None, offset=0, length=100) == b"neighbour"
+    if s3:
+        assert store.exists("del/me/child")
+
+
+def test_put_bytes_roundtrip(store: BlobStore) -> None:
+    version = store.put_bytes("audit/checkpoint-1.json", b'{"seq": 1}')
+    assert (
+        store.read_range("audit/checkpoint-1.json", version_id=version, offset=0, length=1000)
+        == b'{"seq": 1}'
+    )
+
+
+BAD_KEYS = [
+    "",
+    "../escape",
+    "a/../../escape",
+    "a/..",
+    "/etc/passwd",
+    "a//b",
+    "a/./b",
+    "a/",
+    ".hidden",
+    "a/.tmp-123",
+    "a\\..\\b",
+    "a\x00b",
+    "x" * 1025,
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_bad_keys_are_refused(store: BlobStore, key: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        store.put_stream(key, [b"data"])
+    with pytest.raises(InvalidKeyError):
+        store.put_bytes(key, b"data")
+    with pytest.raises(InvalidKeyError):
+        store.read_range(key, version_id=None, offset=0, length=1)
+    with pytest.raises(InvalidKeyError):
+        store.delete_all_versions(key)
+    with pytest.raises(InvalidKeyError):
+        store.exists(key)
+
+
+# -- local only ---------------------------------------------------------------------------------
+
+
+def test_local_symlink_escape_is_refused(local_store: LocalBlobStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (local_store.root / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InvalidKeyError):
+        local_store.put_stream("link/file", [b"data"])
+    assert list(outside.iterdir()) == []
+
+
+def test_local_store_has_no_versions_and_no_locks(local_store: LocalBlobStore) -> None:
+    result = local_store.put_stream("a/b", [b"one"])
+    assert result.version_id is None
+    with pytest.raises(BlobNotFoundError):
+        local_store.read_range("a/b", version_id="v1", offset=0, length=3)
+    assert not local_store.supports_object_lock()
+    assert local_store.set_legal_hold("a/b", on=True) == 0
+    # Retention is not enforceable here; it is accepted and ignored.
+    local_store.put_bytes("a/c", b"x", retention_until=datetime.now(UTC) + timedelta(days=1))
+    assert local_store.delete_all_versions("a/c") == 1
+
+
+def test_local_check_fails_without_root(tmp_path: Path) -> None:
+    with pytest.raises(StorageUnavailableError):
+        LocalBlobStore(tmp_path / "missing").check()
+
+
+# -- S3 only ------------------------------------------------------------------------------------
+
+
+def test_s3_large_bodies_use_multipart(s3_store: S3BlobStore, s3_admin: minio.Minio) -> None:
+    big = s3_store.put_stream("mp/big", body(3, 40 * MIB))
+    small = s3_store.put_stream("mp/small", body(3, 3 * MIB))
+    # Multipart ETags end in "-<parts>": 40 MiB in 16 MiB parts is 3 parts.
+    big_etag = s3_admin.stat_object(s3_store.bucket, "mp/big", version_id=big.version_id).etag
+    small_etag = s3_admin.stat_object(s3_store.bucket, "mp/small", version_id=small.version_id).etag
+    assert big_etag is not None and big_etag.endswith("-3")
+    assert small_etag is not None and "-" not in small_etag
+
+
+def test_s3_failed_upload_leaves_no_multipart_upload(
+    s3_store: S3BlobStore, s3_admin: minio.Minio
+) -> None:
+    with pytest.raises(Boom):
+        s3_store.put_stream("fail/mp", failing_body(50 * MIB, fail_at=35 * MIB))
+    assert versions(s3_admin, s3_store.bucket, "fail/mp") == []
+    uploads = s3_admin._list_multipart_uploads(s3_store.bucket).uploads
+    assert [u.object_name for u in uploads] == []
+
+
+def test_s3_reads_the_exact_version(s3_store: S3BlobStore) -> None:
+    first = s3_store.put_stream("ver/key", [b"first version"])
+    second = s3_store.put_stream("ver/key", [b"second, longer version"])
+    assert first.version_id and second.version_id and first.version_id != second.version_id
+    read = s3_store.read_range
+    assert read("ver/key", version_id=first.version_id, offset=0, length=100) == b"first version"
+    assert read("ver/key", version_id=second.version_id, offset=0, length=6) == b"second"
+    assert s3_store.size("ver/key", version_id=first.version_id) == len(b"first version")
+    assert s3_store.exists("ver/key", version_id=first.version_id)
+    s3_store.delete_all_versions("ver/key")
+    assert not s3_store.exists("ver/key", version_id=first.version_id)
+    with pytest.raises(BlobNotFoundError):
+        read("ver/key", version_id=first.version_id, offset=0, length=1)
+
+
+def test_s3_delete_all_versions_removes_delete_markers(
+    s3_store: S3BlobStore, s3_admin: minio.Minio
+) -> None:
+    s3_store.put_bytes("dm/key", b"1")
+    s3_store.put_bytes("dm/key", b"2")
+    s3_admin.remove_object(s3_store.bucket, "dm/key")  # unversioned delete: a delete marker
+    assert any(marker for _, marker in versions(s3_admin, s3_store.bucket, "dm/key"))
+    assert s3_store.delete_all_versions("dm/key") == 3
+    assert versions(s3_admin, s3_store.bucket, "dm/key") == []
+    assert s3_store.delete_all_versions("dm/key") == 0
+
+
+def test_s3_legal_hold_refuses_deletion_until_cleared(
+    s3_store: S3BlobStore, s3_admin: minio.Minio
+) -> None:
+    bucket = s3_store.bucket
+    assert s3_store.supports_object_lock()
+    v1 = s3_store.put_bytes("hold/key", b"v1")
+    s3_store.put_bytes("hold/key", b"v2")
+    assert s3_store.set_legal_hold("hold/key", on=True) == 2
+    assert s3_admin.is_object_legal_hold_enabled(bucket, "hold/key", version_id=v1)
+    with pytest.raises(S3Error):
+        s3_admin.remove_object(bucket, "hold/key", version_id=v1)
+    with pytest.raises(BlobLockedError):
+        s3_store.delete_all_versions("hold/key")
+    assert len(versions(s3_admin, bucket, "hold/key")) == 2
+    assert s3_store.set_legal_hold("hold/key", on=False) == 2
+    assert s3_store.delete_all_versions("hold/key") == 2
+    assert versions(s3_admin, bucket, "hold/key") == []
+
+
+def test_s3_retention_refuses_deletion(s3_store: S3BlobStore, s3_admin: minio.Minio) -> None:
+    until = datetime.now(UTC) + timedelta(minutes=10)
+    version = s3_store.put_bytes("audit/cp.json", b"{}", retention_until=until)
+    retention = s3_admin.get_object_retention(s3_store.bucket, "audit/cp.json", version_id=version)
+    assert retention is not None and retention.mode == "COMPLIANCE"
+    with pytest.raises(S3Error):
+        s3_admin.remove_object(s3_store.bucket, "audit/cp.json", version_id=version)
+    with pytest.raises(BlobLockedError):
+        s3_store.delete_all_versions("audit/cp.json")
+    assert s3_store.exists("audit/cp.json", version_id=version)
+
+
+def test_s3_bucket_without_object_lock(weed: WeedServer) -> None:
+    store = S3BlobStore.from_settings(
+        endpoint=f"http://{weed.endpoint}",
+        access_key=weed.access_key,
+        secret_key=weed.secret_key,
+        bucket=new_bucket_name(),
+    )
+    with pytest.raises(StorageUnavailableError):
+        store.check()  # bucket missing: not ready
+    store.ensure_bucket(object_lock=False)
+    store.ensure_bucket(object_lock=False)  # idempotent
+    store.check()
+    assert not store.supports_object_lock()
+    assert store.set_legal_hold("k", on=True) == 0
+    first = store.put_bytes("k", b"a", retention_until=datetime.now(UTC) + timedelta(days=1))
+    second = store.put_bytes("k", b"b")
+    assert first and second and first != second  # versioned even without the lock
+    assert store.delete_all_versions("k") == 2
+
+
+def test_s3_ensure_bucket_with_object_lock(weed: WeedServer) -> None:
+    store = S3BlobStore.from_settings(
+        endpoint=weed.endpoint,
+        access_key=weed.access_key,
+        secret_key=weed.secret_key,
+        bucket=new_bucket_name(),
+    )
+    store.ensure_bucket()
+    store.ensure_bucket()
+    store.check()
+    assert store.supports_object_lock()
+
+
+def test_s3_anonymous_and_wrong_credentials_are_refused(
+    weed: WeedServer, s3_store: S3BlobStore
+) -> None:
+    s3_store.put_bytes("secret/key", b"ciphertext")
+    anonymous = minio.Minio(weed.endpoint, secure=False)
+    with pytest.raises(S3Error):
+        anonymous.get_object(s3_store.bucket, "secret/key")
+    with pytest.raises(S3Error):
+        list(anonymous.list_objects(s3_store.bucket))
+    with pytest.raises(S3Error):
+        anonymous.put_object(s3_store.bucket, "planted", io.BytesIO(b"x"), 1)
+    wrong = S3BlobStore.from_settings(
+        endpoint=weed.endpoint,
+        access_key=weed.access_key,
+        secret_key="not-the-secret-key",
+        bucket=s3_store.bucket,
+    )
+    with pytest.raises(StorageUnavailableError):
+        wrong.check()
+    assert not s3_store.exists("planted")
+
+
+def test_s3_unreachable_endpoint_fails_fast() -> None:
+    store = S3BlobStore.from_settings(
+        endpoint=f"127.0.0.1:{free_port()}",  # nothing listens there
+        access_key="x",
+        secret_key="y",
+        bucket="vault",
+    )
+    for call in (
+        store.check,
+        lambda: store.read_range("k", version_id="v", offset=0, length=1),
+        lambda: store.put_stream("k", [os.urandom(10)]),
+        lambda: store.delete_all_versions("k"),
+        store.supports_object_lock,
+    ):
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailableError):
+            call()
+        assert time.monotonic() - started < 5

@@ -1,0 +1,116 @@
+"""The blob-store contract shared by the S3 and local-directory stores.
+
+Keys are "/"-separated relative paths chosen by callvault (e.g. ``tenant/recording-id/media``).
+Both stores apply the same key rules, so a key that works locally also works on S3 and vice versa.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from vault.storage.errors import InvalidKeyError
+
+MAX_KEY_BYTES = 1024  # the S3 limit on object names
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """Outcome of a write. ``version_id`` is None where the store has no versions (local)."""
+
+    version_id: str | None
+    size: int
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` unchanged if it is a clean relative path, else raise ``InvalidKeyError``.
+
+    Segments may not be empty, ``.``/``..`` or start with a dot (the local store keeps its temp
+    files under dot-names, and hidden files have no business in the vault). Backslashes and
+    control characters are refused so that no platform reads the key as something else.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidKeyError("blob key must be a non-empty string")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidKeyError("blob key is too long")
+    if "\\" in key or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        raise InvalidKeyError("blob key contains a backslash or control character")
+    if key.startswith("/"):
+        raise InvalidKeyError("blob key must be relative")
+    for segment in key.split("/"):
+        if not segment or segment.startswith("."):
+            raise InvalidKeyError(f"invalid segment in blob key: {segment!r}")
+    return key
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """What the services need from an object store.
+
+    Every method raises ``StorageUnavailableError`` when the backend cannot be reached and
+    ``InvalidKeyError`` for a malformed key.
+    """
+
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], *, size_hint: int | None = None
+    ) -> PutResult:
+        """Store the concatenation of ``chunks`` under ``key`` in constant memory.
+
+        The write is all-or-nothing: if ``chunks`` raises, the exception propagates unchanged and
+        no object (nor an incomplete multipart upload) is left behind.
+        """
+        ...
+
+    def put_bytes(
+        self, key: str, data: bytes, *, retention_until: datetime | None = None
+    ) -> str | None:
+        """Store a small object and return its version id.
+
+        With ``retention_until`` and a bucket that has Object Lock, the version gets
+        COMPLIANCE-mode retention; elsewhere the argument is ignored.
+        """
+        ...
+
+    def read_range(self, key: str, *, version_id: str | None, offset: int, length: int) -> bytes:
+        """Return up to ``length`` bytes from ``offset`` of exactly that version.
+
+        Fewer bytes come back only at the end of the object (and none past it).
+        """
+        ...
+
+    def size(self, key: str, *, version_id: str | None) -> int:
+        """Size in bytes of that version; ``BlobNotFoundError`` if it does not exist."""
+        ...
+
+    def exists(self, key: str, *, version_id: str | None = None) -> bool:
+        """Whether the key (latest version, or that exact version) exists."""
+        ...
+
+    def delete_all_versions(self, key: str) -> int:
+        """Remove every version (and delete marker) of ``key``; return how many were removed.
+
+        Idempotent: a missing key returns 0. Versions under Object Lock are skipped, the rest are
+        removed, and then ``BlobLockedError`` is raised.
+        """
+        ...
+
+    def supports_object_lock(self) -> bool:
+        """Whether legal holds and retention are enforced by the store."""
+        ...
+
+    def set_legal_hold(self, key: str, *, on: bool) -> int:
+        """Set or clear the Object Lock legal hold on every version; return how many changed.
+
+        Returns 0 without doing anything where the store has no Object Lock.
+        """
+        ...
+
+    def check(self) -> None:
+        """Readiness probe: raise ``StorageUnavailableError`` quickly if the store is unusable."""
+        ...
+
+    def ensure_bucket(self, object_lock: bool = True) -> None:
+        """Create the bucket (S3, versioned, with Object Lock if asked) or the root directory."""
+        ...

@@ -1,0 +1,395 @@
+"""Blob store on S3 (MinIO, SeaweedFS, AWS) through the ``minio`` SDK.
+
+The bucket is versioned (and normally has Object Lock), so every write returns a version id and
+reads name the exact version the metadata row recorded: overwriting a key cannot swap content
+under a recording. Large bodies go up as multipart uploads of ``DEFAULT_PART_SIZE``; a failing
+source aborts the upload so no invisible, billable parts are left behind.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import certifi
+import minio
+import urllib3
+from minio.commonconfig import COMPLIANCE, ENABLED
+from minio.datatypes import Object
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.retention import Retention
+from minio.versioningconfig import VersioningConfig
+from urllib3.util import Retry, Timeout
+
+from vault.storage.base import PutResult, validate_key
+from vault.storage.errors import (
+    BlobLockedError,
+    BlobNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
+
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 16 * MIB
+MAX_PART_SIZE = 5 * 1024 * MIB  # S3 limit
+MAX_PARTS = 10_000  # S3 limit; we aim below it to leave slack for a wrong size_hint
+
+_NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "NoSuchObject"}
+_UNAVAILABLE = {"NoSuchBucket", "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+_NO_LOCK_CONFIG = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
+
+
+def _translate(exc: BaseException, what: str) -> StorageError | None:
+    """Map an SDK/transport exception to a storage error, or None if it is not one of ours."""
+    if isinstance(exc, S3Error):
+        if exc.code in _NOT_FOUND:
+            return BlobNotFoundError(f"no blob {what!r} ({exc.code})")
+        if exc.code in _UNAVAILABLE:
+            return StorageUnavailableError(f"S3 unavailable for {what!r}: {exc.code}")
+        return StorageError(f"S3 refused {what!r}: {exc.code}: {exc.message}")
+    if isinstance(exc, ServerError):
+        return StorageUnavailableError(f"S3 server error {exc.status_code} for {what!r}")
+    if isinstance(exc, InvalidResponseError):
+        # Non-XML answers come from proxies and load balancers; a 5xx there is an outage.
+        status = getattr(exc, "_code", 0) or 0
+        cls = StorageUnavailableError if status >= 500 else StorageError
+        return cls(f"unexpected S3 response for {what!r}: {exc}")
+    if isinstance(exc, MinioException):
+        return StorageError(f"S3 client error for {what!r}: {exc}")
+    if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
+        # Connection refused, DNS, timeouts and retries exhausted all surface here.
+        return StorageUnavailableError(f"S3 unreachable for {what!r}: {type(exc).__name__}")
+    return None
+
+
+@contextmanager
+def _s3_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        mapped = _translate(exc, what)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+class _SourceFailed(Exception):
+    """Carries a failure of the caller's iterator through minio, which only aborts on Exception."""
+
+
+class _ChunkReader:
+    """A read()-able view of an iterator of byte chunks, for minio's put_object.
+
+    minio reads ``part_size + 1`` bytes per call and appends what read() returns to its buffer;
+    returning the whole requested amount at once keeps that to one copy per part instead of one
+    per chunk, and only about one part is ever held in memory.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._source = iter(chunks)
+        self._pending = b""
+        self.size = 0
+        self.source_error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        pieces = [self._pending]
+        have = len(self._pending)
+        while n < 0 or have < n:
+            try:
+                chunk = next(self._source)
+            except StopIteration:
+                break
+            except BaseException as exc:
+                self.source_error = exc
+                raise _SourceFailed from exc
+            piece = bytes(chunk)
+            pieces.append(piece)
+            have += len(piece)
+        self._pending = b""
+        if 0 <= n < have:
+            # Split only the last piece, so the big buffer is built exactly once by join().
+            last = pieces[-1]
+            keep = len(last) - (have - n)
+            pieces[-1], self._pending = last[:keep], last[keep:]
+        data = b"".join(pieces)
+        self.size += len(data)
+        return data
+
+
+def _part_size_for(size_hint: int | None) -> int:
+    if not size_hint:
+        return DEFAULT_PART_SIZE
+    needed = math.ceil(size_hint / (MAX_PARTS * 0.9))
+    return min(MAX_PART_SIZE, max(DEFAULT_PART_SIZE, math.ceil(needed / MIB) * MIB))
+
+
+def make_http_client(
+    *, connect_timeout: float = 3.0, read_timeout: float = 30.0, retries: int = 2
+) -> urllib3.PoolManager:
+    """A urllib3 pool that gives up quickly on a dead endpoint.
+
+    minio's own default waits 5 minutes per attempt and retries 5 times, which turns a stopped
+    server into a hung request instead of a 503.
+    """
+    return urllib3.PoolManager(
+        timeout=Timeout(connect=connect_timeout, read=read_timeout),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=Retry(
+            total=retries,
+            connect=retries,
+            read=1,
+            backoff_factor=0.2,
+            status_forcelist=[500, 502, 503, 504],
+        ),
+    )
+
+
+class S3BlobStore:
+    """``BlobStore`` over one versioned S3 bucket."""
+
+    def __init__(self, client: minio.Minio, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._object_lock: bool | None = None  # cached only once True: it cannot be turned off
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        secure: bool = False,
+        region: str | None = None,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 30.0,
+        retries: int = 2,
+    ) -> S3BlobStore:
+        """Build the client. ``endpoint`` is ``host:port`` or a URL whose scheme overrides
+        ``secure``."""
+        if "://" in endpoint:
+            parts = urlsplit(endpoint)
+            secure = parts.scheme == "https"
+            endpoint = parts.netloc
+        client = minio.Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=make_http_client(
+                connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries
+            ),
+        )
+        return cls(client, bucket)
+
+    @property
+    def client(self) -> minio.Minio:
+        return self._client
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def __repr__(self) -> str:
+        return f"S3BlobStore(bucket={self._bucket!r})"
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], *, size_hint: int | None = None
+    ) -> PutResult:
+        validate_key(key)
+        reader = _ChunkReader(chunks)
+        try:
+            # length=-1: minio reads part by part and uses a single PUT only when the whole body
+            # fits in the first part. Parts go up one at a time: minio's parallel mode leaks its
+            # worker threads when the upload fails.
+            result = self._client.put_object(
+                self._bucket,
+                key,
+                reader,  # type: ignore[arg-type]
+                length=-1,
+                part_size=_part_size_for(size_hint),
+                num_parallel_uploads=1,
+            )
+        except Exception as exc:
+            if reader.source_error is not None:
+                self._reraise_source_error(reader.source_error, exc)
+            mapped = _translate(exc, key)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        return PutResult(version_id=result.version_id, size=reader.size)
+
+    @staticmethod
+    def _reraise_source_error(source_error: BaseException, exc: BaseException) -> NoReturn:
+        if not isinstance(exc, _SourceFailed):
+            # minio's abort of the multipart upload failed too; keep the caller's error first.
+            source_error.add_note(f"aborting the multipart upload failed as well: {exc!r}")
+        raise source_error
+
+    def put_bytes(
+        self, key: str, data: bytes, *, retention_until: datetime | None = None
+    ) -> str | None:
+        validate_key(key)
+        if retention_until is not None and retention_until.tzinfo is None:
+            raise ValueError("retention_until must be timezone-aware")
+        retention = None
+        if retention_until is not None and self.supports_object_lock():
+            # COMPLIANCE: not even the root credential can shorten it or delete the version.
+            retention = Retention(COMPLIANCE, retention_until)
+        with _s3_errors(key):
+            result = self._client.put_object(
+                self._bucket, key, io.BytesIO(data), length=len(data), retention=retention
+            )
+        return result.version_id
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read_range(self, key: str, *, version_id: str | None, offset: int, length: int) -> bytes:
+        validate_key(key)
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        if length == 0:
+            # minio turns length=0 into an open-ended range, so answer without a GET.
+            self.size(key, version_id=version_id)
+            return b""
+        try:
+            with _s3_errors(key):
+                response = self._client.get_object(
+                    self._bucket, key, offset=offset, length=length, version_id=version_id
+                )
+        except StorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code == "InvalidRange":
+                return b""  # offset at or past the end, as a file read would say
+            raise
+        try:
+            with _s3_errors(key):
+                return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def size(self, key: str, *, version_id: str | None) -> int:
+        validate_key(key)
+        with _s3_errors(key):
+            stat = self._client.stat_object(self._bucket, key, version_id=version_id)
+        return int(stat.size or 0)
+
+    def exists(self, key: str, *, version_id: str | None = None) -> bool:
+        try:
+            self.size(key, version_id=version_id)
+        except BlobNotFoundError:
+            return False
+        return True
+
+    # -- deletion and holds -------------------------------------------------------------------
+
+    def _versions(self, key: str) -> list[Object]:
+        """Every version and delete marker of exactly ``key`` (the listing is by prefix)."""
+        validate_key(key)
+        with _s3_errors(key):
+            return [
+                obj
+                for obj in self._client.list_objects(self._bucket, prefix=key, include_version=True)
+                if obj.object_name == key and not obj.is_dir
+            ]
+
+    def delete_all_versions(self, key: str) -> int:
+        removed = 0
+        locked: list[str] = []
+        for obj in self._versions(key):
+            try:
+                # A versioned DELETE removes that version for good; no governance bypass, so
+                # Object Lock (legal hold, retention) keeps its word against us too.
+                self._client.remove_object(self._bucket, key, version_id=obj.version_id)
+            except S3Error as exc:
+                if exc.code in _NOT_FOUND:
+                    continue  # removed concurrently: still gone, still idempotent
+                if exc.code == "AccessDenied":
+                    locked.append(str(obj.version_id))
+                    continue
+                raise _translate(exc, key) from exc  # type: ignore[misc]
+            except Exception as exc:
+                mapped = _translate(exc, key)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            removed += 1
+        if locked:
+            raise BlobLockedError(
+                f"{len(locked)} version(s) of {key!r} are under Object Lock: {', '.join(locked)}"
+            )
+        return removed
+
+    def supports_object_lock(self) -> bool:
+        if self._object_lock:
+            return True
+        try:
+            with _s3_errors(self._bucket):
+                self._client.get_object_lock_config(self._bucket)
+        except StorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code in _NO_LOCK_CONFIG:
+                return False
+            raise
+        self._object_lock = True
+        return True
+
+    def set_legal_hold(self, key: str, *, on: bool) -> int:
+        validate_key(key)
+        if not self.supports_object_lock():
+            return 0
+        changed = 0
+        for obj in self._versions(key):
+            if obj.is_delete_marker:
+                continue  # delete markers carry no data and cannot be held
+            try:
+                with _s3_errors(key):
+                    if on:
+                        self._client.enable_object_legal_hold(
+                            self._bucket, key, version_id=obj.version_id
+                        )
+                    else:
+                        self._client.disable_object_legal_hold(
+                            self._bucket, key, version_id=obj.version_id
+                        )
+            except BlobNotFoundError:
+                continue  # version removed meanwhile
+            changed += 1
+        return changed
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        try:
+            with _s3_errors(self._bucket):
+                found = self._client.bucket_exists(self._bucket)
+        except StorageError as exc:
+            raise StorageUnavailableError(f"S3 not ready: {exc}") from exc
+        if not found:
+            raise StorageUnavailableError(f"S3 bucket {self._bucket!r} does not exist")
+
+    def ensure_bucket(self, object_lock: bool = True) -> None:
+        with _s3_errors(self._bucket):
+            if not self._client.bucket_exists(self._bucket):
+                try:
+                    # object_lock=True also turns versioning on (S3 requires it).
+                    self._client.make_bucket(self._bucket, object_lock=object_lock)
+                except S3Error as exc:
+                    if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise
+            # Versions are what make reads exact and deletions complete, lock or not.
+            if self._client.get_bucket_versioning(self._bucket).status != ENABLED:
+                self._client.set_bucket_versioning(self._bucket, VersioningConfig(ENABLED))
