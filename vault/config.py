@@ -1,0 +1,117 @@
+"""Settings: built once (``Settings()`` reads ``CALLVAULT_*``) and passed explicitly.
+
+Defaults are the embedded ones: SQLite and blobs under ``./callvault-data``, the local keyring
+under ``./callvault-keys``. Nothing here opens a connection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("callvault-data")
+DEFAULT_KEY_DIR = Path("callvault-keys")
+
+
+class ConfigError(ValueError):
+    """A setting is malformed or unsafe; the process must not start."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLVAULT_", extra="ignore", frozen=True)
+
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/callvault.db"
+    blob_store: str = f"file:{DEFAULT_DATA_DIR}/blobs"
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_secure: bool = False
+    s3_region: str | None = None
+    key_provider: str = f"local:{DEFAULT_KEY_DIR}"
+    transit_token: str | None = None
+    transit_mount: str = "transit"
+    policy_file: Path | None = None
+
+    job_interval_seconds: float = Field(default=60.0, gt=0)
+    # An ingest still pending after this long is presumed dead; the sweeper reclaims it.
+    pending_ingest_timeout_seconds: float = Field(default=3600.0, gt=0)
+    access_request_ttl_hours: float = Field(default=24.0, gt=0)
+    # Hex of a pinned Ed25519 public key for checkpoint verification (else: the provider's).
+    audit_public_key: str | None = None
+    # Unauthenticated denials: the first N per window are audited one by one, the rest in
+    # aggregate, so a flood cannot serialise the audit chain.
+    auth_denial_burst: int = Field(default=10, ge=1)
+    auth_denial_window_seconds: float = Field(default=60.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=3.0, gt=0)
+    list_page_limit: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_scheme(cls, v: str) -> str:
+        if not (v.startswith("sqlite:///") or v.startswith("postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        return v
+
+    @field_validator("blob_store")
+    @classmethod
+    def _blob_scheme(cls, v: str) -> str:
+        if not (v.startswith("file:") or v.startswith("s3://")):
+            raise ValueError("must be file:PATH or s3://BUCKET")
+        return v
+
+    @field_validator("key_provider")
+    @classmethod
+    def _key_scheme(cls, v: str) -> str:
+        if not (v.startswith("local:") or v.startswith("transit:")):
+            raise ValueError("must be local:PATH or transit:http(s)://HOST:PORT")
+        return v
+
+    # --- derived views ----------------------------------------------------------------------
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        return Path(self.database_url.removeprefix("sqlite:///")) if self.is_sqlite else None
+
+    @property
+    def blob_dir(self) -> Path | None:
+        return (
+            Path(self.blob_store.removeprefix("file:"))
+            if self.blob_store.startswith("file:")
+            else None
+        )
+
+    @property
+    def s3_bucket(self) -> str | None:
+        return (
+            self.blob_store.removeprefix("s3://") if self.blob_store.startswith("s3://") else None
+        )
+
+    @property
+    def keyring_dir(self) -> Path | None:
+        if self.key_provider.startswith("local:"):
+            return Path(self.key_provider.removeprefix("local:"))
+        return None
+
+    def check_key_separation(self) -> None:
+        """Key material must never live inside the directories of the data it protects."""
+        keyring = self.keyring_dir
+        if keyring is None:
+            return
+        keyring = keyring.resolve()
+        guarded = [p for p in (self.blob_dir, self.sqlite_path) if p is not None]
+        for path in guarded:
+            root = path.resolve()
+            # The DB is a file: guard its directory.
+            if self.sqlite_path is not None and path == self.sqlite_path:
+                root = root.parent
+            if keyring == root or keyring.is_relative_to(root):
+                raise ConfigError(
+                    f"the keyring {keyring} lies inside the data directory {root}; keep key "
+                    "material apart from what it protects (CALLVAULT_KEY_PROVIDER=local:PATH)"
+                )
