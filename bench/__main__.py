@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["crypto"]
+BENCHES = ["crypto", "ingest"]
 
 
 def main(argv: list[str]) -> None:

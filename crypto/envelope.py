@@ -21,6 +21,7 @@ from crypto.keys.base import KeyProvider, WrappedKey
 from crypto.keys.local import LocalKeyring
 
 DEK_SIZE = 32
+KEYRING_FILE = "keyring.json"
 _WRAPPED_TEXT_RE = re.compile(r"cvk1:([1-9][0-9]{0,9}):([A-Za-z0-9_-]*={0,2})")
 
 
@@ -93,14 +94,14 @@ def open_provider(
 ) -> KeyProvider:
     """Build a provider from ``CALLVAULT_KEY_PROVIDER``.
 
-    ``local:PATH`` opens the keyring file (``create=True`` makes it if missing, for ``init``);
+    ``local:DIR`` opens ``DIR/keyring.json`` (``create=True`` makes it if missing, for ``init``);
     ``transit:http(s)://HOST:PORT`` talks to OpenBao / Vault Transit with ``transit_token``.
     """
     if not isinstance(spec, str):
         raise ValueError("key provider spec must be a string")
     kind, sep, rest = spec.partition(":")
     if kind == "local" and sep and rest:
-        return LocalKeyring.open(Path(rest), create=create)
+        return LocalKeyring.open(Path(rest) / KEYRING_FILE, create=create)
     if kind == "transit" and sep:
         url = urlsplit(rest)
         try:

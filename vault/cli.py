@@ -1,12 +1,79 @@
-"""The ``callvault`` command line (typer)."""
+"""The ``callvault`` command line (typer).
+
+Errors are one line on stderr and exit code 2, never a traceback. Commands that print a secret
+(an API key) print it alone on the last line, so scripts can take it with ``tail -n1``.
+"""
 
 from __future__ import annotations
 
+import functools
+import mimetypes
+import sys
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
 
+from crypto.errors import CryptoError
 from vault import __version__
+from vault.authz import Actor
+from vault.config import ConfigError, Settings
+from vault.context import Context, build_context
+from vault.errors import VaultError
+from vault.policy import PolicyError
+from vault.storage import StorageError
 
 app = typer.Typer(help="callvault: a secure vault for video-call recordings.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+principal_app = typer.Typer(help="Principals and their API keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit chain.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(principal_app, name="principal")
+app.add_typer(audit_app, name="audit")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def clean_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VaultError as exc:
+            _fail(f"{exc.title}: {exc.detail}" if exc.detail != exc.title else exc.title)
+        except (ConfigError, PolicyError, CryptoError, StorageError, ValueError) as exc:
+            _fail(str(exc))
+        except Exception as exc:
+            import pydantic
+
+            if isinstance(exc, pydantic.ValidationError):
+                _fail(
+                    f"invalid configuration: {exc.errors()[0].get('loc')} {exc.errors()[0]['msg']}"
+                )
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _context(*, create_keys: bool = False) -> Context:
+    return build_context(_settings(), create_keys=create_keys)
+
+
+def _initialise(ctx: Context) -> str | None:
+    from vault.services.setup import initialise
+
+    return initialise(ctx, now=ctx.now())
 
 
 @app.command()
@@ -15,6 +82,171 @@ def version() -> None:
     typer.echo(f"callvault {__version__}")
 
 
+@app.command()
+@clean_errors
+def init() -> None:
+    """Create or migrate the schema and the keyring; print a bootstrap admin key once."""
+    ctx = _context(create_keys=True)
+    try:
+        key = _initialise(ctx)
+    finally:
+        ctx.close()
+    typer.echo(f"callvault initialised: database {ctx.settings.database_url}")
+    if key:
+        typer.echo("bootstrap admin API key (shown once; store it safely):")
+        typer.echo(key)
+
+
+@app.command()
+@clean_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
+    no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Run the API only.")] = False,
+) -> None:
+    """Run the API (and, in single-node mode, the scheduler). Initialises on first start."""
+    import uvicorn
+
+    from vault.app import create_app
+
+    settings = _settings()
+    ctx = build_context(settings, create_keys=True)
+    key = _initialise(ctx)
+    if key:
+        typer.echo("bootstrap admin API key (shown once; store it safely):")
+        typer.echo(key)
+    api = create_app(settings, ctx=ctx)
+    typer.echo(f"callvault {__version__} listening on http://{host}:{port}", err=True)
+    uvicorn.run(api, host=host, port=port, log_level="info")
+    ctx.close()
+
+
+# --- tenants and principals -----------------------------------------------------------------------
+
+
+@tenant_app.command("add")
+@clean_errors
+def tenant_add(name: str, region: Annotated[str | None, typer.Option()] = None) -> None:
+    """Register a tenant."""
+    from vault.services import principals
+
+    ctx = _context()
+    with ctx.db.transaction() as session:
+        tenant = principals.create_tenant(
+            session, actor=Actor.operator(), name=name, region=region, now=ctx.now()
+        )
+    typer.echo(f"tenant {tenant.name} {tenant.id}")
+
+
+@principal_app.command("add")
+@clean_errors
+def principal_add(
+    name: str,
+    role: Annotated[
+        str, typer.Option(help="admin|ingest|engineer|approver|security|privacy|auditor")
+    ],
+    owner: Annotated[str, typer.Option(help="The person or service behind the key (email).")],
+    tenant: Annotated[
+        list[str] | None, typer.Option("--tenant", help="Tenant in scope (repeat).")
+    ] = None,
+    all_tenants: Annotated[
+        bool, typer.Option("--all-tenants", help="Scope over every tenant.")
+    ] = False,
+    expires_days: Annotated[float | None, typer.Option(help="Key lifetime in days.")] = None,
+) -> None:
+    """Create a principal and print its API key (alone on the last line)."""
+    from vault.services import principals
+
+    ctx = _context()
+    now = ctx.now()
+    expires_at = now + timedelta(days=expires_days) if expires_days else None
+    with ctx.db.transaction() as session:
+        principal, key = principals.add_principal(
+            session, actor=Actor.operator(), name=name, role=role, owner=owner,
+            tenants=tenant or [], all_tenants=all_tenants, now=now, expires_at=expires_at,
+            rng=ctx.rng,
+        )  # fmt: skip
+    typer.echo(f"principal {principal.name} ({principal.role}) {principal.id}")
+    typer.echo(key)
+
+
+@principal_app.command("revoke")
+@clean_errors
+def principal_revoke(name: str) -> None:
+    """Revoke a principal and all its keys."""
+    from vault.services import principals
+
+    ctx = _context()
+    with ctx.db.transaction() as session:
+        principals.revoke_principal(session, actor=Actor.operator(), name=name, now=ctx.now())
+    typer.echo(f"principal {name} revoked")
+
+
+@principal_app.command("set-role")
+@clean_errors
+def principal_set_role(name: str, role: Annotated[str, typer.Option()]) -> None:
+    """Change a principal's role."""
+    from vault.services import principals
+
+    ctx = _context()
+    with ctx.db.transaction() as session:
+        principals.set_role(session, actor=Actor.operator(), name=name, role=role, now=ctx.now())
+    typer.echo(f"principal {name} now has role {role}")
+
+
+# --- recordings and audit -------------------------------------------------------------------------
+
+
+def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+@app.command()
+@clean_errors
+def ingest(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    tenant: Annotated[str, typer.Option()],
+    purposes: Annotated[str, typer.Option(help="Comma-separated purposes.")],
+    call_id: Annotated[str | None, typer.Option()] = None,
+    content_type: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Ingest a media file as an operator (audited as system:cli)."""
+    from vault.services import recordings
+
+    ctx = _context()
+    ctype = content_type or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    rec = recordings.ingest(
+        ctx, actor=Actor.operator(), tenant=tenant,
+        purposes=[p for p in purposes.split(",") if p.strip()], call_id=call_id,
+        recorded_at=None, content_type=ctype, chunks=_file_chunks(file),
+        expected_length=file.stat().st_size,
+    )  # fmt: skip
+    typer.echo(f"recording {rec.id} stored ({rec.size} bytes, sha256 {rec.sha256})")
+    typer.echo(str(rec.id))
+
+
+@audit_app.command("verify")
+@clean_errors
+def audit_verify() -> None:
+    """Exit 0 only when the chain holds; otherwise name the first bad seq."""
+    from vault.services import audit
+
+    ctx = _context()
+    with ctx.db.session() as session:
+        result = audit.verify(session)
+    if result.ok:
+        typer.echo(f"audit chain ok: {result.checked} events, head seq {result.head_seq}")
+        return
+    typer.echo(f"audit chain BROKEN at seq {result.first_bad_seq}: {result.reason}", err=True)
+    raise typer.Exit(1)
+
+
 @app.callback()
 def main() -> None:
     """callvault: a secure vault for video-call recordings."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -21,7 +21,7 @@ from crypto.errors import DecryptionError, KeyDestroyedError, KeyringError
 from crypto.keys.base import KeyProvider, WrappedKey
 from crypto.keys.local import LocalKeyring
 from crypto.keys.transit import TransitKeyProvider
-from tests.crypto.conftest import Bao
+from tests.conftest import Bao
 
 TENANT = "acme"
 REC = uuid.UUID("6a1f0f3e-2a9c-4b7e-8f11-0c2d3e4f5a6b")
@@ -30,7 +30,7 @@ REC = uuid.UUID("6a1f0f3e-2a9c-4b7e-8f11-0c2d3e4f5a6b")
 @pytest.fixture(params=["local", "transit"])
 def provider(request: pytest.FixtureRequest, tmp_path: Path) -> KeyProvider:
     if request.param == "local":
-        return open_provider(f"local:{tmp_path / 'keys' / 'keyring.json'}", create=True)
+        return open_provider(f"local:{tmp_path / 'keys'}", create=True)
     bao: Bao = request.getfixturevalue("bao")
     # A fresh key prefix isolates this test's epoch from the others on the shared server.
     return TransitKeyProvider(bao.url, bao.token, key_prefix="e" + uuid.uuid4().hex[:12])
@@ -108,12 +108,12 @@ def test_encode_decode_wrapped() -> None:
 
 
 def test_open_provider_specs(tmp_path: Path) -> None:
-    path = tmp_path / "k" / "ring.json"
+    keydir = tmp_path / "k"
     with pytest.raises(KeyringError, match="does not exist"):
-        open_provider(f"local:{path}")
-    ring = open_provider(f"local:{path}", create=True)
-    assert isinstance(ring, LocalKeyring) and ring.path == path
-    assert isinstance(open_provider(f"local:{path}"), LocalKeyring)
+        open_provider(f"local:{keydir}")
+    ring = open_provider(f"local:{keydir}", create=True)
+    assert isinstance(ring, LocalKeyring) and ring.path == keydir / "keyring.json"
+    assert isinstance(open_provider(f"local:{keydir}"), LocalKeyring)
 
     transit = open_provider(
         "transit:https://bao.internal:8200", transit_token="t", transit_mount="tr"

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
 from crypto.keys.base import KeyProvider, WrappedKey
 from crypto.keys.transit import TransitKeyProvider
-from tests.crypto.conftest import Bao
+from tests.conftest import Bao
 
 TENANT = "3f0c6c1e-8a4b-4c52-9a57-1f6f2b0c9d11"
 AD = TENANT.encode() + uuid.UUID(int=7).bytes

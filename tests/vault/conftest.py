@@ -6,43 +6,24 @@ need it (``pytest.fail``): CI must never skip them silently.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import minio
 import pytest
 
-from tests.support.postgres import postgres_server, temp_database
-from tests.support.weed import WeedServer, run_weed
+from tests.support.clock import FakeClock
+from tests.support.postgres import temp_database
+from tests.support.weed import WeedServer
+from vault.config import Settings
+from vault.context import Context, build_context
+from vault.db import migrate
 from vault.storage import LocalBlobStore, S3BlobStore
-
-
-@pytest.fixture(scope="session")
-def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
-    try:
-        cm = run_weed(tmp_path_factory.mktemp("weed"))
-        server = cm.__enter__()
-    except RuntimeError as exc:
-        pytest.fail(f"SeaweedFS could not be started: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        cm.__exit__(None, None, None)
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """Base URL (no database) of a real PostgreSQL server."""
-    try:
-        cm = postgres_server()
-        url = cm.__enter__()
-    except RuntimeError as exc:
-        pytest.fail(f"PostgreSQL could not be had: {exc}", pytrace=False)
-    try:
-        yield url
-    finally:
-        cm.__exit__(None, None, None)
 
 
 @pytest.fixture
@@ -93,3 +74,79 @@ def local_store(tmp_path: Path) -> LocalBlobStore:
 def store(request: pytest.FixtureRequest) -> LocalBlobStore | S3BlobStore:
     """Each blob store in turn: the contract tests run against both."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+# --- a whole vault context on chosen backends ---------------------------------------------------
+
+BACKENDS = {"sqlite-local": ("sqlite", "local"), "postgres-s3": ("postgres", "s3")}
+
+
+@pytest.fixture
+def make_ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Context]]:
+    """Build a migrated Context on (sqlite|postgres) x (local|s3) with a local keyring.
+
+    Each call gets its own database (dropped afterwards), bucket or directory, and keyring.
+    """
+    stack = contextlib.ExitStack()
+
+    def make(
+        *,
+        db: str = "sqlite",
+        store: str = "local",
+        clock: Callable[[], datetime] | None = None,
+        policy_file: Path | None = None,
+        **settings_kwargs: Any,
+    ) -> Context:
+        base = Path(tempfile.mkdtemp(dir=tmp_path))
+        if db == "sqlite":
+            db_url = f"sqlite:///{base / 'data' / 'callvault.db'}"
+        else:
+            pg_url = request.getfixturevalue("pg_url")
+            db_url = stack.enter_context(temp_database(pg_url))
+        extra: dict[str, Any] = {}
+        if store == "local":
+            blob = f"file:{base / 'data' / 'blobs'}"
+        else:
+            weed: WeedServer = request.getfixturevalue("weed")
+            bucket = new_bucket_name()
+            weed.client().make_bucket(bucket, object_lock=True)
+            blob = f"s3://{bucket}"
+            extra = dict(
+                s3_endpoint=weed.endpoint,
+                s3_access_key=weed.access_key,
+                s3_secret_key=weed.secret_key,
+            )
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=db_url,
+            blob_store=blob,
+            key_provider=f"local:{base / 'keys'}",
+            policy_file=policy_file,
+            **extra,
+            **settings_kwargs,
+        )
+        ctx = build_context(settings, clock=clock, create_keys=True)
+        stack.callback(ctx.close)
+        migrate(ctx.db.engine)
+        ctx.store.ensure_bucket()
+        return ctx
+
+    yield make
+    stack.close()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(db, store): SQLite with a local directory, and PostgreSQL with SeaweedFS."""
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ctx(make_ctx: Callable[..., Context], backend: tuple[str, str], clock: FakeClock) -> Context:
+    db, store = backend
+    return make_ctx(db=db, store=store, clock=clock)

@@ -137,7 +137,7 @@ def test_streaming_put_holds_about_one_part_in_memory(store: BlobStore) -> None:
     finally:
         tracemalloc.stop()
     assert result.size == total
-    # A whole-body buffer would be >= 96 MiB; a few 16 MiB parts in flight are fine.
+    # A whole-body buffer would be >= 96 MiB; a few 8 MiB parts in flight are fine.
     assert peak < 4 * DEFAULT_PART_SIZE + 8 * MIB, peak / MIB
 
 
@@ -253,10 +253,10 @@ def test_local_check_fails_without_root(tmp_path: Path) -> None:
 def test_s3_large_bodies_use_multipart(s3_store: S3BlobStore, s3_admin: minio.Minio) -> None:
     big = s3_store.put_stream("mp/big", body(3, 40 * MIB))
     small = s3_store.put_stream("mp/small", body(3, 3 * MIB))
-    # Multipart ETags end in "-<parts>": 40 MiB in 16 MiB parts is 3 parts.
+    # Multipart ETags end in "-<parts>": 40 MiB in 8 MiB parts is 5 parts.
     big_etag = s3_admin.stat_object(s3_store.bucket, "mp/big", version_id=big.version_id).etag
     small_etag = s3_admin.stat_object(s3_store.bucket, "mp/small", version_id=small.version_id).etag
-    assert big_etag is not None and big_etag.endswith("-3")
+    assert big_etag is not None and big_etag.endswith("-5")
     assert small_etag is not None and "-" not in small_etag
 
 

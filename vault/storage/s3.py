@@ -36,7 +36,7 @@ from vault.storage.errors import (
 )
 
 MIB = 1024 * 1024
-DEFAULT_PART_SIZE = 16 * MIB
+DEFAULT_PART_SIZE = 8 * MIB  # memory per upload is about 3 parts
 MAX_PART_SIZE = 5 * 1024 * MIB  # S3 limit
 MAX_PARTS = 10_000  # S3 limit; we aim below it to leave slack for a wrong size_hint
 

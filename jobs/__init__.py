@@ -1,0 +1,1 @@
+"""The APScheduler worker and its jobs."""

@@ -1,0 +1,196 @@
+"""Against a real ``callvault serve`` process (uvicorn): big uploads, cut-off bodies, a store
+that dies mid-upload."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.support.postgres import temp_database
+from tests.support.server import ServeProcess, run_serve
+from tests.support.weed import WeedServer, run_weed
+from tests.vault.conftest import new_bucket_name
+
+MiB = 1 << 20
+
+
+def _env(tmp: Path, db_url: str, weed: WeedServer | None, bucket: str | None) -> dict[str, str]:
+    env = {
+        "CALLVAULT_DATABASE_URL": db_url,
+        "CALLVAULT_KEY_PROVIDER": f"local:{tmp / 'keys'}",
+        "CALLVAULT_BLOB_STORE": f"file:{tmp / 'data' / 'blobs'}",
+    }
+    if weed is not None:
+        env |= {
+            "CALLVAULT_BLOB_STORE": f"s3://{bucket}",
+            "CALLVAULT_S3_ENDPOINT": weed.endpoint,
+            "CALLVAULT_S3_ACCESS_KEY": weed.access_key,
+            "CALLVAULT_S3_SECRET_KEY": weed.secret_key,
+        }
+    return env
+
+
+def _add_tenant(server: ServeProcess) -> None:
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+    r = httpx.post(f"{server.url}/v1/tenants", json={"name": "acme"}, headers=admin)
+    assert r.status_code == 201, r.text
+
+
+def _add_ingest_key(env: dict[str, str], workdir: Path) -> str:
+    """Through the CLI, as an operator would: the key is alone on the last line."""
+    exe = Path(sys.executable).with_name("callvault")
+    out = subprocess.run(
+        [str(exe), "principal", "add", "ingester", "--role", "ingest", "--owner",
+         "ingest@example.com", "--tenant", "acme"],
+        cwd=workdir, env={**os.environ, **env}, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def _server(
+    tmp: Path, db: str, pg_url: str | None, weed: WeedServer | None
+) -> Iterator[tuple[ServeProcess, str, str]]:
+    with contextlib.ExitStack() as stack:
+        if db == "postgres":
+            assert pg_url
+            db_url = stack.enter_context(temp_database(pg_url))
+        else:
+            db_url = f"sqlite:///{tmp / 'data' / 'callvault.db'}"
+        bucket = None
+        if weed is not None:
+            bucket = new_bucket_name()
+            weed.client().make_bucket(bucket, object_lock=True)
+        env = _env(tmp, db_url, weed, bucket)
+        server = stack.enter_context(run_serve(env, tmp))
+        _add_tenant(server)
+        key = _add_ingest_key(env, tmp)
+        yield server, key, db_url
+
+
+def _recording_statuses(db_url: str) -> list[str]:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as c:
+            return [r[0] for r in c.exec_driver_sql("SELECT status FROM recording")]
+    finally:
+        engine.dispose()
+
+
+def _failed_ingests(db_url: str) -> list[str]:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as c:
+            rows = c.exec_driver_sql(
+                "SELECT canonical FROM audit_event WHERE action = 'recording.ingest.failed'"
+            )
+            return [json.loads(r[0])["details"]["reason"] for r in rows]
+    finally:
+        engine.dispose()
+
+
+def _chunks(total: int, size: int = MiB) -> Iterator[bytes]:
+    block = bytes(range(256)) * (size // 256)
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        yield block[:n]
+        sent += n
+
+
+def test_300_mib_upload_in_constant_memory(tmp_path: Path, pg_url: str, weed: WeedServer) -> None:
+    with _server(tmp_path, "postgres", pg_url, weed) as (server, key, _):
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "video/mp4"}
+        params = {"tenant": "acme", "purposes": "troubleshooting"}
+        warm = httpx.post(f"{server.url}/v1/recordings", params=params, headers=headers,
+                          content=b"w" * (4 * MiB), timeout=60)  # fmt: skip
+        assert warm.status_code == 201, warm.text
+        baseline = server.rss_bytes()
+        peak = baseline
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, server.rss_bytes())
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        total = 300 * MiB
+        digest = hashlib.sha256()
+        for c in _chunks(total):
+            digest.update(c)
+        r = httpx.post(f"{server.url}/v1/recordings", params=params, headers=headers,
+                       content=_chunks(total), timeout=600)  # fmt: skip
+        stop.set()
+        sampler.join()
+        assert r.status_code == 201, r.text
+        assert r.json()["size"] == total and r.json()["sha256"] == digest.hexdigest()
+        growth = peak - baseline
+        assert growth < 64 * MiB, f"server RSS grew {growth / MiB:.1f} MiB"
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_body_cut_off_mid_upload_stores_nothing(tmp_path: Path, pg_url: str, db: str) -> None:
+    with _server(tmp_path, db, pg_url, None) as (server, key, db_url):
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                (
+                    "POST /v1/recordings?tenant=acme&purposes=troubleshooting HTTP/1.1\r\n"
+                    "Host: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
+                    f"Authorization: Bearer {key}\r\nContent-Length: {20 * MiB}\r\n\r\n"
+                ).encode()
+            )
+            for chunk in _chunks(3 * MiB, 64 * 1024):
+                sock.sendall(chunk)
+        # The server notices the cut, cleans up and audits the failed ingest.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _failed_ingests(db_url):
+            time.sleep(0.2)
+        assert _failed_ingests(db_url) == ["incomplete-body"]
+        assert _recording_statuses(db_url) == []
+        blobs = tmp_path / "data" / "blobs"
+        assert not [p for p in blobs.rglob("*") if p.is_file()]
+
+
+def test_store_stopped_mid_upload(tmp_path: Path) -> None:
+    """A store that dies mid-upload: 503 problem+json, and no committed recording."""
+    with (
+        run_weed(tmp_path / "weed") as dying,
+        _server(tmp_path, "sqlite", None, dying) as (server, key, db_url),
+    ):
+        killed = threading.Event()
+
+        def body() -> Iterator[bytes]:
+            for i, c in enumerate(_chunks(200 * MiB)):
+                if i == 40:
+                    os.kill(dying.pid, signal.SIGKILL)
+                    killed.set()
+                yield c
+
+        r = httpx.post(
+                f"{server.url}/v1/recordings", params={"tenant": "acme", "purposes": "fraud"},
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "video/mp4"},
+                content=body(), timeout=120,
+            )  # fmt: skip
+        assert killed.is_set()
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("/store-unavailable")
+        assert "stored" not in _recording_statuses(db_url)

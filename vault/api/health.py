@@ -1,0 +1,52 @@
+"""Liveness, readiness (DB, store and key provider, each with a timeout) and metrics."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from vault.api.deps import CtxDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _probe(check: Callable[[], None], timeout: float, pool: concurrent.futures.Executor) -> str:
+    future = pool.submit(check)
+    try:
+        future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        return "timeout"
+    except Exception as exc:  # a probe reports, it never raises
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+@router.get("/readyz")
+def readyz(ctx: CtxDep) -> JSONResponse:
+    timeout = ctx.settings.readiness_timeout_seconds
+    # Not a context manager: a hung probe must not hold the answer past its timeout.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+    checks = {
+        "database": _probe(ctx.db.check, timeout, pool),
+        "store": _probe(ctx.store.check, timeout, pool),
+        "key_provider": _probe(ctx.keys.check, timeout, pool),
+    }
+    pool.shutdown(wait=False)
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                        status_code=200 if ok else 503)  # fmt: skip
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)  # fmt: skip

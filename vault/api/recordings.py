@@ -1,0 +1,134 @@
+"""/v1/recordings: streaming ingest, metadata, ending a purpose."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import Annotated
+
+import anyio
+import anyio.from_thread
+from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.requests import ClientDisconnect
+
+from vault.api.deps import CtxDep, SessionDep, require
+from vault.authz import Actor, Permission
+from vault.errors import IncompleteBodyError, InvalidInputError
+from vault.models import RecordingPage, RecordingPublic
+from vault.services import recordings
+
+router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
+
+# The service thread pulls the body in batches of about this size: fewer thread hops.
+_BATCH = 1 << 20
+
+
+async def _next_batch(body: AsyncIterator[bytes]) -> bytes | None:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < _BATCH:
+            chunk = await body.__anext__()
+            if chunk:
+                parts.append(chunk)
+                size += len(chunk)
+    except StopAsyncIteration:
+        pass
+    except ClientDisconnect:
+        raise IncompleteBodyError("the client disconnected before the body was complete") from None
+    return b"".join(parts) if parts else None
+
+
+def _bridge(body: AsyncIterator[bytes]) -> Iterator[bytes]:
+    """A blocking iterator over the async request body, for the service's worker thread."""
+    while True:
+        batch = anyio.from_thread.run(_next_batch, body)
+        if batch is None:
+            return
+        yield batch
+
+
+def _purposes(raw: list[str]) -> list[str]:
+    return [p.strip() for item in raw for p in item.split(",") if p.strip()]
+
+
+@router.post("", status_code=201, response_model=RecordingPublic)
+async def ingest(
+    request: Request,
+    ctx: CtxDep,
+    actor: Annotated[Actor, Depends(require(Permission.recording_ingest))],
+    tenant: Annotated[str, Query(min_length=1, max_length=64)],
+    purposes: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    call_id: Annotated[str | None, Query(max_length=256)] = None,
+    recorded_at: datetime | None = None,
+    content_type: Annotated[str | None, Header()] = None,
+    content_length: Annotated[int | None, Header(ge=0)] = None,
+    x_content_sha256: Annotated[str | None, Header()] = None,
+) -> RecordingPublic:
+    if recorded_at is not None and recorded_at.tzinfo is None:
+        raise InvalidInputError("recorded_at must carry a time zone (e.g. Z)")
+    body = request.stream()
+
+    def run() -> RecordingPublic:
+        rec = recordings.ingest(
+            ctx,
+            actor=actor,
+            tenant=tenant,
+            purposes=_purposes(purposes),
+            call_id=call_id,
+            recorded_at=recorded_at,
+            content_type=content_type or "",
+            chunks=_bridge(body),
+            expected_sha256=x_content_sha256,
+            expected_length=content_length,
+        )
+        with ctx.db.session() as session:
+            return recordings.to_public(session, rec, now=ctx.now())
+
+    return await anyio.to_thread.run_sync(run)
+
+
+@router.get("", response_model=RecordingPage)
+def list_recordings(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: Annotated[Actor, Depends(require(Permission.recording_metadata_read))],
+    tenant: str | None = None,
+    purpose: str | None = None,
+    call_id: str | None = None,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> RecordingPage:
+    return recordings.list_recordings(
+        session, actor=actor, tenant=tenant, purpose=purpose, call_id=call_id, status=status,
+        cursor=cursor, limit=min(limit, ctx.settings.list_page_limit), now=ctx.now(),
+    )  # fmt: skip
+
+
+@router.get("/{recording_id}", response_model=RecordingPublic)
+def get_recording(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: Annotated[Actor, Depends(require(Permission.recording_metadata_read))],
+    recording_id: uuid.UUID,
+) -> RecordingPublic:
+    return recordings.get_recording(session, actor=actor, recording_id=recording_id, now=ctx.now())
+
+
+@router.delete("/{recording_id}/purposes/{purpose}", response_model=RecordingPublic)
+def end_purpose(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: Annotated[Actor, Depends(require(Permission.recording_purpose_end))],
+    recording_id: uuid.UUID,
+    purpose: str,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> RecordingPublic:
+    out = recordings.end_purpose(
+        session, actor=actor, recording_id=recording_id, purpose=purpose, reason=reason,
+        now=ctx.now(),
+    )  # fmt: skip
+    session.commit()
+    return out

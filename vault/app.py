@@ -1,0 +1,46 @@
+"""``create_app(settings)``: builds the context once and wires the routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from vault import __version__
+from vault.api import audit, health, problems, recordings, tenants
+from vault.api.metrics import Metrics
+from vault.config import Settings
+from vault.context import Context, build_context
+from vault.services.audit import DenialLimiter
+
+
+def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
+    """``ctx`` lets tests (and ``serve``) hand over an already built context."""
+    context = ctx or build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if ctx is None:
+            context.close()
+
+    app = FastAPI(
+        title="callvault",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ctx = context
+    app.state.denials = DenialLimiter(
+        burst=settings.auth_denial_burst,
+        window=timedelta(seconds=settings.auth_denial_window_seconds),
+    )
+    app.state.metrics = Metrics()
+    app.state.metrics.install(app)
+    problems.install(app)
+    for module in (health, tenants, recordings, audit):
+        app.include_router(module.router)
+    return app

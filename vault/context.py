@@ -1,0 +1,83 @@
+"""The runtime context: every long-lived component, built once from Settings.
+
+The API holds one in ``app.state`` and injects it; the CLI and the worker build their own. Time
+(``clock``) and randomness (``rng``) are parameters so tests control them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from crypto.envelope import open_provider
+from crypto.keys.base import KeyProvider
+from vault.config import Settings
+from vault.db import Database
+from vault.models import utcnow
+from vault.policy import Policy, load_policy
+from vault.storage import BlobStore, LocalBlobStore, S3BlobStore
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database
+    store: BlobStore
+    keys: KeyProvider
+    policy: Policy
+    clock: Clock = field(default=utcnow)
+    rng: Callable[[int], bytes] | None = None
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_store(settings: Settings) -> BlobStore:
+    if settings.blob_dir is not None:
+        return LocalBlobStore(Path(settings.blob_dir))
+    if not settings.s3_endpoint:
+        raise ValueError("CALLVAULT_S3_ENDPOINT is required with an s3:// blob store")
+    return S3BlobStore.from_settings(
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key or "",
+        secret_key=settings.s3_secret_key or "",
+        bucket=settings.s3_bucket or "",
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+    )
+
+
+def open_keys(settings: Settings, *, create: bool = False) -> KeyProvider:
+    return open_provider(
+        settings.key_provider,
+        transit_token=settings.transit_token,
+        transit_mount=settings.transit_mount,
+        create=create,
+    )
+
+
+def build_context(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    rng: Callable[[int], bytes] | None = None,
+    create_keys: bool = False,
+) -> Context:
+    """Open every component; nothing is migrated or created here except on request."""
+    settings.check_key_separation()
+    return Context(
+        settings=settings,
+        db=Database.from_url(settings.database_url),
+        store=open_store(settings),
+        keys=open_keys(settings, create=create_keys),
+        policy=load_policy(settings.policy_file),
+        clock=clock or utcnow,
+        rng=rng,
+    )

@@ -1,0 +1,384 @@
+"""Tenants, principals and API keys: creation, scope, roles, revocation and authentication.
+
+An API key is ``cvk_`` + base64url(32 random bytes). Only a 12-character lookup prefix and the
+SHA-256 of the whole key are stored; the key itself is shown once and never kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from vault.authz import Actor, Permission, ensure, ensure_tenant
+from vault.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    PermissionDeniedError,
+    UnknownPrincipalError,
+    UnknownTenantError,
+)
+from vault.models import ApiKey, Principal, PrincipalPublic, PrincipalTenant, Role, Tenant
+from vault.services import audit
+from vault.tags import AuditAction
+
+Rng = Callable[[int], bytes]
+
+KEY_PREFIX = "cvk_"
+KEY_BYTES = 32
+LOOKUP_LEN = 12
+_KEY_RE = re.compile(r"cvk_[A-Za-z0-9_-]{43}")  # 32 bytes -> 43 base64url chars, no padding
+_TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PRINCIPAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+_EMAIL_RE = re.compile(r"[^\s@]+@[^\s@]+")
+_SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9._:/-]*")
+# Compared against when the prefix is unknown, so a miss costs the same as a wrong key.
+_DUMMY_HASH = hashlib.sha256(b"callvault/dummy-key").hexdigest()
+SCOPE_REQUIRED = "scope must be given explicitly: --tenant T ... or --all-tenants"
+BOOTSTRAP_NAME = "bootstrap-admin"
+BOOTSTRAP_OWNER = "bootstrap@localhost"
+
+
+def _fail() -> AuthenticationError:
+    # One generic message whatever the cause: callers must not learn which check failed.
+    return AuthenticationError()
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+def denial_key(api_key: str | None) -> str:
+    """A short, safe label for rate-limiting and auditing a failed authentication."""
+    if not api_key:
+        return "missing"
+    if not _KEY_RE.fullmatch(api_key):
+        return "malformed"
+    return KEY_PREFIX + api_key[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LEN]
+
+
+# --- tenants -------------------------------------------------------------------------------------
+
+
+def create_tenant(
+    session: Session, *, actor: Actor, name: str, region: str | None, now: datetime
+) -> Tenant:
+    ensure(actor, Permission.tenant_create)
+    if not isinstance(name, str) or not _TENANT_RE.fullmatch(name):
+        raise InvalidInputError(
+            "tenant name: 1-64 characters, letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if region is not None and (not region.strip() or len(region) > 64):
+        raise InvalidInputError("region: 1-64 characters")
+    if session.exec(select(Tenant.id).where(Tenant.name == name)).first() is not None:
+        raise ConflictError(f"tenant {name!r} already exists")
+    tenant = Tenant(name=name, region=region, created_at=now)
+    session.add(tenant)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:  # lost a race with a concurrent create
+        raise ConflictError(f"tenant {name!r} already exists") from exc
+    audit.record(
+        session,
+        action=AuditAction.tenant_create,
+        actor=actor.audit_name,
+        now=now,
+        tenant_id=tenant.id,
+        target=str(tenant.id),
+        details={"name": name, "region": region},
+    )
+    return tenant
+
+
+def resolve_tenant(session: Session, ref: str) -> Tenant:
+    """A tenant by UUID string or by name."""
+    try:
+        tenant = session.get(Tenant, uuid.UUID(ref))
+    except (ValueError, TypeError, AttributeError):
+        tenant = None
+    if tenant is None and isinstance(ref, str):
+        tenant = session.exec(select(Tenant).where(Tenant.name == ref)).first()
+    if tenant is None:
+        raise UnknownTenantError(f"unknown tenant {ref!r}")
+    return tenant
+
+
+def tenant_names(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = session.exec(select(Tenant.id, Tenant.name).where(col(Tenant.id).in_(wanted))).all()
+    return {tid: name for tid, name in rows}
+
+
+# --- principals ----------------------------------------------------------------------------------
+
+
+def _parse_role(role: Role | str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise InvalidInputError(
+            f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}"
+        ) from None
+
+
+def _normalise_owner(owner: str) -> str:
+    # Four-eyes compares owners, so "Alice@X" and "alice@x" must be the same person.
+    value = owner.strip().lower() if isinstance(owner, str) else ""
+    if not 3 <= len(value) <= 256 or not (
+        _EMAIL_RE.fullmatch(value) or _SERVICE_RE.fullmatch(value)
+    ):
+        raise InvalidInputError("owner must be an email address or a service id (no spaces)")
+    return value
+
+
+def get_principal(session: Session, name: str) -> Principal:
+    principal = session.exec(select(Principal).where(Principal.name == name)).first()
+    if principal is None:
+        raise UnknownPrincipalError(f"unknown principal {name!r}")
+    return principal
+
+
+def principal_tenant_ids(session: Session, principal_id: uuid.UUID) -> frozenset[uuid.UUID]:
+    rows = session.exec(
+        select(PrincipalTenant.tenant_id).where(PrincipalTenant.principal_id == principal_id)
+    ).all()
+    return frozenset(rows)
+
+
+def add_principal(
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    role: Role | str,
+    owner: str,
+    tenants: list[str],
+    all_tenants: bool,
+    now: datetime,
+    expires_at: datetime | None = None,
+    rng: Rng | None = None,
+) -> tuple[Principal, str]:
+    """Create a principal and its first API key; the key is returned once and never stored."""
+    ensure(actor, Permission.principal_manage)
+    if not isinstance(name, str) or not _PRINCIPAL_RE.fullmatch(name):
+        raise InvalidInputError(
+            "principal name: 1-128 characters, letters, digits, '.', '_', '@' or '-'"
+        )
+    parsed_role = _parse_role(role)
+    owner = _normalise_owner(owner)
+    if bool(tenants) == bool(all_tenants):
+        raise InvalidInputError(SCOPE_REQUIRED if not tenants else f"{SCOPE_REQUIRED}, not both")
+    tenant_ids = sorted({resolve_tenant(session, ref).id for ref in tenants}, key=str)
+    # No escalation: an admin hands out only the scope it holds itself.
+    if all_tenants and not actor.all_tenants:
+        raise PermissionDeniedError("only an all-tenants principal may grant --all-tenants")
+    for tid in tenant_ids:
+        ensure_tenant(actor, tid)
+    if session.exec(select(Principal.id).where(Principal.name == name)).first() is not None:
+        raise ConflictError(f"principal {name!r} already exists")
+
+    principal = Principal(
+        name=name,
+        role=parsed_role.value,
+        owner=owner,
+        all_tenants=bool(all_tenants),
+        created_at=now,
+    )
+    session.add(principal)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:  # lost a race with a concurrent create
+        raise ConflictError(f"principal {name!r} already exists") from exc
+    for tid in tenant_ids:
+        session.add(PrincipalTenant(principal_id=principal.id, tenant_id=tid))
+    key = issue_key(session, principal=principal, now=now, expires_at=expires_at, rng=rng)
+    audit.record(
+        session,
+        action=AuditAction.principal_create,
+        actor=actor.audit_name,
+        now=now,
+        target=str(principal.id),
+        details={
+            "name": name,
+            "role": parsed_role.value,
+            "owner": owner,
+            "tenant_ids": [str(t) for t in tenant_ids],
+            "all_tenants": bool(all_tenants),
+        },
+    )
+    return principal, key
+
+
+def issue_key(
+    session: Session,
+    *,
+    principal: Principal,
+    now: datetime,
+    expires_at: datetime | None = None,
+    rng: Rng | None = None,
+) -> str:
+    """A new API key for the principal; only its prefix and hash are stored."""
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInputError("expires_at must be in the future")
+    rand = rng or os.urandom
+    for _ in range(3):  # a prefix collision is astronomically rare; a stuck test rng is not
+        key = KEY_PREFIX + base64.urlsafe_b64encode(rand(KEY_BYTES)).rstrip(b"=").decode("ascii")
+        if not _KEY_RE.fullmatch(key):
+            raise ValueError("rng must return exactly the requested number of bytes")
+        prefix = key[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LEN]
+        if session.exec(select(ApiKey.id).where(ApiKey.prefix == prefix)).first() is None:
+            break
+    else:
+        raise ConflictError("could not generate a unique API key prefix")
+    session.add(
+        ApiKey(
+            principal_id=principal.id,
+            prefix=prefix,
+            key_hash=hash_key(key),
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    session.flush()
+    return key
+
+
+def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime) -> Principal:
+    """Revoke the principal and every key it holds. Revoking twice changes nothing."""
+    ensure(actor, Permission.principal_manage)
+    principal = get_principal(session, name)
+    if principal.revoked_at is not None:
+        return principal
+    principal.revoked_at = now
+    keys = session.exec(
+        select(ApiKey).where(ApiKey.principal_id == principal.id, col(ApiKey.revoked_at).is_(None))
+    ).all()
+    for key in keys:
+        key.revoked_at = now
+    session.add(principal)
+    session.flush()
+    audit.record(
+        session,
+        action=AuditAction.principal_revoke,
+        actor=actor.audit_name,
+        now=now,
+        target=str(principal.id),
+        details={"name": principal.name, "keys_revoked": len(keys)},
+    )
+    return principal
+
+
+def set_role(
+    session: Session, *, actor: Actor, name: str, role: Role | str, now: datetime
+) -> Principal:
+    ensure(actor, Permission.principal_manage)
+    new_role = _parse_role(role)
+    principal = get_principal(session, name)
+    if principal.revoked_at is not None:
+        raise ConflictError(f"principal {name!r} is revoked")
+    old_role = principal.role
+    if old_role == new_role.value:
+        return principal
+    principal.role = new_role.value
+    session.add(principal)
+    session.flush()
+    audit.record(
+        session,
+        action=AuditAction.principal_set_role,
+        actor=actor.audit_name,
+        now=now,
+        target=str(principal.id),
+        details={"name": principal.name, "old_role": old_role, "new_role": new_role.value},
+    )
+    return principal
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+def authenticate(session: Session, *, api_key: str | None, now: datetime) -> Actor:
+    """The actor behind an API key, or AuthenticationError with one generic message."""
+    if not isinstance(api_key, str) or not _KEY_RE.fullmatch(api_key):
+        raise _fail()  # the format is public, so refusing it early leaks nothing
+    prefix = api_key[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LEN]
+    row = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    # Always compare, against a dummy when the prefix is unknown: no timing oracle on prefixes.
+    matched = hmac.compare_digest(hash_key(api_key), row.key_hash if row else _DUMMY_HASH)
+    if row is None or not matched:
+        raise _fail()
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        raise _fail()
+    principal = session.get(Principal, row.principal_id)
+    if principal is None or principal.revoked_at is not None:
+        raise _fail()
+    try:
+        role = Role(principal.role)
+    except ValueError:
+        raise _fail() from None
+    return Actor(
+        id=principal.id,
+        name=principal.name,
+        role=role,
+        owner=principal.owner,
+        all_tenants=principal.all_tenants,
+        tenant_ids=principal_tenant_ids(session, principal.id),
+    )
+
+
+def bootstrap_admin(session: Session, *, now: datetime, rng: Rng | None = None) -> str | None:
+    """Create the first admin and return its key, unless an admin (even revoked) exists."""
+    audit.acquire_append_lock(session)  # serialises concurrent `init`s on PostgreSQL
+    if session.exec(select(Principal.id).where(Principal.role == Role.admin.value)).first():
+        return None
+    name, n = BOOTSTRAP_NAME, 1
+    while session.exec(select(Principal.id).where(Principal.name == name)).first() is not None:
+        n += 1  # the name was taken by a principal that is no longer admin
+        name = f"{BOOTSTRAP_NAME}-{n}"
+    principal = Principal(
+        name=name, role=Role.admin.value, owner=BOOTSTRAP_OWNER, all_tenants=True, created_at=now
+    )
+    session.add(principal)
+    session.flush()
+    key = issue_key(session, principal=principal, now=now, rng=rng)
+    audit.record(
+        session,
+        action=AuditAction.principal_create,
+        actor="system:init",
+        now=now,
+        target=str(principal.id),
+        details={
+            "name": name,
+            "role": Role.admin.value,
+            "owner": BOOTSTRAP_OWNER,
+            "tenant_ids": [],
+            "all_tenants": True,
+            "bootstrap": True,
+        },
+    )
+    return key
+
+
+def to_public(session: Session, principal: Principal) -> PrincipalPublic:
+    names = tenant_names(session, principal_tenant_ids(session, principal.id))
+    return PrincipalPublic(
+        id=principal.id,
+        name=principal.name,
+        role=Role(principal.role),
+        owner=principal.owner,
+        all_tenants=principal.all_tenants,
+        tenants=sorted(names.values()),
+        created_at=principal.created_at,
+        revoked_at=principal.revoked_at,
+    )

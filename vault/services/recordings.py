@@ -1,0 +1,403 @@
+"""Recordings: metadata reads, ending a purpose early, and the orphan sweeper.
+
+Ingest itself lives in :mod:`vault.services.ingest` and is re-exported here. A recording of a
+tenant outside the actor's scope is reported exactly like a missing one (``NotFoundError``), so
+ids cannot be probed across tenants.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from vault.authz import Actor, Permission, ensure
+from vault.context import Context
+from vault.errors import ConflictError, InvalidInputError, NotFoundError, UnknownTenantError
+from vault.models import (
+    PurposePublic,
+    Recording,
+    RecordingPage,
+    RecordingPublic,
+    RecordingPurpose,
+    RecordingStatus,
+)
+from vault.services import audit, principals
+from vault.services.ingest import ingest
+from vault.storage import StorageError, StorageUnavailableError
+from vault.tags import AuditAction
+
+__all__ = [
+    "MAX_PAGE_LIMIT",
+    "SWEEP_ACTOR",
+    "end_purpose",
+    "get_recording",
+    "ingest",
+    "list_recordings",
+    "sweep_orphans",
+    "to_public",
+]
+
+log = logging.getLogger(__name__)
+
+S = RecordingStatus
+MAX_PAGE_LIMIT = 1000
+MAX_REASON = 256
+SWEEP_ACTOR = "system:sweep-orphans"
+SWEEP_BATCH = 500
+
+
+# --- public shapes --------------------------------------------------------------------------------
+
+
+def to_public(session: Session, recording: Recording, *, now: datetime) -> RecordingPublic:
+    return _to_public_many(session, [recording], now=now)[0]
+
+
+def _to_public_many(
+    session: Session, recordings: Sequence[Recording], *, now: datetime
+) -> list[RecordingPublic]:
+    """Batch the look-ups (purposes, tenant names, derivatives) for a whole page."""
+    if not recordings:
+        return []
+    ids = [r.id for r in recordings]
+    purposes: dict[uuid.UUID, list[PurposePublic]] = {rid: [] for rid in ids}
+    rows = session.exec(
+        select(RecordingPurpose)
+        .where(col(RecordingPurpose.recording_id).in_(ids))
+        .order_by(col(RecordingPurpose.purpose))
+    ).all()
+    for p in rows:
+        purposes[p.recording_id].append(
+            PurposePublic(
+                purpose=p.purpose,
+                expires_at=p.expires_at,
+                ended_at=p.ended_at,
+                active=p.active(now),
+            )
+        )
+    derivatives: dict[uuid.UUID, list[uuid.UUID]] = {rid: [] for rid in ids}
+    for parent, child in session.exec(
+        select(Recording.parent_id, Recording.id)
+        .where(col(Recording.parent_id).in_(ids))
+        .order_by(col(Recording.ingested_at), col(Recording.id))
+    ).all():
+        derivatives[parent].append(child)  # type: ignore[index]
+    names = principals.tenant_names(session, {r.tenant_id for r in recordings})
+    holds = _holds_of(session, ids, now)
+    return [
+        RecordingPublic(
+            id=r.id,
+            tenant=names.get(r.tenant_id, str(r.tenant_id)),
+            call_id=r.call_id,
+            status=S(r.status),
+            content_type=r.content_type,
+            size=r.size,
+            sha256=r.sha256,
+            ciphertext_sha256=r.ciphertext_sha256,
+            recorded_at=r.recorded_at,
+            ingested_at=r.ingested_at,
+            purposes=purposes[r.id],
+            holds=holds.get(r.id, []),
+            parent_id=r.parent_id,
+            derivatives=derivatives[r.id],
+            disposed_at=r.disposed_at,
+            disposal_reason=r.disposal_reason,
+        )
+        for r in recordings
+    ]
+
+
+def _holds_of(
+    session: Session, ids: Sequence[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """Active legal holds per recording (legal holds come in a later issue)."""
+    return {}
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+def _visible(session: Session, actor: Actor, recording_id: uuid.UUID) -> Recording:
+    rec = session.get(Recording, recording_id)
+    # The same error for "missing" and "not yours": existence must not leak across tenants.
+    if rec is None or not actor.in_scope(rec.tenant_id):
+        raise NotFoundError(f"no recording {recording_id}")
+    return rec
+
+
+def get_recording(
+    session: Session, *, actor: Actor, recording_id: uuid.UUID, now: datetime
+) -> RecordingPublic:
+    ensure(actor, Permission.recording_metadata_read)
+    return to_public(session, _visible(session, actor, recording_id), now=now)
+
+
+def _encode_cursor(rec: Recording) -> str:
+    raw = json.dumps({"t": rec.ingested_at.isoformat(), "id": str(rec.id)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        ts = datetime.fromisoformat(data["t"])
+        rid = uuid.UUID(data["id"])
+        if ts.tzinfo is None:
+            raise ValueError("naive")
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, UnicodeError):
+        raise InvalidInputError("invalid cursor") from None
+    return ts, rid
+
+
+def list_recordings(
+    session: Session,
+    *,
+    actor: Actor,
+    tenant: str | None,
+    purpose: str | None,
+    call_id: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+    now: datetime,
+) -> RecordingPage:
+    """Metadata of the recordings in scope, oldest first, by keyset on (ingested_at, id)."""
+    ensure(actor, Permission.recording_metadata_read)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE_LIMIT}")
+    if status is not None and status not in {s.value for s in S}:
+        raise InvalidInputError(f"unknown status {status!r}; one of {', '.join(S)}")
+    after = _decode_cursor(cursor) if cursor is not None else None
+    empty = RecordingPage(items=[], next_cursor=None)
+
+    query = select(Recording)
+    if tenant is not None:
+        try:
+            target = principals.resolve_tenant(session, tenant)
+        except UnknownTenantError:
+            if actor.all_tenants:
+                raise
+            return empty  # a scoped actor learns nothing about other tenants
+        if not actor.in_scope(target.id):
+            return empty
+        query = query.where(Recording.tenant_id == target.id)
+    elif not actor.all_tenants:
+        if not actor.tenant_ids:
+            return empty
+        query = query.where(col(Recording.tenant_id).in_(actor.tenant_ids))
+    if status is not None:
+        query = query.where(Recording.status == status)
+    if call_id is not None:
+        query = query.where(Recording.call_id == call_id)
+    if purpose is not None:
+        query = query.where(
+            sa.exists().where(
+                RecordingPurpose.recording_id == Recording.id,
+                RecordingPurpose.purpose == purpose,
+                col(RecordingPurpose.ended_at).is_(None),
+                col(RecordingPurpose.expires_at) > now,
+            )
+        )
+    if after is not None:
+        ts, rid = after
+        query = query.where(
+            sa.or_(
+                col(Recording.ingested_at) > ts,
+                sa.and_(col(Recording.ingested_at) == ts, col(Recording.id) > rid),
+            )
+        )
+    rows = session.exec(
+        query.order_by(col(Recording.ingested_at), col(Recording.id)).limit(limit + 1)
+    ).all()
+    page = list(rows[:limit])
+    next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+    return RecordingPage(items=_to_public_many(session, page, now=now), next_cursor=next_cursor)
+
+
+# --- ending a purpose -----------------------------------------------------------------------------
+
+
+def end_purpose(
+    session: Session,
+    *,
+    actor: Actor,
+    recording_id: uuid.UUID,
+    purpose: str,
+    reason: str | None,
+    now: datetime,
+) -> RecordingPublic:
+    """End one purpose early, audited in the caller's transaction."""
+    ensure(actor, Permission.recording_purpose_end)
+    if reason is not None:
+        reason = reason.strip() or None
+    if reason is not None and len(reason) > MAX_REASON:
+        raise InvalidInputError(f"reason must be at most {MAX_REASON} characters")
+    rec = _visible(session, actor, recording_id)
+    # Row lock: two concurrent ends must not both succeed (SQLite: BEGIN IMMEDIATE already).
+    row = session.exec(
+        select(RecordingPurpose)
+        .where(RecordingPurpose.recording_id == rec.id, RecordingPurpose.purpose == purpose)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise NotFoundError(f"recording {recording_id} has no purpose {purpose!r}")
+    if row.ended_at is not None:
+        raise ConflictError(f"purpose {purpose!r} already ended")
+    if row.expires_at <= now:
+        raise ConflictError(f"purpose {purpose!r} already expired")
+    row.ended_at = now
+    row.ended_reason = reason
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        action=AuditAction.recording_purpose_end,
+        actor=actor.audit_name,
+        now=now,
+        tenant_id=rec.tenant_id,
+        target=str(rec.id),
+        purpose=purpose,
+        details={"reason": reason} if reason else None,
+    )
+    return to_public(session, rec, now=now)
+
+
+# --- the orphan sweeper ---------------------------------------------------------------------------
+
+
+def _claim(ctx: Context, query: Any) -> Any:
+    # PostgreSQL: concurrent workers skip each other's rows. SQLite: BEGIN IMMEDIATE already
+    # makes every transaction the single writer.
+    return query.with_for_update(skip_locked=True) if ctx.db.is_postgres else query
+
+
+def sweep_orphans(
+    ctx: Context, *, older_than: timedelta, now: datetime, batch: int = SWEEP_BATCH
+) -> int:
+    """Reclaim what failed or crashed ingests and disposals left behind; idempotent.
+
+    1. ``pending`` rows not touched for ``older_than``: CAS to ``failed`` and destroy the wrapped
+       DEK first, so an upload still running loses its own pending -> stored CAS and cleans up.
+    2. ``failed`` rows whose objects were not yet removed (``disposed_at`` NULL): remove every
+       object version, then stamp ``disposed_at``.
+    3. ``disposing`` rows whose DEK is already destroyed (a crash mid-disposal), not touched for
+       ``older_than``: remove every object version, then mark them ``disposed``.
+
+    Returns the number of rows acted on.
+    """
+    cutoff = now - older_than
+    acted: set[uuid.UUID] = set()
+
+    with ctx.db.transaction() as session:
+        stale = session.exec(
+            _claim(
+                ctx,
+                select(Recording)
+                .where(Recording.status == S.pending, col(Recording.updated_at) < cutoff)
+                .order_by(col(Recording.updated_at))
+                .limit(batch),
+            )
+        ).all()
+        for rec in stale:
+            done = session.exec(
+                sa.update(Recording)
+                .where(Recording.id == rec.id, Recording.status == S.pending)  # type: ignore[arg-type]
+                .values(status=S.failed, wrapped_dek=None, dek_destroyed_at=now, updated_at=now)
+            )
+            if done.rowcount == 1:
+                acted.add(rec.id)
+                _audit_sweep(session, rec, now, {"from": "pending", "to": "failed"})
+
+    failed = [Recording.status == S.failed, col(Recording.disposed_at).is_(None)]
+    disposing = [
+        Recording.status == S.disposing,
+        col(Recording.wrapped_dek).is_(None),
+        col(Recording.updated_at) < cutoff,
+    ]
+    for conditions, finish in ((failed, _finish_failed), (disposing, _finish_disposing)):
+        with ctx.db.session() as session:
+            ids = session.exec(
+                select(Recording.id)
+                .where(*conditions)
+                .order_by(col(Recording.updated_at))
+                .limit(batch)
+            ).all()
+        for rid in ids:
+            try:
+                if _remove_objects(ctx, rid, conditions, finish, now):
+                    acted.add(rid)
+            except StorageUnavailableError:
+                log.warning("sweep: object store unavailable; retrying next run", exc_info=True)
+                return len(acted)
+            except StorageError:  # e.g. Object Lock on a version: leave it, retry next run
+                log.warning("sweep: could not remove the objects of %s", rid, exc_info=True)
+    return len(acted)
+
+
+_Finish = Callable[[Session, Recording, datetime, int], None]
+
+
+def _remove_objects(
+    ctx: Context, rid: uuid.UUID, conditions: list[Any], finish: _Finish, now: datetime
+) -> bool:
+    # One row per transaction, its lock held while its objects are deleted, so two sweepers
+    # never work on the same row; the row changes only after the objects are gone.
+    with ctx.db.transaction() as session:
+        query = select(Recording).where(Recording.id == rid, *conditions)
+        rec = session.exec(_claim(ctx, query)).first()
+        if rec is None:
+            return False  # changed or claimed by someone else since the listing
+        removed = ctx.store.delete_all_versions(rec.object_key)
+        finish(session, rec, now, removed)
+        return True
+
+
+def _finish_failed(session: Session, rec: Recording, now: datetime, removed: int) -> None:
+    rec.wrapped_dek = None
+    rec.disposed_at = now  # on a failed row: its objects are gone
+    rec.updated_at = now
+    session.add(rec)
+    _audit_sweep(session, rec, now, {"status": "failed", "objects_removed": removed})
+
+
+def _finish_disposing(session: Session, rec: Recording, now: datetime, removed: int) -> None:
+    rec.status = S.disposed
+    rec.disposed_at = rec.disposed_at or now
+    rec.updated_at = now
+    # The tombstone keeps nothing that identifies the call or the media.
+    rec.call_id = None
+    rec.sha256 = None
+    session.add(rec)
+    _audit_sweep(
+        session,
+        rec,
+        now,
+        {
+            "from": "disposing",
+            "to": "disposed",
+            "objects_removed": removed,
+            "ciphertext_sha256": rec.ciphertext_sha256,
+        },
+    )
+
+
+def _audit_sweep(session: Session, rec: Recording, now: datetime, details: dict[str, Any]) -> None:
+    audit.record(
+        session,
+        action=AuditAction.recording_sweep,
+        actor=SWEEP_ACTOR,
+        now=now,
+        tenant_id=rec.tenant_id,
+        target=str(rec.id),
+        details=details,
+    )

@@ -1,0 +1,55 @@
+"""Audit action tags and outcomes (floor 1: imported by services, API and jobs alike)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    # principals and tenants
+    tenant_create = "tenant.create"
+    principal_create = "principal.create"
+    principal_revoke = "principal.revoke"
+    principal_set_role = "principal.set_role"
+    auth_denied = "auth.denied"
+    auth_denied_aggregate = "auth.denied.aggregate"
+    permission_denied = "permission.denied"
+    # recordings
+    recording_ingest = "recording.ingest"
+    recording_ingest_failed = "recording.ingest.failed"
+    recording_purpose_end = "recording.purpose.end"
+    recording_read = "recording.read"
+    recording_sweep = "recording.sweep"
+    integrity_alarm = "integrity.alarm"
+    # access
+    access_request = "access.request"
+    access_approve = "access.approve"
+    access_deny = "access.deny"
+    access_expire = "access.expire"
+    grant_create = "grant.create"
+    grant_revoke = "grant.revoke"
+    grant_expire = "grant.expire"
+    break_glass = "grant.break_glass"
+    break_glass_review = "grant.break_glass.review"
+    break_glass_overdue = "grant.break_glass.overdue"
+    # retention
+    purpose_expire = "purpose.expire"
+    disposal_deferred = "disposal.deferred"
+    dek_destroy = "dek.destroy"
+    media_destroy = "media.destroy"
+    hold_create = "hold.create"
+    hold_release = "hold.release"
+    erasure_request = "erasure.request"
+    erasure_complete = "erasure.complete"
+    # keys and audit
+    kek_rotate = "kek.rotate"
+    kek_rewrap = "kek.rewrap"
+    kek_retire = "kek.retire"
+    audit_checkpoint = "audit.checkpoint"
+    scrub = "integrity.scrub"
+
+
+class Outcome(StrEnum):
+    ok = "ok"
+    denied = "denied"
+    failed = "failed"
