@@ -1,0 +1,152 @@
+"""Grants: issuing them, and the one check every content read goes through.
+
+A grant opens content only while all of this holds: it belongs to the caller, covers the
+recording, is inside ``[not_before, expires_at)``, is not revoked, its purpose is still active on
+the recording, and the recording is not disposed of. Playback calls :func:`still_valid` again at
+every segment, so revocation or expiry ends a running stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from vault.authz import Actor
+from vault.errors import GoneError, NotFoundError, PermissionDeniedError
+from vault.models import (
+    Grant,
+    GrantKind,
+    GrantPublic,
+    GrantRecording,
+    Recording,
+    RecordingPurpose,
+    RecordingStatus,
+)
+
+UNREADABLE = {RecordingStatus.pending, RecordingStatus.failed}
+GONE = {RecordingStatus.disposing, RecordingStatus.disposed}
+
+
+def issue_grant(
+    session: Session,
+    *,
+    principal_id: uuid.UUID,
+    owner: str,
+    purpose: str,
+    recording_ids: Sequence[uuid.UUID],
+    not_before: datetime,
+    expires_at: datetime,
+    kind: GrantKind = GrantKind.request,
+    request_id: uuid.UUID | None = None,
+    incident_ref: str | None = None,
+    reason: str | None = None,
+) -> Grant:
+    """Insert a grant and its coverage rows; the caller audits and commits."""
+    if not recording_ids:
+        raise ValueError("a grant covers at least one recording")
+    if expires_at <= not_before:
+        raise ValueError("a grant must end after it starts")
+    grant = Grant(
+        kind=kind, principal_id=principal_id, owner=owner, purpose=purpose,
+        request_id=request_id, not_before=not_before, expires_at=expires_at,
+        created_at=not_before, incident_ref=incident_ref, reason=reason,
+        needs_review=kind == GrantKind.break_glass,
+    )  # fmt: skip
+    session.add(grant)
+    session.flush()
+    for rid in sorted(set(recording_ids)):
+        session.add(GrantRecording(grant_id=grant.id, recording_id=rid))
+    session.flush()
+    return grant
+
+
+def is_active(grant: Grant, now: datetime) -> bool:
+    return grant.revoked_at is None and grant.not_before <= now < grant.expires_at
+
+
+def recording_ids(session: Session, grant_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = session.exec(
+        select(GrantRecording.recording_id).where(GrantRecording.grant_id == grant_id)
+    )
+    return sorted(rows.all())
+
+
+def to_public(
+    session: Session, grant: Grant, *, now: datetime, overdue_after: float = 24 * 3600
+) -> GrantPublic:
+    open_review = grant.needs_review and grant.reviewed_at is None
+    overdue = open_review and (now - grant.created_at).total_seconds() > overdue_after
+    return GrantPublic(
+        id=grant.id, kind=GrantKind(grant.kind), principal_id=grant.principal_id,
+        purpose=grant.purpose, recording_ids=recording_ids(session, grant.id),
+        request_id=grant.request_id, not_before=grant.not_before, expires_at=grant.expires_at,
+        revoked_at=grant.revoked_at, active=is_active(grant, now), needs_review=open_review,
+        review_overdue=overdue, reviewed_at=grant.reviewed_at, incident_ref=grant.incident_ref,
+    )  # fmt: skip
+
+
+def _purpose_active(session: Session, recording_id: uuid.UUID, purpose: str, now: datetime) -> bool:
+    row = session.get(RecordingPurpose, (recording_id, purpose))
+    return row is not None and row.active(now)
+
+
+def _covers(session: Session, grant_id: uuid.UUID, recording_id: uuid.UUID) -> bool:
+    return session.get(GrantRecording, (grant_id, recording_id)) is not None
+
+
+def authorize_read(
+    session: Session,
+    *,
+    actor: Actor,
+    recording_id: uuid.UUID,
+    grant_id: uuid.UUID | None,
+    now: datetime,
+) -> tuple[Grant, Recording]:
+    """The grant that lets ``actor`` read this recording now, or a domain error.
+
+    Not found (missing or out of scope) → NotFoundError; disposed → GoneError; no usable grant →
+    PermissionDeniedError. Without ``grant_id`` the caller's active covering grant that lasts
+    longest is used.
+    """
+    recording = session.get(Recording, recording_id)
+    if recording is None or not actor.in_scope(recording.tenant_id):
+        raise NotFoundError(f"no recording {recording_id}")
+    if recording.status in GONE:
+        raise GoneError(f"recording {recording_id} has been disposed of")
+    if recording.status in UNREADABLE:
+        raise NotFoundError(f"no recording {recording_id}")
+    if grant_id is not None:
+        candidates = [g for g in [session.get(Grant, grant_id)] if g is not None]
+    else:
+        stmt = (
+            select(Grant)
+            .join(GrantRecording, col(GrantRecording.grant_id) == col(Grant.id))
+            .where(GrantRecording.recording_id == recording_id, Grant.principal_id == actor.id)
+            .order_by(col(Grant.expires_at).desc())
+        )
+        candidates = list(session.exec(stmt).all())
+    for grant in candidates:
+        if (
+            grant.principal_id == actor.id
+            and is_active(grant, now)
+            and _covers(session, grant.id, recording_id)
+            and _purpose_active(session, recording_id, grant.purpose, now)
+        ):
+            return grant, recording
+    raise PermissionDeniedError(
+        "no active grant of yours covers this recording for an active purpose"
+    )
+
+
+def still_valid(
+    session: Session, *, grant_id: uuid.UUID, recording_id: uuid.UUID, now: datetime
+) -> bool:
+    """The per-segment re-check during a stream: cheap, and fails closed."""
+    grant = session.get(Grant, grant_id)
+    recording = session.get(Recording, recording_id)
+    if grant is None or recording is None or recording.status in GONE:
+        return False
+    return is_active(grant, now) and _purpose_active(session, recording_id, grant.purpose, now)
