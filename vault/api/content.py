@@ -1,0 +1,7 @@
+"""Placeholder router; filled in by the access/playback work (#4)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
