@@ -37,6 +37,7 @@ from vault.errors import (
 )
 from vault.models import Principal, Recording, RecordingPurpose, RecordingStatus, Tenant
 from vault.services import audit, principals
+from vault.services.pipeline import pipelined
 from vault.storage import StorageError
 from vault.tags import AuditAction, Outcome
 
@@ -134,7 +135,10 @@ def ingest(
     body = _ciphertext(first, source, enc, tally, expected_sha256, expected_length)
     hint = streaming.ciphertext_size(expected_length) if expected_length is not None else None
     try:
-        result = ctx.store.put_stream(rec.object_key, body, size_hint=hint)
+        # Encrypt and hash in this thread while a helper thread uploads: the two overlap.
+        result = pipelined(
+            body, lambda chunks: ctx.store.put_stream(rec.object_key, chunks, size_hint=hint)
+        )
         if result.size != tally.cipher_bytes:
             raise StorageError(f"store wrote {result.size} bytes, expected {tally.cipher_bytes}")
     except BaseException as exc:
