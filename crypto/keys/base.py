@@ -26,7 +26,8 @@ class WrappedKey:
 
 @runtime_checkable
 class KeyProvider(Protocol):
-    """A versioned AEAD used as key-encryption key.
+    """A versioned AEAD used as key-encryption key, plus the Ed25519 key that signs audit
+    checkpoints.
 
     ``associated_data`` is always required: it binds a wrap to its context
     (``tenant || recording_id``) so that a wrapped DEK copied to another row cannot be opened.
@@ -74,4 +75,15 @@ class KeyProvider(Protocol):
 
     def check(self) -> None:
         """Cheap readiness probe; raises ``KeyProviderError`` when the provider is unusable."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """Raw 64-byte Ed25519 signature over ``message`` (signed audit checkpoints).
+
+        The signing key never leaves the provider (keyring file or Transit ``ed25519`` key).
+        """
+        ...
+
+    def signing_public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 public key that verifies :meth:`sign`'s signatures."""
         ...

@@ -1,4 +1,4 @@
-"""/v1/audit: the event chain and its verification (auditor, security)."""
+"""/v1/audit: the event chain, its signed checkpoints and their verification (auditor, security)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from vault.api.deps import SessionDep, require
+from vault.api.deps import CtxDep, SessionDep, require
 from vault.authz import Actor, Permission
-from vault.models import AuditEventPublic
-from vault.services import audit
+from vault.models import AuditCheckpointPublic, AuditEventPublic
+from vault.services import audit, checkpoints
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -28,14 +28,29 @@ def list_events(
     ]
 
 
+@router.get("/checkpoints", response_model=list[AuditCheckpointPublic])
+def list_checkpoints(
+    session: SessionDep,
+    _: AuditReader,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditCheckpointPublic]:
+    return checkpoints.list_checkpoints(session, limit=limit, after_id=after_id)
+
+
 @router.get("/verify")
-def verify(session: SessionDep, _: AuditReader) -> dict[str, Any]:
-    result = audit.verify(session)
+def verify(ctx: CtxDep, session: SessionDep, _: AuditReader) -> dict[str, Any]:
+    # The trusted key comes from config or the provider, never from the DB or the exports.
+    result = checkpoints.verify_all(session, public_key=checkpoints.trusted_public_key(ctx))
+    chain = result.chain
     return {
         "ok": result.ok,
-        "checked": result.checked,
-        "head_seq": result.head_seq,
-        "head_hash": result.head_hash,
+        "checked": chain.checked,
+        "head_seq": chain.head_seq,
+        "head_hash": chain.head_hash,
         "first_bad_seq": result.first_bad_seq,
         "reason": result.reason,
+        "checkpoint_id": result.checkpoint_id,
+        "checkpoints_checked": result.checkpoints_checked,
+        "latest_checkpoint_seq": result.latest_checkpoint_seq,
     }
