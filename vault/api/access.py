@@ -1,7 +1,212 @@
-"""Placeholder router; filled in by the access/playback work (#4)."""
+"""/v1/access-requests, /v1/grants and /v1/break-glass.
+
+``require()`` does the role check (and audits denials); every finer rule (owners, approver roles,
+scope, state) lives in :mod:`vault.services.access` and :mod:`vault.services.breakglass`. Routes
+commit explicitly before answering.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Body, Depends
+from sqlmodel import Field, Session, SQLModel
+
+from vault.api.deps import CtxDep, CurrentActor, SessionDep, require
+from vault.authz import Actor, Permission
+from vault.context import Context
+from vault.models import (
+    AccessRequestCreate,
+    AccessRequestPublic,
+    AccessRequestStatus,
+    BreakGlassCreate,
+    GrantPublic,
+    ReviewCreate,
+    ReviewDecision,
+)
+from vault.services import access, breakglass, grants
+
+router = APIRouter(tags=["access"])
+P = Permission
+
+
+class RevokeCreate(SQLModel):
+    reason: str = Field(default="", max_length=2000)
+
+
+def _require_any(*permissions: Permission) -> Callable[..., Actor]:
+    """Like ``require()``, satisfied by any one of ``permissions``; a denial goes through the
+    first one's ``require()``, so it is audited the same way."""
+    fallback = require(permissions[0])
+
+    def dependency(ctx: CtxDep, actor: CurrentActor) -> Actor:
+        if any(actor.can(p) for p in permissions):
+            return actor
+        return fallback(ctx, actor)
+
+    return dependency
+
+
+Requester = Annotated[Actor, Depends(require(P.access_request))]
+Reviewer = Annotated[Actor, Depends(require(P.access_review))]
+Revoker = Annotated[Actor, Depends(require(P.grant_revoke))]
+RequestLister = Annotated[Actor, Depends(_require_any(P.access_request, P.access_review))]
+GrantLister = Annotated[
+    Actor, Depends(_require_any(P.access_request, P.grant_read_all, P.grant_revoke))
+]
+ReviewBody = Annotated[ReviewCreate | None, Body()]
+RevokeBody = Annotated[RevokeCreate | None, Body()]
+
+
+# --- access requests ------------------------------------------------------------------------------
+
+
+@router.post("/v1/access-requests", status_code=201, response_model=AccessRequestPublic)
+def create_request(
+    ctx: CtxDep, session: SessionDep, actor: Requester, body: AccessRequestCreate
+) -> AccessRequestPublic:
+    now = ctx.now()
+    req = access.create_request(
+        session, actor=actor, policy=ctx.policy, recording_ids=body.recording_ids,
+        purpose=body.purpose, reason=body.reason, ticket=body.ticket,
+        duration_minutes=body.duration_minutes,
+        request_ttl=timedelta(hours=ctx.settings.access_request_ttl_hours), now=now,
+    )  # fmt: skip
+    out = access.to_public_request(session, req, now)
+    session.commit()
+    return out
+
+
+@router.get("/v1/access-requests", response_model=list[AccessRequestPublic])
+def list_requests(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: RequestLister,
+    status: AccessRequestStatus | None = None,
+) -> list[AccessRequestPublic]:
+    return access.list_requests(session, actor=actor, status=status, now=ctx.now())
+
+
+def _review(
+    ctx: Context,
+    session: Session,
+    actor: Actor,
+    request_id: uuid.UUID,
+    decision: ReviewDecision,
+    body: ReviewCreate | None,
+) -> AccessRequestPublic:
+    now = ctx.now()
+    try:
+        req = access.review(
+            session, actor=actor, policy=ctx.policy, request_id=request_id, decision=decision,
+            comment=(body or ReviewCreate()).comment, now=now,
+        )  # fmt: skip
+    except access.RequestExpiredError:
+        session.commit()  # keep the expiry (and its audit event) before answering 409
+        raise
+    out = access.to_public_request(session, req, now)
+    session.commit()
+    return out
+
+
+@router.post("/v1/access-requests/{request_id}/approve", response_model=AccessRequestPublic)
+def approve(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: Reviewer,
+    request_id: uuid.UUID,
+    body: ReviewBody = None,
+) -> AccessRequestPublic:
+    return _review(ctx, session, actor, request_id, ReviewDecision.approve, body)
+
+
+@router.post("/v1/access-requests/{request_id}/deny", response_model=AccessRequestPublic)
+def deny(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: Reviewer,
+    request_id: uuid.UUID,
+    body: ReviewBody = None,
+) -> AccessRequestPublic:
+    return _review(ctx, session, actor, request_id, ReviewDecision.deny, body)
+
+
+@router.post("/v1/access-requests/{request_id}/revoke", response_model=AccessRequestPublic)
+def revoke_request(
+    ctx: CtxDep, session: SessionDep, actor: Revoker, request_id: uuid.UUID, body: RevokeBody = None
+) -> AccessRequestPublic:
+    now = ctx.now()
+    req = access.revoke_request(
+        session, actor=actor, request_id=request_id, reason=(body or RevokeCreate()).reason,
+        now=now,
+    )  # fmt: skip
+    out = access.to_public_request(session, req, now)
+    session.commit()
+    return out
+
+
+# --- grants ---------------------------------------------------------------------------------------
+
+
+@router.get("/v1/grants", response_model=list[GrantPublic])
+def list_grants(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: GrantLister,
+    active: bool | None = None,
+    needs_review: bool | None = None,
+) -> list[GrantPublic]:
+    return access.list_grants(
+        session, actor=actor, active=active, needs_review=needs_review, now=ctx.now()
+    )
+
+
+@router.post("/v1/grants/{grant_id}/revoke", response_model=GrantPublic)
+def revoke_grant(
+    ctx: CtxDep, session: SessionDep, actor: Revoker, grant_id: uuid.UUID, body: RevokeBody = None
+) -> GrantPublic:
+    now = ctx.now()
+    grant = access.revoke_grant(
+        session, actor=actor, grant_id=grant_id, reason=(body or RevokeCreate()).reason, now=now
+    )
+    out = grants.to_public(session, grant, now=now)
+    session.commit()
+    return out
+
+
+@router.post("/v1/break-glass", status_code=201, response_model=GrantPublic)
+def break_glass(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: Annotated[Actor, Depends(require(P.break_glass))],
+    body: BreakGlassCreate,
+) -> GrantPublic:
+    now = ctx.now()
+    grant = breakglass.break_glass(
+        session, actor=actor, policy=ctx.policy, recording_ids=body.recording_ids,
+        purpose=body.purpose, incident_ref=body.incident_ref, reason=body.reason,
+        duration_minutes=body.duration_minutes, now=now,
+    )  # fmt: skip
+    out = grants.to_public(session, grant, now=now)
+    session.commit()
+    return out
+
+
+@router.post("/v1/grants/{grant_id}/review", response_model=GrantPublic)
+def review_break_glass(
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: Annotated[Actor, Depends(require(P.break_glass_review))],
+    grant_id: uuid.UUID,
+    body: ReviewBody = None,
+) -> GrantPublic:
+    now = ctx.now()
+    grant = breakglass.review_break_glass(
+        session, actor=actor, grant_id=grant_id, comment=(body or ReviewCreate()).comment, now=now
+    )
+    out = grants.to_public(session, grant, now=now)
+    session.commit()
+    return out
