@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import mimetypes
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -29,9 +30,13 @@ app = typer.Typer(help="callvault: a secure vault for video-call recordings.", n
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
 principal_app = typer.Typer(help="Principals and their API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit chain.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key-encryption keys (KEKs).", no_args_is_help=True)
+jobs_app = typer.Typer(help="Scheduled jobs, run by hand.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(principal_app, name="principal")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,9 +121,123 @@ def serve(
         typer.echo("bootstrap admin API key (shown once; store it safely):")
         typer.echo(key)
     api = create_app(settings, ctx=ctx)
+    scheduler = None
+    if not no_scheduler:
+        from jobs.scheduler import build_scheduler
+
+        # Single-node mode: the jobs run in this process, beside the API.
+        scheduler = build_scheduler(ctx, blocking=False, denials=api.state.denials)
+        scheduler.start()
     typer.echo(f"callvault {__version__} listening on http://{host}:{port}", err=True)
-    uvicorn.run(api, host=host, port=port, log_level="info")
-    ctx.close()
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found:
+    # make that handler an orderly exit, so the scheduler is stopped and the context closed.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="info")
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        _flush_denials(ctx, api.state.denials)
+        ctx.close()
+
+
+def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _flush_denials(ctx: Context, denials: Any) -> None:
+    """Write the denial aggregates still open at shutdown (best effort)."""
+    from vault.services import audit
+
+    try:
+        audit.flush_denials(ctx.db, denials, now=ctx.now(), force=True)
+    except Exception as exc:
+        typer.echo(f"warning: could not write the last denial aggregates: {exc}", err=True)
+
+
+@app.command()
+@clean_errors
+def worker() -> None:
+    """Run the scheduler alone (every job at CALLVAULT_JOB_INTERVAL_SECONDS, kek-cycle hourly)."""
+    import logging
+
+    from jobs.scheduler import build_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    ctx = _context()
+    ctx.db.check()
+    scheduler = build_scheduler(ctx, blocking=True)
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+    interval = ctx.settings.job_interval_seconds
+    typer.echo(f"callvault {__version__} worker: jobs every {interval:g} s", err=True)
+    try:
+        scheduler.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ctx.close()
+
+
+# --- jobs and keys --------------------------------------------------------------------------------
+
+
+@jobs_app.command("run")
+@clean_errors
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="A job name, or `all` for every job in order.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="kek-cycle: rotate now, whatever the KEK's age.")
+    ] = False,
+) -> None:
+    """Run one job now (or `all` of them once) and print a one-line summary per job."""
+    from jobs import tasks
+
+    if name != "all" and name not in tasks.JOBS:
+        _fail(f"unknown job {name!r}; choose one of {', '.join(tasks.JOBS)} or all")
+    ctx = _context()
+    try:
+        if name != "all":
+            typer.echo(f"{name}: {tasks.run(name, ctx, ctx.now(), force=force)}")
+            return
+        failed = 0
+        for outcome in tasks.run_all(ctx, ctx.now(), force=force):
+            failed += not outcome.ok
+            typer.echo(f"{outcome.name}: {'' if outcome.ok else 'FAILED: '}{outcome.summary}")
+    finally:
+        ctx.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+@clean_errors
+def keys_rotate() -> None:
+    """Add a new KEK version now (the kek-cycle job then rewraps DEKs and retires old ones)."""
+    from vault.services import keys
+
+    ctx = _context()
+    try:
+        version = keys.rotate(ctx, now=ctx.now())
+    finally:
+        ctx.close()
+    typer.echo(f"KEK rotated: newest version is {version}")
+
+
+@keys_app.command("retire")
+@clean_errors
+def keys_retire() -> None:
+    """Destroy the KEK versions that no live DEK uses any more."""
+    from vault.services import keys
+
+    ctx = _context()
+    try:
+        retired = keys.retire_unused(ctx, now=ctx.now())
+    finally:
+        ctx.close()
+    if retired:
+        typer.echo(f"KEK versions retired (destroyed): {', '.join(map(str, retired))}")
+    else:
+        typer.echo("no KEK version to retire")
 
 
 # --- tenants and principals -----------------------------------------------------------------------
@@ -230,17 +349,45 @@ def ingest(
 @audit_app.command("verify")
 @clean_errors
 def audit_verify() -> None:
-    """Exit 0 only when the chain holds; otherwise name the first bad seq."""
-    from vault.services import audit
+    """Exit 0 only when the chain and its signed checkpoints hold; else name the first bad seq."""
+    from vault.services import checkpoints
 
     ctx = _context()
-    with ctx.db.session() as session:
-        result = audit.verify(session)
+    try:
+        # Trust only the pinned key or the provider's, never the copy beside the exports.
+        public_key = checkpoints.trusted_public_key(ctx)
+        with ctx.db.session() as session:
+            result = checkpoints.verify_all(session, public_key=public_key)
+    finally:
+        ctx.close()
     if result.ok:
-        typer.echo(f"audit chain ok: {result.checked} events, head seq {result.head_seq}")
+        typer.echo(
+            f"audit chain ok: {result.chain.checked} events, head seq {result.chain.head_seq}, "
+            f"{result.checkpoints_checked} signed checkpoints"
+        )
         return
-    typer.echo(f"audit chain BROKEN at seq {result.first_bad_seq}: {result.reason}", err=True)
+    where = "" if result.checkpoint_id is None else f" (checkpoint {result.checkpoint_id})"
+    message = f"audit chain BROKEN at seq {result.first_bad_seq}{where}: {result.reason}"
+    typer.echo(message, err=True)
     raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+@clean_errors
+def audit_checkpoint() -> None:
+    """Sign the chain head now and export the checkpoint to the object store."""
+    from vault.services import checkpoints
+
+    ctx = _context()
+    try:
+        cp = checkpoints.write_checkpoint(ctx, now=ctx.now())
+    finally:
+        ctx.close()
+    if cp is None:
+        typer.echo("audit head already checkpointed; nothing to sign")
+        return
+    exported = cp.object_key or "not exported yet (retried on the next run)"
+    typer.echo(f"checkpoint {cp.id} signs seq {cp.head_seq}: {exported}")
 
 
 @app.callback()

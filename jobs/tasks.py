@@ -1,0 +1,122 @@
+"""The jobs: one thin function per job name, each a call into the domain services.
+
+Every job takes ``(ctx, now, **opts)`` and returns a one-line summary. Jobs hold no domain rule:
+idempotence and row claiming (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
+SQLite) live in the services they call, so any number of workers may run them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from vault.context import Context
+from vault.services import access, audit, checkpoints, erasure, recordings, retention
+from vault.services import keys as kek
+from vault.services import scrub as integrity
+
+__all__ = ["JOBS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "run", "run_all"]
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[..., str]
+
+
+def expire_purposes(ctx: Context, now: datetime, **_: Any) -> str:
+    return f"{retention.expire_purposes(ctx, now=now)} purpose(s) expired"
+
+
+def dispose(ctx: Context, now: datetime, **_: Any) -> str:
+    result = retention.dispose(ctx, now=now)
+    return f"{result.disposed} recording(s) disposed, {result.deferred} deferred by legal holds"
+
+
+def process_erasures(ctx: Context, now: datetime, **_: Any) -> str:
+    return f"{erasure.process(ctx, now=now)} erasure request(s) completed"
+
+
+def expire_grants(ctx: Context, now: datetime, **_: Any) -> str:
+    with ctx.db.transaction() as session:
+        changed = access.expire(session, now=now)
+    return f"{changed} access request(s) and grant(s) expired or flagged"
+
+
+def sweep_orphans(ctx: Context, now: datetime, **_: Any) -> str:
+    older_than = timedelta(seconds=ctx.settings.pending_ingest_timeout_seconds)
+    swept = recordings.sweep_orphans(ctx, older_than=older_than, now=now)
+    return f"{swept} orphan(s) swept"
+
+
+def kek_cycle(
+    ctx: Context, now: datetime, *, force: bool = False, holder: str | None = None, **_: Any
+) -> str:
+    result = kek.kek_cycle(ctx, now=now, force=force, holder=holder or kek.process_holder())
+    return result.summary()
+
+
+def audit_checkpoint(
+    ctx: Context, now: datetime, *, denials: audit.DenialLimiter | None = None, **_: Any
+) -> str:
+    # Denials are counted in the API process; a worker of its own has none to flush.
+    flushed = audit.flush_denials(ctx.db, denials, now=now) if denials is not None else 0
+    checkpoint = checkpoints.write_checkpoint(ctx, now=now)
+    head = f"checkpoint at seq {checkpoint.head_seq}" if checkpoint else "no new events"
+    return f"{head}; {flushed} denial aggregate(s) written"
+
+
+def scrub(ctx: Context, now: datetime, *, sample: int = 10, **_: Any) -> str:
+    return integrity.scrub(ctx, now=now, sample=sample).summary()
+
+
+JOBS: dict[str, JobFn] = {
+    "expire-purposes": expire_purposes,
+    "dispose": dispose,
+    "erasure": process_erasures,
+    "expire-grants": expire_grants,
+    "sweep-orphans": sweep_orphans,
+    "kek-cycle": kek_cycle,
+    "audit-checkpoint": audit_checkpoint,
+    "scrub": scrub,
+}
+
+# Grants lapse first (nobody reads what is about to go); purposes expire before disposal;
+# erasure runs before disposal (it ends purposes) and again after the KEK cycle, whose
+# retirement is what completes an erasure; the checkpoint then covers everything this run did.
+RUN_ALL_ORDER: tuple[str, ...] = (
+    "expire-grants",
+    "expire-purposes",
+    "erasure",
+    "dispose",
+    "sweep-orphans",
+    "kek-cycle",
+    "erasure",
+    "audit-checkpoint",
+    "scrub",
+)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    name: str
+    ok: bool
+    summary: str
+
+
+def run(name: str, ctx: Context, now: datetime, **opts: Any) -> str:
+    """Run one job now; ``KeyError`` for an unknown name. Exceptions propagate."""
+    return JOBS[name](ctx, now, **opts)
+
+
+def run_all(ctx: Context, now: datetime, **opts: Any) -> list[JobOutcome]:
+    """Every job once, in ``RUN_ALL_ORDER``; a failing job is logged and the others still run."""
+    outcomes = []
+    for name in RUN_ALL_ORDER:
+        try:
+            outcomes.append(JobOutcome(name, True, run(name, ctx, now, **opts)))
+        except Exception as exc:
+            log.exception("job %s failed", name)
+            outcomes.append(JobOutcome(name, False, f"{type(exc).__name__}: {exc}"))
+    return outcomes
