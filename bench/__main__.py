@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["crypto", "ingest"]
+BENCHES = ["crypto", "ingest", "playback"]
 
 
 def main(argv: list[str]) -> None:

@@ -1,7 +1,95 @@
-"""Placeholder router; filled in by the access/playback work (#4)."""
+"""GET /v1/recordings/{id}/content: the decrypted stream, under a grant, with Range.
+
+Any authenticated principal may call it: the grant is the permission, not the role (admin gets
+no content without one either). The route is a plain ``def`` (FastAPI runs it in a worker
+thread) and does the whole authorise + audit phase *before* building the response; no ``yield``
+dependency is involved, because since FastAPI 0.118 those finish only after the stream.
+
+Headers: ``Accept-Ranges: bytes``, the ingest Content-Type, a strong ETag (the ciphertext hash),
+``Content-Length``, ``Content-Range`` on 206, ``Cache-Control: no-store``, ``nosniff``, a CSP of
+``default-src 'none'; sandbox`` and ``Content-Disposition: inline`` (players need inline; the
+Content-Type is only ever video/*, audio/* or octet-stream, and the CSP sandboxes the rest).
+HEAD is not offered. A 416 is problem+json with ``Content-Range: bytes */SIZE``.
+
+A stream that must stop after its headers went out (grant revoked or expired, a segment failing
+authentication) is aborted: the connection closes short of Content-Length, so no client can
+mistake it for the complete body.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response, StreamingResponse
+
+from vault.api.deps import CtxDep, CurrentActor
+from vault.api.problems import PROBLEM_JSON, problem
+from vault.errors import RangeNotSatisfiableError
+from vault.services import playback
+
+router = APIRouter(prefix="/v1/recordings", tags=["content"])
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _body(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+@router.get(
+    "/{recording_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The whole recording"},
+        206: {"description": "The requested byte range"},
+        416: {"content": {PROBLEM_JSON: {}}, "description": "Range not satisfiable"},
+    },
+)
+def get_content(
+    ctx: CtxDep,
+    actor: CurrentActor,
+    recording_id: uuid.UUID,
+    grant: Annotated[uuid.UUID | None, Query(description="the grant to read under")] = None,
+    range_: Annotated[str | None, Header(alias="range", max_length=1024)] = None,
+    if_range: Annotated[str | None, Header(max_length=256)] = None,
+) -> Response:
+    try:
+        plan = playback.open_read(
+            ctx, actor=actor, recording_id=recording_id, grant_id=grant, range_header=range_,
+            if_range=if_range, now=ctx.now(),
+        )  # fmt: skip
+    except RangeNotSatisfiableError as exc:
+        # Built here: the 416 needs its Content-Range header next to the problem body.
+        resp = problem(416, exc.code, exc.title, exc.detail)
+        resp.headers.update(SECURITY_HEADERS)
+        resp.headers["Content-Range"] = f"bytes */{exc.extra.get('size', '*')}"
+        return resp
+    chunks = playback.stream(ctx, plan)
+    # Pull the first segment before any header is sent: a store outage or a bad header/first
+    # segment still becomes a proper problem response instead of a cut connection.
+    first = next(chunks, None)
+    headers = {
+        **SECURITY_HEADERS,
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(plan.length),
+        "ETag": plan.etag,
+        "Content-Disposition": "inline",
+    }
+    if plan.partial:
+        headers["Content-Range"] = plan.content_range
+    return StreamingResponse(
+        _body(first, chunks),
+        status_code=206 if plan.partial else 200,
+        media_type=plan.content_type,
+        headers=headers,
+    )

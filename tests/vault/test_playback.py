@@ -1,0 +1,843 @@
+"""Playback (GET /v1/recordings/{id}/content): bytes, Range, audit, integrity, concurrency.
+
+Runs on both backends (SQLite + local directory, PostgreSQL + SeaweedFS) through the in-process
+TestClient, on an ffmpeg-generated clip; one test drives a real ``callvault serve``. Grants are
+made directly with ``grants.issue_grant``: the access-request flow is tested elsewhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlmodel import col, select
+
+from crypto import streaming
+from crypto.errors import KeyProviderError
+from tests.support.clock import FakeClock
+from tests.support.server import run_serve
+from vault import media
+from vault.app import create_app
+from vault.authz import Actor
+from vault.context import Context
+from vault.errors import (
+    IntegrityError,
+    PermissionDeniedError,
+    RangeNotSatisfiableError,
+)
+from vault.models import AuditEvent, Grant, Recording, RecordingStatus
+from vault.services import audit, grants, playback, principals, recordings
+from vault.services.setup import initialise
+
+PROBLEM = "application/problem+json"
+TYPE = "https://callvault.dev/problems/"
+SEG = streaming.SEGMENT_PLAINTEXT  # 1,048,560 plaintext bytes per full segment
+FIRST = streaming.FIRST_SEGMENT_PLAINTEXT
+MiB = 1 << 20
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A 4 s H.264/AAC clip of about 4.7 MiB (five segments), made once per session."""
+    path = media.make_test_clip(
+        tmp_path_factory.mktemp("media") / "clip.mp4",
+        seconds=4, size="640x480", video_bitrate="10M",
+    )  # fmt: skip
+    data = path.read_bytes()
+    assert len(data) > 4 * SEG  # several segments, so ranges cross boundaries
+    return data
+
+
+class CountingStore:
+    """Wraps the real store and records every ``read_range`` (and can run a hook first)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[int, int]] = []
+        self.before_read: Callable[[], None] | None = None
+        self.corrupt: Callable[[int, bytes], bytes] | None = None
+
+    def read_range(self, key: str, *, version_id: str | None, offset: int, length: int) -> bytes:
+        if self.before_read is not None:
+            self.before_read()
+        self.calls.append((offset, length))
+        data = self.inner.read_range(key, version_id=version_id, offset=offset, length=length)
+        return self.corrupt(offset, data) if self.corrupt else data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class Env:
+    ctx: Context
+    client: TestClient
+    clock: FakeClock
+    store: CountingStore
+    keys: dict[str, str]
+    actors: dict[str, Actor]
+    clip: bytes
+    rid: uuid.UUID
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def h(self, who: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}", **extra}
+
+    def grant(
+        self,
+        who: str = "eng",
+        rid: uuid.UUID | None = None,
+        *,
+        purpose: str = "troubleshooting",
+        minutes: float = 60,
+        starts_in: float = 0,
+    ) -> uuid.UUID:
+        actor = self.actors[who]
+        start = self.clock() + timedelta(minutes=starts_in)
+        with self.ctx.db.transaction() as s:
+            g = grants.issue_grant(
+                s, principal_id=actor.id, owner=actor.owner, purpose=purpose,
+                recording_ids=[rid or self.rid], not_before=start,
+                expires_at=start + timedelta(minutes=minutes),
+            )  # fmt: skip
+            return g.id
+
+    def revoke(self, grant_id: uuid.UUID) -> None:
+        """Revocation as the access service does it: its own committed transaction."""
+        with self.ctx.db.transaction() as s:
+            g = s.get(Grant, grant_id)
+            assert g is not None
+            g.revoked_at = self.ctx.now()
+            s.add(g)
+
+    def url(self, rid: uuid.UUID | None = None) -> str:
+        return f"/v1/recordings/{rid or self.rid}/content"
+
+    def get(
+        self, who: str = "eng", *, grant: uuid.UUID | None = None, rid: uuid.UUID | None = None,
+        **headers: str,
+    ) -> httpx.Response:  # fmt: skip
+        params = {"grant": str(grant)} if grant else None
+        return self.client.get(self.url(rid), params=params, headers=self.h(who, **headers))
+
+    def ingest(self, data: bytes, *, content_type: str = "video/mp4") -> uuid.UUID:
+        rec = recordings.ingest(
+            self.ctx, actor=Actor.operator(), tenant="acme",
+            purposes=["troubleshooting", "fraud"], call_id="call-1", recorded_at=None,
+            content_type=content_type, chunks=[data], expected_length=len(data),
+        )  # fmt: skip
+        return rec.id
+
+    def events(self, action: str) -> list[dict[str, Any]]:
+        with self.ctx.db.session() as s:
+            rows = s.exec(
+                select(AuditEvent.canonical)
+                .where(AuditEvent.action == action)
+                .order_by(col(AuditEvent.seq))
+            ).all()
+        return [json.loads(r) for r in rows]
+
+    def status(self, rid: uuid.UUID | None = None) -> str:
+        with self.ctx.db.session() as s:
+            rec = s.get(Recording, rid or self.rid)
+            assert rec is not None
+            return rec.status
+
+
+def _principal(ctx: Context, name: str, role: str, **scope: Any) -> str:
+    with ctx.db.transaction() as s:
+        _, key = principals.add_principal(
+            s, actor=Actor.operator(), name=name, role=role, owner=f"{name}@example.com",
+            tenants=scope.get("tenants", []), all_tenants=bool(scope.get("all_tenants")),
+            now=ctx.now(),
+        )  # fmt: skip
+    return key
+
+
+@pytest.fixture
+def env(ctx: Context, clock: FakeClock, clip: bytes) -> Iterator[Env]:
+    admin = initialise(ctx, now=ctx.now())
+    assert admin
+    with ctx.db.transaction() as s:
+        for name in ("acme", "globex"):
+            principals.create_tenant(s, actor=Actor.operator(), name=name, region=None,
+                                     now=ctx.now())  # fmt: skip
+    keys = {
+        "admin": admin,
+        "eng": _principal(ctx, "eng", "engineer", tenants=["acme"]),
+        "eng2": _principal(ctx, "eng2", "engineer", tenants=["acme"]),
+        "eng-globex": _principal(ctx, "eng-globex", "engineer", tenants=["globex"]),
+        "security": _principal(ctx, "security", "security", all_tenants=True),
+    }
+    with ctx.db.session() as s:
+        actors = {k: principals.authenticate(s, api_key=v, now=ctx.now()) for k, v in keys.items()}
+    store = CountingStore(ctx.store)
+    ctx.store = store  # the app below holds this very ctx
+    app = create_app(ctx.settings, ctx=ctx)
+    with TestClient(app) as client:
+        e = Env(ctx=ctx, client=client, clock=clock, store=store, keys=keys, actors=actors,
+                clip=clip, rid=uuid.UUID(int=0))  # fmt: skip
+        e.rid = e.ingest(clip)
+        store.calls.clear()
+        yield e
+
+
+def _consume(
+    resp: httpx.Response, on_chunk: Callable[[int], None] | None = None
+) -> tuple[bytes, BaseException | None]:
+    """Read a streamed body chunk by chunk; return what arrived and how it ended."""
+    got = bytearray()
+    try:
+        for chunk in resp.iter_raw():
+            got += chunk
+            if on_chunk is not None:
+                on_chunk(len(got))
+    except Exception as exc:
+        return bytes(got), exc
+    return bytes(got), None
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    """Starlette re-raises an error after the response started wrapped in a RuntimeError."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _problem(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["type"] == TYPE + code
+
+
+def test_media_helpers(tmp_path: Path) -> None:
+    """vault.media: a small WebM clip probes as such; junk is a MediaError with ffmpeg's words."""
+    webm = media.make_test_clip(tmp_path / "c.webm", seconds=1, fmt="webm")
+    info = media.probe(webm)
+    assert info["video_codec"] == "vp8" and info["audio_codec"] == "opus"
+    assert (info["width"], info["height"]) == (320, 240)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(media.MediaError, match=r"Invalid data|moov atom"):
+        media.probe(junk)
+    with pytest.raises(ValueError):
+        media.make_test_clip(tmp_path / "x.avi", fmt="avi")
+
+
+# --- parse_range (pure) ---------------------------------------------------------------------------
+
+SIZES = st.integers(min_value=1, max_value=10**13)
+POS = st.integers(min_value=0, max_value=10**13)
+
+
+@given(size=SIZES, first=POS, last=POS)
+def test_parse_first_last(size: int, first: int, last: int) -> None:
+    header = f"bytes={first}-{last}"
+    if last < first or first >= size:
+        with pytest.raises(RangeNotSatisfiableError):
+            playback.parse_range(header, size)
+    else:
+        assert playback.parse_range(header, size) == (first, min(last + 1, size))
+
+
+@given(size=SIZES, first=POS)
+def test_parse_open_ended(size: int, first: int) -> None:
+    if first >= size:
+        with pytest.raises(RangeNotSatisfiableError):
+            playback.parse_range(f"bytes={first}-", size)
+    else:
+        assert playback.parse_range(f"bytes={first}-", size) == (first, size)
+
+
+@given(size=SIZES, n=POS)
+def test_parse_suffix(size: int, n: int) -> None:
+    if n == 0:
+        with pytest.raises(RangeNotSatisfiableError):
+            playback.parse_range(f"bytes=-{n}", size)
+    else:
+        assert playback.parse_range(f"bytes=-{n}", size) == (max(size - n, 0), size)
+
+
+@given(size=st.integers(min_value=0, max_value=10**6), header=st.one_of(
+    st.none(), st.text(max_size=40),
+    st.from_regex(r"\A[Bb]ytes ?= ?[0-9]{0,25}-[0-9]{0,25}(, ?[0-9]{0,3}-[0-9]{0,3}){0,2}\Z"),
+))  # fmt: skip
+def test_parse_never_escapes(size: int, header: str | None) -> None:
+    """Any header at all: the whole body, a range inside it, or a 416; nothing else."""
+    try:
+        got = playback.parse_range(header, size)
+    except RangeNotSatisfiableError:
+        return
+    if got is not None:
+        start, end = got
+        assert 0 <= start < end <= size
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("items=0-5", None),  # unknown unit: ignored (RFC 9110 §14.2)
+        ("bytes=0-1,5-6", None),  # several ranges: whole body
+        ("Bytes=2-3", (2, 4)),
+        ("bytes= 2-3 ", (2, 4)),
+        ("bytes=0-", (0, 100)),
+        ("bytes=99-", (99, 100)),
+        ("bytes=-1", (99, 100)),
+        ("bytes=-1000", (0, 100)),
+        ("bytes=90-" + "9" * 40, (90, 100)),  # huge last byte: clamped, not int()-ed
+    ],
+)
+def test_parse_examples(header: str | None, expected: tuple[int, int] | None) -> None:
+    assert playback.parse_range(header, 100) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["bytes=100-", "bytes=-0", "bytes=5-2", "bytes=abc", "bytes=", "bytes=-", "bytes=0-1,x",
+     "bytes", "bytes=1-2-3", "bytes=" + "9" * 5000 + "-"],
+)  # fmt: skip
+def test_parse_unsatisfiable(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiableError):
+        playback.parse_range(header, 100)
+
+
+# --- the read-ahead windows (in memory, no store) -------------------------------------------------
+
+_PLAIN = random.Random(1).randbytes(5 * SEG + 12_345)
+_DEK, _RID = bytes(range(32)), uuid.UUID(int=42)
+
+
+def _encrypted() -> bytes:
+    out = io.BytesIO()
+    streaming.encrypt(io.BytesIO(_PLAIN), out, dek=_DEK, recording_id=_RID)
+    return out.getvalue()
+
+
+_OBJECT = _encrypted()
+
+
+@given(data=st.data())
+def test_windows_serve_exactly_the_covering_segments(data: st.DataObject) -> None:
+    size = len(_PLAIN)
+    start = data.draw(st.integers(0, size - 1))
+    end = data.draw(st.integers(start + 1, size))
+    calls: list[tuple[int, int]] = []
+
+    def read(offset: int, length: int) -> bytes:
+        calls.append((offset, length))
+        return _OBJECT[offset : offset + length]
+
+    reader = playback._WindowReader(read, *playback.ciphertext_span(len(_OBJECT), start, end))
+    pieces = streaming.decrypt_range(
+        reader, dek=_DEK, recording_id=_RID, ciphertext_size=len(_OBJECT), start=start, end=end
+    )
+    got = b"".join(pieces)
+    reader.close()
+    assert got == _PLAIN[start:end]
+    segments = math.ceil((end - start) / SEG) + 1
+    assert len(calls) <= 1 + segments
+    assert sum(n for _, n in calls) <= streaming.HEADER_SIZE + segments * streaming.SEGMENT_SIZE + 1
+    assert _only_covering_segments(calls, start)
+
+
+# --- bytes ----------------------------------------------------------------------------------------
+
+
+def test_full_body_headers_and_playable(env: Env, tmp_path: Path) -> None:
+    gid = env.grant()
+    r = env.get(grant=gid)
+    assert r.status_code == 200, r.text
+    assert r.content == env.clip
+    with env.ctx.db.session() as s:
+        rec = s.get(Recording, env.rid)
+        assert rec is not None
+    assert r.headers["content-type"] == "video/mp4"  # as ingested
+    assert r.headers["content-length"] == str(len(env.clip))
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["etag"] == f'"{rec.ciphertext_sha256}"'
+    assert r.headers["x-content-type-options"] == "nosniff"
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "sandbox" in csp
+    assert r.headers["cache-control"] == "no-store"
+    assert "content-range" not in r.headers
+    # What came out is still the video that went in.
+    out = tmp_path / "served.mp4"
+    out.write_bytes(r.content)
+    info = media.probe(out)
+    assert info["has_video"] and info["has_audio"] and info["video_codec"] == "h264"
+    assert info["duration"] == pytest.approx(4.0, abs=0.1)
+
+
+def test_random_ranges(env: Env) -> None:
+    gid = env.grant()
+    size = len(env.clip)
+    rng = random.Random(4)
+    cases = [(0, 0), (FIRST - 1, FIRST), (FIRST, FIRST + SEG - 1), (size - 1, size - 1)]
+    for _ in range(12):
+        a = rng.randrange(size)
+        cases.append((a, min(size - 1, a + rng.choice([1, 100, SEG, 2 * SEG + 7]))))
+    for a, b in cases:
+        r = env.get(grant=gid, Range=f"bytes={a}-{b}")
+        assert r.status_code == 206, (a, b, r.text)
+        assert r.headers["content-range"] == f"bytes {a}-{b}/{size}"
+        assert r.headers["content-length"] == str(b - a + 1)
+        assert r.content == env.clip[a : b + 1], (a, b)
+
+
+def test_player_style_ranges(env: Env) -> None:
+    """What browsers and players send: ``0-``, ``0-1`` probes, open-ended seeks, suffixes."""
+    size = len(env.clip)
+    clip = env.clip
+    # No ?grant=: the caller's longest-lasting covering grant is used.
+    env.grant(minutes=30)
+    cases = {
+        "bytes=0-": (0, size),  # Chrome's first request
+        "bytes=0-1": (0, 2),  # Safari's probe
+        f"bytes={size // 2}-": (size // 2, size),  # seek
+        "bytes=-65536": (size - 65536, size),  # the tail (a moov atom at the end)
+        f"bytes=-{size * 2}": (0, size),  # a suffix longer than the body
+        f"bytes={size - 10}-{size + 10**6}": (size - 10, size),  # past the end: clamped
+    }
+    for header, (start, end) in cases.items():
+        r = env.get(Range=header)
+        assert r.status_code == 206, (header, r.text)
+        assert r.headers["content-range"] == f"bytes {start}-{end - 1}/{size}", header
+        assert r.content == clip[start:end], header
+    # Several ranges, or a unit we do not know: the whole body with 200.
+    for header in ("bytes=0-1, 4-5", "frames=0-5"):
+        r = env.get(Range=header)
+        assert r.status_code == 200 and r.content == clip, header
+    # If-Range: honoured only with our current ETag.
+    etag = env.get(Range="bytes=0-0").headers["etag"]
+    assert env.get(Range="bytes=5-9", **{"If-Range": etag}).content == clip[5:10]
+    stale = env.get(Range="bytes=5-9", **{"If-Range": '"something-else"'})
+    assert stale.status_code == 200 and stale.content == clip
+
+
+@pytest.mark.parametrize("header", ["bytes={size}-", "bytes=-0", "bytes=9-3", "bytes=x-y"])
+def test_unsatisfiable_range_is_416(env: Env, header: str) -> None:
+    gid = env.grant()
+    size = len(env.clip)
+    r = env.get(grant=gid, Range=header.format(size=size))
+    _problem(r, 416, "range-not-satisfiable")
+    assert r.headers["content-range"] == f"bytes */{size}"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert env.events("recording.read") == []  # nothing was read
+    assert env.store.calls == []
+
+
+def test_a_range_fetches_only_its_segments(env: Env) -> None:
+    """L bytes cost the header plus at most ceil(L / 1,048,560) + 1 segment reads."""
+    gid = env.grant()
+    size = len(env.clip)
+    rng = random.Random(7)
+    ranges = [(0, size), (0, 1), (FIRST - 1, FIRST + 1), (FIRST, FIRST + SEG), (size - 1, size),
+              (FIRST + SEG - 5, FIRST + 2 * SEG + 5)]  # fmt: skip
+    ranges += [(a, rng.randrange(a + 1, size + 1)) for a in rng.sample(range(size), 10)]
+    for start, end in ranges:
+        env.store.calls.clear()
+        r = env.get(grant=gid, Range=f"bytes={start}-{end - 1}")
+        assert r.content == env.clip[start:end]
+        segments = math.ceil((end - start) / SEG) + 1  # the most L bytes can touch
+        # (sorted: the first window may be fetched while the header is still being read)
+        calls = sorted(env.store.calls)
+        # One read for the header (or the header together with the first segments), then
+        # windows of whole segments; never more reads, nor more bytes, than that bound.
+        assert calls[0][0] == 0 and calls[0][1] >= streaming.HEADER_SIZE
+        assert len(calls) <= 1 + segments, (start, end, calls)
+        fetched = sum(n for _, n in calls)
+        # (+1: the end-of-stream probe byte asked for with the object's last segment)
+        assert fetched <= streaming.HEADER_SIZE + segments * streaming.SEGMENT_SIZE + 1
+        # Nothing before the first covering segment is read, apart from the header.
+        assert _only_covering_segments(calls, start), (start, end, calls)
+
+
+def _only_covering_segments(calls: list[tuple[int, int]], start: int) -> bool:
+    """No read touches ciphertext before the segment holding ``start``, bar the header."""
+    first = _segment_offset(start)
+    return all(
+        off >= first
+        or (off == 0 and (n <= streaming.HEADER_SIZE or first == streaming.HEADER_SIZE))
+        for off, n in calls
+    )
+
+
+def _segment_offset(plaintext_offset: int) -> int:
+    """Object offset of the ciphertext segment that holds this plaintext byte."""
+    if plaintext_offset < FIRST:
+        return streaming.HEADER_SIZE
+    index = 1 + (plaintext_offset - FIRST) // SEG
+    first_ct = streaming.SEGMENT_SIZE - streaming.STREAM_HEADER_SIZE
+    return streaming.HEADER_SIZE + first_ct + (index - 1) * streaming.SEGMENT_SIZE
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+def test_every_read_is_audited_before_the_first_byte(env: Env) -> None:
+    gid = env.grant(purpose="fraud")
+    seen: list[int] = []
+
+    def before_read() -> None:  # runs before the store is touched at all
+        if not seen:
+            reads = [e for e in env.events("recording.read") if e["grant_id"] == str(gid)]
+            seen.append(len(reads))
+
+    env.store.before_read = before_read
+    r = env.get(grant=gid, Range="bytes=100-2000000")
+    assert r.status_code == 206
+    assert seen == [1]  # the event was committed and visible to another session already
+    (event,) = env.events("recording.read")
+    assert event["grant_id"] == str(gid)
+    assert event["purpose"] == "fraud"
+    assert event["target"] == str(env.rid)
+    assert event["actor"] == str(env.actors["eng"].id)
+    assert event["details"]["range"] == [100, 2000001]  # end exclusive
+    assert event["details"]["partial"] is True
+    assert "call-1" not in json.dumps(event)  # audit rows outlive erasure
+    env.get(grant=gid)
+    whole = env.events("recording.read")[-1]["details"]
+    assert whole["range"] == [0, len(env.clip)] and whole["partial"] is False
+    with env.ctx.db.session() as s:
+        assert audit.verify(s).ok
+
+
+def test_read_refused_when_audit_cannot_be_written(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gid = env.grant()
+    real = audit.record
+
+    def failing(session: Any, **kw: Any) -> Any:
+        if kw.get("action") == "recording.read":
+            raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
+        return real(session, **kw)
+
+    monkeypatch.setattr(audit, "record", failing)
+    r = env.get(grant=gid)
+    _problem(r, 503, "audit-unavailable")
+    assert env.clip[:64] not in r.content
+    assert env.store.calls == []  # fail closed: the media was never even fetched
+    monkeypatch.undo()
+    assert env.events("recording.read") == []
+    assert env.get(grant=gid).content == env.clip  # and it works again once audit does
+
+
+def test_key_provider_down_is_503(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    gid = env.grant()
+
+    def down(*_: Any, **__: Any) -> bytes:
+        raise KeyProviderError("unreachable")
+
+    monkeypatch.setattr(type(env.ctx.keys), "unwrap", down)
+    _problem(env.get(grant=gid), 503, "key-provider-unavailable")
+    assert env.events("recording.read") == [] and env.store.calls == []
+
+
+# --- who may read ---------------------------------------------------------------------------------
+
+
+def test_denials(env: Env) -> None:
+    mine = env.grant("eng")
+    theirs = env.grant("eng2")
+    assert env.get("eng2", grant=theirs).status_code == 200
+    _problem(env.get("eng", grant=theirs), 403, "forbidden")  # someone else's grant
+    _problem(env.get("security"), 403, "forbidden")  # no grant at all (any role)
+    _problem(env.get("admin"), 403, "forbidden")  # admin included
+    _problem(env.get("eng-globex"), 404, "not-found")  # other tenant: as if missing
+    _problem(env.get("eng-globex", grant=mine), 404, "not-found")
+    _problem(env.get("eng", grant=uuid.uuid4()), 403, "forbidden")
+    _problem(env.get("eng", rid=uuid.uuid4()), 404, "not-found")
+    r = env.client.get(env.url(), params={"grant": str(mine)})
+    _problem(r, 401, "unauthenticated")
+    # A grant for another recording does not cover this one.
+    other = env.ingest(b"other media" * 1000)
+    _problem(env.get("eng", grant=mine, rid=other), 403, "forbidden")
+    # Not yet valid, expired, revoked, purpose ended.
+    later = env.grant("eng", starts_in=10)
+    _problem(env.get("eng", grant=later), 403, "forbidden")
+    short = env.grant("eng", minutes=1)
+    env.clock.advance(minutes=2)
+    _problem(env.get("eng", grant=short), 403, "forbidden")
+    env.revoke(mine)
+    _problem(env.get("eng", grant=mine), 403, "forbidden")
+    fraud = env.grant("eng", purpose="fraud")
+    assert env.get("eng", grant=fraud, Range="bytes=0-0").status_code == 206
+    with env.ctx.db.transaction() as s:
+        recordings.end_purpose(s, actor=Actor.operator(), recording_id=env.rid, purpose="fraud",
+                               reason="test", now=env.ctx.now())  # fmt: skip
+    _problem(env.get("eng", grant=fraud), 403, "forbidden")
+    denied = env.events("permission.denied")
+    assert denied and all(e["details"]["permission"] == "recording:content:read" for e in denied)
+    assert len(env.events("recording.read")) == 2  # only the two successful reads
+
+
+def test_disposed_recording_is_gone(env: Env) -> None:
+    gid = env.grant()
+    with env.ctx.db.transaction() as s:
+        s.exec(sa.update(Recording).where(Recording.id == env.rid)  # type: ignore[arg-type]
+               .values(status=RecordingStatus.disposed))  # fmt: skip
+    _problem(env.get(grant=gid), 410, "gone")
+    assert env.store.calls == []
+
+
+# --- integrity ------------------------------------------------------------------------------------
+
+# A byte well inside the second ciphertext segment.
+SECOND_SEGMENT_BYTE = _segment_offset(FIRST) + 1000
+
+
+def _tamper(env: Env, rid: uuid.UUID, offset: int) -> None:
+    """Flip one stored byte. Locally: edit the file. On S3 a version cannot be changed in place:
+    put a tampered copy as a new version, show that reads still pin the recorded version, then
+    point the row at the tampered one (as someone with DB and S3 access could)."""
+    with env.ctx.db.session() as s:
+        rec = s.get(Recording, rid)
+        assert rec is not None
+    blob_dir = env.ctx.settings.blob_dir
+    if blob_dir is not None:
+        path = blob_dir.joinpath(*rec.object_key.split("/"))
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0x01
+        path.write_bytes(bytes(data))
+        return
+    store = env.store.inner
+    data = bytearray(store.read_range(rec.object_key, version_id=rec.version_id, offset=0,
+                                      length=rec.ciphertext_size))  # fmt: skip
+    data[offset] ^= 0x01
+    put = store.client.put_object(store.bucket, rec.object_key, io.BytesIO(bytes(data)), len(data))
+    assert put.version_id and put.version_id != rec.version_id
+    gid = env.grant()
+    assert env.get(grant=gid).content == env.clip  # still the recorded version
+    with env.ctx.db.transaction() as s:
+        row = s.get(Recording, rid)
+        assert row is not None
+        row.version_id = put.version_id
+        s.add(row)
+
+
+def test_tampered_segment_aborts_the_stream(env: Env) -> None:
+    _tamper(env, env.rid, SECOND_SEGMENT_BYTE)
+    gid = env.grant()
+    with env.client.stream("GET", env.url(), params={"grant": str(gid)}, headers=env.h("eng")) as r:
+        assert r.status_code == 200
+        assert r.headers["content-length"] == str(len(env.clip))
+        got, err = _consume(r)
+    assert _caused_by(err, IntegrityError), err
+    # The first segment authenticated and went out; the bad one never did.
+    assert got == env.clip[:FIRST]
+    (alarm,) = env.events("integrity.alarm")
+    assert alarm["target"] == str(env.rid) and alarm["grant_id"] == str(gid)
+    assert alarm["details"]["plaintext_offset"] == FIRST
+    assert env.status() == RecordingStatus.integrity_failed
+    # From now on the recording is refused outright, and the chain still verifies.
+    _problem(env.get(grant=gid), 500, "integrity-failure")
+    with env.ctx.db.session() as s:
+        assert audit.verify(s).ok
+
+
+def test_tampered_first_segment_of_a_range_is_a_clean_500(env: Env) -> None:
+    _tamper(env, env.rid, SECOND_SEGMENT_BYTE)
+    gid = env.grant()
+    r = env.get(grant=gid, Range=f"bytes={FIRST + 10}-{FIRST + 20}")
+    # The first segment is pulled before the headers go out: a problem, and no media at all.
+    _problem(r, 500, "integrity-failure")
+    assert len(env.events("integrity.alarm")) == 1
+    assert env.status() == RecordingStatus.integrity_failed
+
+
+def test_flipped_byte_in_transit_is_caught(env: Env) -> None:
+    """A store (or network) that returns altered bytes is caught the same way."""
+    gid = env.grant()
+    target = SECOND_SEGMENT_BYTE + SEG  # third segment
+
+    def flip(offset: int, data: bytes) -> bytes:
+        if offset <= target < offset + len(data):
+            b = bytearray(data)
+            b[target - offset] ^= 0x80
+            return bytes(b)
+        return data
+
+    env.store.corrupt = flip
+    with env.client.stream("GET", env.url(), params={"grant": str(gid)}, headers=env.h("eng")) as r:
+        got, err = _consume(r)
+    assert _caused_by(err, IntegrityError)
+    assert got == env.clip[: FIRST + SEG]
+    assert env.status() == RecordingStatus.integrity_failed
+
+
+# --- concurrency: the grant is re-checked at every segment ----------------------------------------
+
+
+def test_revoke_ends_a_running_stream(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    gid = env.grant()
+    checks: list[tuple[float, bool]] = []
+    real = grants.still_valid
+
+    def spy(session: Any, **kw: Any) -> bool:
+        started = time.monotonic()  # a check that *starts* after the revocation must fail
+        ok = real(session, **kw)
+        checks.append((started, ok))
+        return ok
+
+    monkeypatch.setattr(grants, "still_valid", spy)
+    revoked_at: list[float] = []
+    received_at_revoke: list[int] = []
+
+    def on_chunk(total: int) -> None:
+        if not revoked_at:
+            env.revoke(gid)  # committed in its own transaction, mid-stream
+            revoked_at.append(time.monotonic())
+            received_at_revoke.append(total)
+
+    with env.client.stream("GET", env.url(), params={"grant": str(gid)}, headers=env.h("eng")) as r:
+        assert r.status_code == 200
+        got, err = _consume(r, on_chunk)
+    assert _caused_by(err, PermissionDeniedError), err
+    assert got == env.clip[: len(got)] and len(got) < len(env.clip)
+    # Server side: the stream ended on a failed check, and no check that began after the
+    # revocation had committed let a segment through...
+    assert checks[-1][1] is False
+    assert not any(ok for t, ok in checks if t > revoked_at[0])
+    # ...and the client got at most the segments already in flight through the ASGI stack.
+    assert len(got) - received_at_revoke[0] <= 2 * SEG
+    _problem(env.get(grant=gid), 403, "forbidden")  # and the next request is refused
+
+
+def test_revoke_stops_the_service_stream_at_the_next_segment(env: Env) -> None:
+    gid = env.grant()
+    plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
+                              grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
+    chunks = playback.stream(env.ctx, plan)
+    assert next(chunks) == env.clip[:FIRST]
+    assert next(chunks) == env.clip[FIRST : FIRST + SEG]
+    env.revoke(gid)
+    with pytest.raises(PermissionDeniedError):
+        next(chunks)
+
+
+def test_expiry_ends_a_running_stream(env: Env) -> None:
+    gid = env.grant(minutes=10)
+    with env.client.stream("GET", env.url(), params={"grant": str(gid)}, headers=env.h("eng")) as r:
+        assert r.status_code == 200
+        got, err = _consume(r, lambda _: env.clock.advance(minutes=11) and None)
+    assert _caused_by(err, PermissionDeniedError), err
+    assert len(got) <= FIRST + 2 * SEG < len(env.clip)
+    _problem(env.get(grant=gid), 403, "forbidden")
+    # At the service level, strictly: the very next segment is refused.
+    gid2 = env.grant(minutes=10)
+    plan = playback.open_read(
+        env.ctx, actor=env.actors["eng"], recording_id=env.rid, grant_id=gid2,
+        range_header="bytes=0-", now=env.ctx.now(),
+    )  # fmt: skip
+    chunks = playback.stream(env.ctx, plan)
+    next(chunks)
+    env.clock.advance(minutes=10)
+    with pytest.raises(PermissionDeniedError):
+        next(chunks)
+
+
+def test_ended_purpose_and_disposal_end_a_running_stream(env: Env) -> None:
+    for change, purpose in (("purpose", "troubleshooting"), ("disposal", "fraud")):
+        gid = env.grant(purpose=purpose)
+        plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
+                                  grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
+        chunks = playback.stream(env.ctx, plan)
+        next(chunks)
+        with env.ctx.db.transaction() as s:
+            if change == "purpose":
+                recordings.end_purpose(
+                    s, actor=Actor.operator(), recording_id=env.rid, purpose="troubleshooting",
+                    reason=None, now=env.ctx.now(),
+                )  # fmt: skip
+            else:
+                s.exec(sa.update(Recording).where(Recording.id == env.rid)  # type: ignore[arg-type]
+                       .values(status=RecordingStatus.disposing))  # fmt: skip
+        with pytest.raises(PermissionDeniedError):
+            next(chunks)
+
+
+# --- a real server --------------------------------------------------------------------------------
+
+
+def test_revoke_mid_stream_against_real_server(
+    make_ctx: Callable[..., Context], tmp_path: Path
+) -> None:
+    """uvicorn closes the connection short of Content-Length: the client sees a cut body."""
+    ctx = make_ctx(db="sqlite", store="local")
+    initialise(ctx, now=ctx.now())
+    with ctx.db.transaction() as s:
+        principals.create_tenant(s, actor=Actor.operator(), name="acme", region=None,
+                                 now=ctx.now())  # fmt: skip
+    key = _principal(ctx, "eng", "engineer", tenants=["acme"])
+    with ctx.db.session() as s:
+        actor = principals.authenticate(s, api_key=key, now=ctx.now())
+    # Bigger than the loopback socket buffers, so most of it is still to come at revocation.
+    data = os.urandom(40 * MiB)
+    rec = recordings.ingest(
+        ctx, actor=Actor.operator(), tenant="acme", purposes=["security"], call_id=None,
+        recorded_at=None, content_type="audio/ogg", chunks=[data], expected_length=len(data),
+    )  # fmt: skip
+    now = ctx.now()
+    with ctx.db.transaction() as s:
+        gid = grants.issue_grant(
+            s, principal_id=actor.id, owner=actor.owner, purpose="security",
+            recording_ids=[rec.id], not_before=now - timedelta(minutes=1),
+            expires_at=now + timedelta(hours=1),
+        ).id  # fmt: skip
+    settings = ctx.settings
+    env = {
+        "CALLVAULT_DATABASE_URL": settings.database_url,
+        "CALLVAULT_BLOB_STORE": settings.blob_store,
+        "CALLVAULT_KEY_PROVIDER": settings.key_provider,
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    with run_serve(env, tmp_path) as server:
+        url = f"{server.url}/v1/recordings/{rec.id}/content"
+        got = bytearray()
+        with (
+            httpx.Client(timeout=60) as client,
+            client.stream("GET", url, params={"grant": str(gid)}, headers=headers) as r,
+        ):
+            assert r.status_code == 200
+            assert r.headers["content-type"] == "audio/ogg"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert int(r.headers["content-length"]) == len(data)
+            stream = r.iter_raw(64 * 1024)
+            got += next(stream)
+            with ctx.db.transaction() as s:
+                g = s.get(Grant, gid)
+                assert g is not None
+                g.revoked_at = ctx.now()
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in stream:
+                    got += chunk
+        assert 0 < len(got) < len(data)
+        assert bytes(got) == data[: len(got)]
+        again = httpx.get(url, params={"grant": str(gid)}, headers=headers)
+        assert again.status_code == 403 and again.headers["content-type"] == PROBLEM
