@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "callvault_read_only"
 
 
 def create_engine(database_url: str, *, echo: bool = False) -> Engine:
@@ -51,7 +52,10 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (hot paths such as the per-segment grant re-check) begin deferred,
+        # so they never queue for the write lock.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def is_postgres(session_or_engine: Session | Engine | sa.Connection) -> bool:
@@ -80,6 +84,10 @@ class Database:
     def session(self) -> Session:
         # expire_on_commit=False: services hand rows to callers after commit.
         return Session(self.engine, expire_on_commit=False)
+
+    def read_session(self) -> Session:
+        """A session for reads only: on SQLite it does not take the write lock."""
+        return Session(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -82,8 +82,9 @@ def _json_safe(extra: dict[str, Any]) -> dict[str, Any]:
 
 async def _vault_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.VaultError)
-    extra = _json_safe(exc.extra)
+    extra = dict(exc.extra)
     headers = extra.pop("headers", None)
+    extra = _json_safe(extra)
     resp = problem(status_of(exc), exc.code, exc.title, exc.detail, **extra)
     if isinstance(headers, dict):
         resp.headers.update(headers)

@@ -263,7 +263,7 @@ def open_read(
 
 def _still_valid(ctx: Context, plan: ReadPlan) -> bool:
     try:
-        with ctx.db.session() as session:
+        with ctx.db.read_session() as session:
             return grants.still_valid(
                 session, grant_id=plan.grant_id, recording_id=plan.recording_id, now=ctx.now()
             )
