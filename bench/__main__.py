@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["crypto", "ingest", "playback"]
+BENCHES = ["crypto", "ingest", "playback", "dispose"]
 
 
 def main(argv: list[str]) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from vault import __version__
-from vault.api import access, audit, content, health, problems, recordings, tenants
+from vault.api import access, audit, content, erasure, health, holds, problems, recordings, tenants
 from vault.api.metrics import Metrics
 from vault.config import Settings
 from vault.context import Context, build_context
@@ -41,6 +41,6 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     problems.install(app)
-    for module in (health, tenants, recordings, content, access, audit):
+    for module in (health, tenants, recordings, content, access, audit, holds, erasure):
         app.include_router(module.router)
     return app

@@ -174,6 +174,9 @@ def _start(
         "-webdav=false",
         "-admin.ui=false",
         "-master.telemetry=false",
+        # Each bucket takes a volume; the default count follows free disk and can run out
+        # under a suite that makes a bucket per test. Volumes are not preallocated.
+        "-volume.max=1000",
         f"-s3.config={config}",
         f"-s3.localSocket={sock_dir / f's3-{s3}.sock'}",
         f"-filer.localSocket={sock_dir / f'filer-{filer}.sock'}",

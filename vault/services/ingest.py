@@ -35,8 +35,16 @@ from vault.errors import (
     UnsupportedMediaTypeError,
     VaultError,
 )
-from vault.models import Principal, Recording, RecordingPurpose, RecordingStatus, Tenant
-from vault.services import audit, principals
+from vault.models import (
+    HoldMembership,
+    Principal,
+    Recording,
+    RecordingPurpose,
+    RecordingStatus,
+    Tenant,
+)
+from vault.services import audit, holds, principals
+from vault.services.keys import wrap_new_dek
 from vault.services.pipeline import pipelined
 from vault.storage import StorageError
 from vault.tags import AuditAction, Outcome
@@ -92,12 +100,6 @@ def ingest(
     # --- phase 1: a pending row with the wrapped DEK -----------------------------------------
     rid = uuid.UUID(bytes=ctx.rng(16), version=4) if ctx.rng else uuid.uuid4()
     dek = envelope.new_dek(ctx.rng)
-    # TODO(kek-cycle): wrapping must take the same lock as KEK retirement and use the newest
-    # version recorded in the DB (DESIGN.md, KEK lifecycle); the provider's newest is used here.
-    try:
-        wrapped = envelope.wrap_dek(ctx.keys, dek, tenant=str(target.id), recording_id=rid)
-    except KeyProviderError as exc:
-        raise KeyProviderUnavailableError() from exc
     now = ctx.now()
     rec = Recording(
         id=rid,
@@ -107,13 +109,19 @@ def ingest(
         content_type=content_type,
         # Only callvault's own ids: nothing the client sent (call ids, file names) leaks to S3.
         object_key=f"{target.id}/{rid}",
-        wrapped_dek=envelope.encode_wrapped(wrapped),
-        kek_version=wrapped.kek_version,
         recorded_at=recorded_at or now,
         ingested_at=now,
         updated_at=now,
     )
     with ctx.db.transaction() as session:
+        # Wrapped inside this transaction, under the lock KEK retirement takes, with the newest
+        # version the DB records: no retirement can destroy it before this row is committed.
+        try:
+            wrapped = wrap_new_dek(ctx, session, dek=dek, tenant=str(target.id), recording_id=rid)
+        except KeyProviderError as exc:
+            raise KeyProviderUnavailableError() from exc
+        rec.wrapped_dek = envelope.encode_wrapped(wrapped)
+        rec.kek_version = wrapped.kek_version
         # created_by is a foreign key: the operator and ad-hoc actors have no principal row.
         if not actor.system and session.get(Principal, actor.id) is not None:
             rec.created_by = actor.id
@@ -194,18 +202,30 @@ def ingest(
     except BaseException:
         _abandon(ctx, rec, actor, reason="internal-error", may_be_stored=True)
         raise
+    _mirror_holds(ctx, rid)
     return stored
+
+
+def _mirror_holds(ctx: Context, rid: uuid.UUID) -> None:
+    """Mirror an open hold to S3 Object Lock now that the object exists (defence in depth).
+
+    Never fails the ingest: the recording is stored, and the DB hold is what blocks disposal.
+    """
+    try:
+        holds.mirror_new_recording(ctx, rid)
+    except Exception:
+        log.warning("ingest: could not mirror legal holds of %s to the store", rid, exc_info=True)
 
 
 def _holds_for_new_recording(
     session: Session, recording: Recording, now: datetime
 ) -> list[uuid.UUID]:
-    """Memberships of open legal holds that match a new recording (legal holds: later issue).
+    """Memberships of open legal holds that match a new recording.
 
-    Called in the transaction that inserts the pending row, so a hold created afterwards sees the
-    row and one created before is found here.
+    Called in the transaction that inserts the pending row, under the shared hold lock, so a
+    hold created afterwards sees the row and one created before is found here.
     """
-    return []
+    return holds.memberships_for_new_recording(session, recording, now)
 
 
 # --- validation -----------------------------------------------------------------------------------
@@ -369,7 +389,8 @@ def _abandon(
 
 
 def _delete_rows(session: Session, rid: uuid.UUID) -> None:
-    # Hold memberships (once legal holds exist) must be deleted here too.
+    # A hold's membership of a recording that never existed means nothing: it goes too.
+    session.exec(sa.delete(HoldMembership).where(HoldMembership.recording_id == rid))  # type: ignore[arg-type]
     session.exec(sa.delete(RecordingPurpose).where(RecordingPurpose.recording_id == rid))  # type: ignore[arg-type]
     session.exec(
         sa.delete(Recording).where(

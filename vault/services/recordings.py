@@ -31,6 +31,7 @@ from vault.models import (
     RecordingStatus,
 )
 from vault.services import audit, principals
+from vault.services.holds import active_holds_of
 from vault.services.ingest import ingest
 from vault.storage import StorageError, StorageUnavailableError
 from vault.tags import AuditAction
@@ -119,8 +120,8 @@ def _to_public_many(
 def _holds_of(
     session: Session, ids: Sequence[uuid.UUID], now: datetime
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """Active legal holds per recording (legal holds come in a later issue)."""
-    return {}
+    """Active legal holds per recording."""
+    return active_holds_of(session, ids)
 
 
 # --- reads ----------------------------------------------------------------------------------------

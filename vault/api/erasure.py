@@ -1,0 +1,39 @@
+"""/v1/erasure-requests: accept a deletion request (202 with ``due_at``), then show progress
+and, once complete, the signed receipt (privacy)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from vault.api.deps import CtxDep, SessionDep, require
+from vault.authz import Actor, Permission
+from vault.models import ErasureRequestCreate, ErasureRequestPublic
+from vault.services import erasure
+
+router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure"])
+
+ErasureManager = Annotated[Actor, Depends(require(Permission.erasure_manage))]
+
+
+@router.post("", status_code=202, response_model=ErasureRequestPublic)
+def create_request(
+    ctx: CtxDep, session: SessionDep, actor: ErasureManager, body: ErasureRequestCreate
+) -> ErasureRequestPublic:
+    now = ctx.now()
+    req = erasure.create_request(
+        session, actor=actor, policy=ctx.policy, tenant=body.tenant, call_id=body.call_id,
+        recording_ids=body.recording_ids, reason=body.reason, now=now,
+    )  # fmt: skip
+    out = erasure.to_public(session, req)
+    session.commit()
+    return out
+
+
+@router.get("/{request_id}", response_model=ErasureRequestPublic)
+def get_request(
+    ctx: CtxDep, session: SessionDep, actor: ErasureManager, request_id: uuid.UUID
+) -> ErasureRequestPublic:
+    return erasure.get_request(session, actor=actor, request_id=request_id, now=ctx.now())

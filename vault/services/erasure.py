@@ -1,0 +1,397 @@
+"""Erasure requests: end every purpose, crypto-shred, wait for the KEK, then a signed receipt.
+
+A request selects recordings by ``tenant`` + ``call_id`` or by ``recording_ids``; the derivatives
+of every selected recording (``parent_id``, transitively) are covered too. One ``ErasureItem``
+per recording records the proof: when the DEK and the media were destroyed, the ciphertext hash,
+and the KEK version that wrapped the DEK (the row's ``kek_version`` at destruction; rows without
+a DEK are never rewrapped, so it stays put) and when that version was retired.
+
+Each :func:`process` run, per open request:
+
+1. (transaction) on the first run, pick up recordings of the call that raced the request's
+   creation, then drop the call id; end every active purpose of the covered recordings;
+2. dispose of them through :mod:`vault.services.retention`, which respects legal holds (a held
+   item is recorded as deferred, with the hold's id, and finishes after the release);
+3. (transaction) copy the destruction times from the tombstones, and the retirement time from
+   ``KekVersion.retired_at`` (set by the kek-cycle job). Only when every item's KEK version is
+   retired is the request ``complete``: the receipt is built, signed with the audit key and
+   recorded, hashed, in the audit chain, in the same transaction.
+
+Neither audit events nor receipts ever carry the call id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from vault.authz import Actor, Permission, ensure
+from vault.context import Context
+from vault.errors import InvalidInputError, NotFoundError
+from vault.models import (
+    ErasureItem,
+    ErasureRequest,
+    ErasureRequestPublic,
+    ErasureStatus,
+    HoldMembership,
+    KekVersion,
+    Recording,
+    RecordingPurpose,
+    RecordingStatus,
+)
+from vault.policy import Policy
+from vault.services import audit, holds, retention
+from vault.tags import AuditAction
+
+__all__ = ["ERASURE_ACTOR", "RECEIPT_TYPE", "create_request", "get_request", "process"]
+
+log = logging.getLogger(__name__)
+
+E = ErasureStatus
+ERASURE_ACTOR = "system:erasure"
+RECEIPT_TYPE = "callvault.erasure-receipt/v1"
+MAX_IDS = 10_000
+
+
+# --- creation -------------------------------------------------------------------------------------
+
+
+def _with_derivatives(session: Session, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    seen, frontier = set(ids), list(ids)
+    while frontier:
+        children = session.exec(
+            select(Recording.id).where(col(Recording.parent_id).in_(frontier))
+        ).all()
+        frontier = [c for c in children if c not in seen]
+        seen.update(frontier)
+    return sorted(seen)
+
+
+def _by_call(session: Session, tenant_id: uuid.UUID, call_id: str) -> list[uuid.UUID]:
+    rows = session.exec(
+        select(Recording.id).where(Recording.tenant_id == tenant_id, Recording.call_id == call_id)
+    ).all()
+    return sorted(rows)
+
+
+def create_request(
+    session: Session,
+    *,
+    actor: Actor,
+    policy: Policy,
+    tenant: str | None = None,
+    call_id: str | None = None,
+    recording_ids: Sequence[uuid.UUID] = (),
+    reason: str,
+    now: datetime,
+) -> ErasureRequest:
+    """Record a request in the caller's transaction (the caller commits); work happens later."""
+    ensure(actor, Permission.erasure_manage)
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason or len(reason) > 2000:
+        raise InvalidInputError("reason: 1-2000 characters")
+    ids = sorted(set(recording_ids or ()))
+    by_call = tenant is not None or call_id is not None
+    if by_call and ids:
+        raise InvalidInputError("select by tenant + call_id or by recording_ids, not both")
+    if by_call and (not tenant or not call_id or len(call_id) > 256):
+        raise InvalidInputError("tenant and call_id (1-256 characters) go together")
+    if not by_call and not ids:
+        raise InvalidInputError("give tenant + call_id, or recording_ids")
+    if len(ids) > MAX_IDS:
+        raise InvalidInputError(f"at most {MAX_IDS} recording_ids per request")
+
+    tenant_id = None
+    if by_call:
+        assert tenant is not None and call_id is not None
+        tenant_id = holds.scoped_tenant(session, actor, tenant)
+        matched = _by_call(session, tenant_id, call_id)
+    else:
+        rows = session.exec(select(Recording).where(col(Recording.id).in_(ids))).all()
+        found = {r.id for r in rows if actor.in_scope(r.tenant_id)}
+        missing = [rid for rid in ids if rid not in found]
+        if missing:  # the same answer for "missing" and "not yours"
+            raise NotFoundError(f"no recording {missing[0]}")
+        matched = ids
+    covered = _with_derivatives(session, matched)
+    req = ErasureRequest(
+        status=E.pending, tenant_id=tenant_id, call_id=call_id, reason=reason,
+        created_by=actor.audit_name, created_at=now, due_at=now + policy.erasure_deadline,
+    )  # fmt: skip
+    session.add(req)
+    session.flush()
+    for rid in covered:
+        session.add(ErasureItem(request_id=req.id, recording_id=rid))
+    session.flush()
+    audit.record(
+        session,
+        action=AuditAction.erasure_request,
+        actor=actor.audit_name,
+        now=now,
+        tenant_id=tenant_id,
+        target=str(req.id),
+        details={
+            "request_id": str(req.id),
+            "selector": "tenant+call_id" if by_call else "recording_ids",  # never the call id
+            "recordings": len(matched),
+            "derivatives": len(covered) - len(matched),
+            "due_at": audit.format_ts(req.due_at),
+            "reason": reason,
+        },
+    )
+    return req
+
+
+# --- processing -----------------------------------------------------------------------------------
+
+
+def process(ctx: Context, *, now: datetime) -> int:
+    """Advance every open request; returns how many completed in this run. Idempotent."""
+    with ctx.db.session() as session:
+        open_ids = session.exec(
+            select(ErasureRequest.id)
+            .where(ErasureRequest.status != E.complete)
+            .order_by(col(ErasureRequest.due_at), col(ErasureRequest.id))
+        ).all()
+    completed = 0
+    for request_id in open_ids:
+        pending = _start(ctx, request_id, now)
+        if pending is None:
+            continue  # complete, or another worker has it right now
+        retention.dispose_recordings(ctx, pending, now=now)
+        completed += _settle(ctx, request_id, now)
+    return completed
+
+
+def _lock_request(ctx: Context, session: Session, request_id: uuid.UUID) -> ErasureRequest | None:
+    query = select(ErasureRequest).where(ErasureRequest.id == request_id)
+    if ctx.db.is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    req = session.exec(query.execution_options(populate_existing=True)).first()
+    return None if req is None or req.status == E.complete else req
+
+
+def _items(session: Session, request_id: uuid.UUID) -> list[ErasureItem]:
+    return list(
+        session.exec(
+            select(ErasureItem)
+            .where(ErasureItem.request_id == request_id)
+            .order_by(col(ErasureItem.recording_id))
+        ).all()
+    )
+
+
+def _start(ctx: Context, request_id: uuid.UUID, now: datetime) -> list[uuid.UUID] | None:
+    """Step 1; returns the recordings whose media still has to go."""
+    with ctx.db.transaction() as session:
+        req = _lock_request(ctx, session, request_id)
+        if req is None:
+            return None
+        items = _items(session, req.id)
+        if req.call_id is not None and req.tenant_id is not None:
+            known = {i.recording_id for i in items}
+            late = [r for r in _by_call(session, req.tenant_id, req.call_id) if r not in known]
+            for rid in _with_derivatives(session, late):
+                if rid not in known:
+                    item = ErasureItem(request_id=req.id, recording_id=rid)
+                    session.add(item)
+                    items.append(item)
+            req.call_id = None  # resolved: the identifier is not kept any longer than needed
+        ids = [i.recording_id for i in items]
+        label = f"erasure {req.id}"
+        query = (
+            select(RecordingPurpose, Recording.tenant_id)
+            .join(Recording, col(Recording.id) == col(RecordingPurpose.recording_id))
+            .where(
+                col(RecordingPurpose.recording_id).in_(ids),
+                col(RecordingPurpose.ended_at).is_(None),
+                col(RecordingPurpose.expires_at) > now,
+            )
+            .order_by(col(RecordingPurpose.recording_id), col(RecordingPurpose.purpose))
+        )
+        if ctx.db.is_postgres:
+            query = query.with_for_update(of=RecordingPurpose)
+        ending = session.exec(query).all()
+        for purpose, _ in ending:
+            purpose.ended_at, purpose.ended_reason = now, label
+            session.add(purpose)
+        # Failed ingests keep no media worth a tombstone, but their identifiers go now.
+        for rec in session.exec(
+            select(Recording).where(col(Recording.id).in_(ids), Recording.status == "failed")
+        ).all():
+            rec.call_id, rec.sha256 = None, None
+            session.add(rec)
+        if req.status == E.pending:
+            req.status = E.shredding
+        session.add(req)
+        session.flush()  # every row lock is ours before the audit lock is taken
+        for purpose, tenant_id in ending:
+            audit.record(
+                session,
+                action=AuditAction.recording_purpose_end,
+                actor=ERASURE_ACTOR,
+                now=now,
+                tenant_id=tenant_id,
+                target=str(purpose.recording_id),
+                purpose=purpose.purpose,
+                details={"reason": label, "erasure_request": str(req.id)},
+            )
+        return [i.recording_id for i in items if i.media_destroyed_at is None]
+
+
+def _settle(ctx: Context, request_id: uuid.UUID, now: datetime) -> int:
+    """Step 3: record the proof per item; complete and sign when every KEK is retired."""
+    with ctx.db.transaction() as session:
+        req = _lock_request(ctx, session, request_id)
+        if req is None:
+            return 0
+        items = _items(session, req.id)
+        ids = [i.recording_id for i in items]
+        recs = {r.id: r for r in session.exec(select(Recording).where(col(Recording.id).in_(ids)))}
+        held = holds.active_holds_of(session, ids)
+        for item in items:
+            _update_item(session, item, recs[item.recording_id], held.get(item.recording_id))
+            session.add(item)
+        if any(i.dek_destroyed_at is None and i.recording_id in held for i in items):
+            req.status = E.deferred
+        elif all(i.kek_retired_at is not None and i.media_destroyed_at for i in items):
+            _complete(ctx, session, req, items, now)
+            return 1
+        elif all(i.dek_destroyed_at and i.media_destroyed_at for i in items):
+            req.status = E.awaiting_kek
+        else:
+            req.status = E.shredding
+        session.add(req)
+        return 0
+
+
+def _update_item(
+    session: Session, item: ErasureItem, rec: Recording, held: list[uuid.UUID] | None
+) -> None:
+    if item.dek_destroyed_at is None and rec.dek_destroyed_at is not None:
+        item.dek_destroyed_at = rec.dek_destroyed_at
+        item.kek_version = rec.kek_version
+        item.ciphertext_sha256 = rec.ciphertext_sha256
+    gone = rec.status in (RecordingStatus.disposed, RecordingStatus.failed)
+    if item.media_destroyed_at is None and rec.disposed_at is not None and gone:
+        item.media_destroyed_at = rec.disposed_at
+    if held and item.dek_destroyed_at is None:
+        item.deferred_by = held[0]  # kept afterwards: the receipt says which hold deferred it
+    if item.kek_retired_at is None and item.dek_destroyed_at is not None:
+        if item.kek_version is None:  # nothing was ever wrapped: nothing to wait for
+            item.kek_retired_at = item.dek_destroyed_at
+        else:
+            kek = session.get(KekVersion, item.kek_version)
+            if kek is not None and kek.retired_at is not None:
+                item.kek_retired_at = kek.retired_at
+
+
+def _complete(
+    ctx: Context, session: Session, req: ErasureRequest, items: list[ErasureItem], now: datetime
+) -> None:
+    ids = [i.recording_id for i in items]
+    checked: dict[uuid.UUID, list[str]] = {rid: [] for rid in ids}
+    for rid, hid in session.exec(
+        select(HoldMembership.recording_id, HoldMembership.hold_id)
+        .where(col(HoldMembership.recording_id).in_(ids))
+        .order_by(col(HoldMembership.hold_id))
+    ).all():
+        checked[rid].append(str(hid))
+
+    def ts(value: datetime | None) -> str | None:
+        return None if value is None else audit.format_ts(value)
+
+    receipt: dict[str, Any] = {
+        "type": RECEIPT_TYPE,
+        "request_id": str(req.id),
+        "tenant_id": None if req.tenant_id is None else str(req.tenant_id),
+        "created_at": ts(req.created_at),
+        "due_at": ts(req.due_at),
+        "completed_at": ts(now),
+        "on_time": now <= req.due_at,
+        "items": [
+            {
+                "recording_id": str(i.recording_id),
+                "ciphertext_sha256": i.ciphertext_sha256,
+                "dek_destroyed_at": ts(i.dek_destroyed_at),
+                "media_destroyed_at": ts(i.media_destroyed_at),
+                "kek_version": i.kek_version,
+                "kek_retired_at": ts(i.kek_retired_at),
+                "deferred_by": None if i.deferred_by is None else str(i.deferred_by),
+                "holds_checked": checked[i.recording_id],
+            }
+            for i in items
+        ],
+        "holds_checked": sorted({h for hs in checked.values() for h in hs}),
+        "signature": {"alg": "Ed25519", "over": "the canonical JSON of this receipt"},
+    }
+    canonical = audit.canonical_json(receipt)
+    # Every provider we ship signs with the audit key (local Ed25519, Transit ed25519).
+    signature = ctx.keys.sign(canonical.encode("utf-8")).hex()  # type: ignore[attr-defined]
+    req.status = E.complete
+    req.completed_at = now
+    req.call_id = None
+    req.receipt = canonical
+    req.receipt_signature = signature
+    session.add(req)
+    session.flush()
+    audit.record(
+        session,
+        action=AuditAction.erasure_complete,
+        actor=ERASURE_ACTOR,
+        now=now,
+        tenant_id=req.tenant_id,
+        target=str(req.id),
+        details={
+            "request_id": str(req.id),
+            "receipt_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+            "receipt_signature": signature,
+            "items": len(items),
+            "on_time": now <= req.due_at,
+        },
+    )
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+def to_public(session: Session, req: ErasureRequest) -> ErasureRequestPublic:
+    items = _items(session, req.id)
+    deferred = sorted({i.deferred_by for i in items if i.deferred_by and not i.dek_destroyed_at})
+    return ErasureRequestPublic(
+        id=req.id, status=E(req.status), created_at=req.created_at, due_at=req.due_at,
+        completed_at=req.completed_at, recordings=len(items), deferred_by=deferred,
+        receipt=json.loads(req.receipt) if req.receipt else None,
+        receipt_signature=req.receipt_signature,
+    )  # fmt: skip
+
+
+def get_request(
+    session: Session, *, actor: Actor, request_id: uuid.UUID, now: datetime
+) -> ErasureRequestPublic:
+    ensure(actor, Permission.erasure_manage)
+    req = session.get(ErasureRequest, request_id)
+    if req is None or not _may_see(session, actor, req):
+        raise NotFoundError(f"no erasure request {request_id}")
+    return to_public(session, req)
+
+
+def _may_see(session: Session, actor: Actor, req: ErasureRequest) -> bool:
+    if actor.all_tenants:
+        return True
+    if req.tenant_id is not None:
+        return actor.in_scope(req.tenant_id)
+    tenants = session.exec(
+        select(Recording.tenant_id)
+        .join(ErasureItem, col(ErasureItem.recording_id) == col(Recording.id))
+        .where(ErasureItem.request_id == req.id)
+        .distinct()
+    ).all()
+    return all(actor.in_scope(t) for t in tenants)
