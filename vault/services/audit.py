@@ -101,6 +101,9 @@ def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
 # --- appending -----------------------------------------------------------------------------------
 
 
+_HEAD_CACHE = "callvault.audit.head"
+
+
 def acquire_append_lock(session: Session) -> None:
     """Serialise chain writers until the caller's transaction ends (no-op on SQLite)."""
     if is_postgres(session):
@@ -144,9 +147,16 @@ def record(
     ts_text = format_ts(now)  # refuses naive datetimes
     ts = now.astimezone(UTC)
 
-    # Lock before reading the head, so two writers never claim the same seq.
-    acquire_append_lock(session)
-    head_seq, prev_hash = head(session, GLOBAL_CHAIN)
+    # Lock before reading the head, so two writers never claim the same seq. Within one
+    # transaction the lock is already held and the head is the event we appended last (no
+    # savepoints are used around audit writes, so a cached head cannot be rolled back alone).
+    tx = session.get_transaction()
+    cached = session.info.get(_HEAD_CACHE)
+    if cached is not None and tx is not None and cached[0] is tx:
+        head_seq, prev_hash = cached[1], cached[2]
+    else:
+        acquire_append_lock(session)
+        head_seq, prev_hash = head(session, GLOBAL_CHAIN)
     event = {
         "seq": head_seq + 1,
         "chain_id": GLOBAL_CHAIN,
@@ -173,6 +183,7 @@ def record(
     )
     session.add(row)
     session.flush()  # surface conflicts here, inside the lock, not at some later commit
+    session.info[_HEAD_CACHE] = (session.get_transaction(), row.seq, row.hash)
     return row
 
 

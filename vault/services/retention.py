@@ -26,6 +26,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,6 +69,7 @@ DISPOSABLE = (S.stored, S.integrity_failed)
 RETENTION_REASON = "retention expired"
 DISPOSE_ACTOR = "system:dispose"
 EXPIRE_ACTOR = "system:expire-purposes"
+REMOVE_WORKERS = 8
 BATCH = 100
 
 
@@ -255,33 +257,38 @@ def _finish(ctx: Context, *, now: datetime, only: list[uuid.UUID] | None, limit:
             ).all()
             removed: dict[uuid.UUID, int] = {}
             unavailable = False
-            for rec in rows:
-                try:
-                    removed[rec.id] = _remove_media(ctx.store, rec.object_key)
-                except StorageUnavailableError:
-                    log.warning("dispose: object store unavailable; retrying next run")
-                    unavailable = True
-                    break
-                except StorageError:  # e.g. COMPLIANCE retention set from outside
-                    log.warning("dispose: cannot remove the objects of %s", rec.id, exc_info=True)
-                    failed.add(rec.id)
-            finished = []
-            for rec in rows:
-                if rec.id not in removed:
-                    continue
-                cas = session.exec(
+            # Object removal is round trips to the store: overlap them. Every row is locked by
+            # this transaction, and a removal is idempotent, so a failure just retries next run.
+            with ThreadPoolExecutor(max_workers=REMOVE_WORKERS) as pool:
+                futures = [
+                    (rec, pool.submit(_remove_media, ctx.store, rec.object_key)) for rec in rows
+                ]
+                for rec, future in futures:
+                    try:
+                        removed[rec.id] = future.result()
+                    except StorageUnavailableError:
+                        unavailable = True
+                    except StorageError:  # e.g. COMPLIANCE retention set from outside
+                        log.warning(
+                            "dispose: cannot remove the objects of %s", rec.id, exc_info=True
+                        )
+                        failed.add(rec.id)
+            if unavailable:
+                log.warning("dispose: object store unavailable; retrying next run")
+            # The rows are locked by this transaction, so one statement moves them all.
+            finished = [rec for rec in rows if rec.id in removed]
+            if finished:
+                session.exec(
                     sa.update(Recording)
-                    .where(col(Recording.id) == rec.id, Recording.status == S.disposing)
+                    .where(
+                        col(Recording.id).in_([rec.id for rec in finished]),
+                        Recording.status == S.disposing,
+                    )
                     .values(
-                        status=S.disposed,
-                        disposed_at=now,
-                        updated_at=now,
-                        call_id=None,
+                        status=S.disposed, disposed_at=now, updated_at=now, call_id=None,
                         sha256=None,
                     )
-                )
-                if cas.rowcount == 1:
-                    finished.append(rec)
+                )  # fmt: skip
             for rec in finished:
                 audit.record(
                     session,
