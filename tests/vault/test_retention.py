@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import col, select
 
-from crypto import envelope
 from tests.support.clock import FakeClock
 from tests.vault.test_recordings import (
     CALL_ID,
@@ -40,7 +39,6 @@ from vault.models import (
     ErasureItem,
     ErasureRequest,
     HoldMembership,
-    KekVersion,
     LegalHold,
     Recording,
     RecordingPurpose,
@@ -48,7 +46,7 @@ from vault.models import (
     Role,
     Tenant,
 )
-from vault.services import erasure, grants, holds, principals, recordings, retention
+from vault.services import erasure, grants, holds, keys, principals, recordings, retention
 from vault.storage import S3BlobStore
 
 S = RecordingStatus
@@ -111,34 +109,11 @@ def release(ctx: Context, hold_id: uuid.UUID) -> LegalHold:
 
 
 def kek_cycle(ctx: Context, now: datetime, *, force: bool = False) -> bool:
-    """Stand-in for the kek-cycle job (another engineer's): rotate once the newest version is
-    ``kek_rotation`` old, rewrap every row still holding a DEK, retire the old versions."""
-    current = ctx.keys.current_version()
-    with ctx.db.transaction() as s:
-        newest = s.get(KekVersion, current)
-        if newest is None:
-            s.add(KekVersion(version=current, created_at=now))
-            if not force:
-                return False
-        elif not force and now - newest.created_at < ctx.policy.kek_rotation:
-            return False
-    new = ctx.keys.rotate()
-    with ctx.db.transaction() as s:
-        for rec in s.exec(select(Recording).where(col(Recording.wrapped_dek).is_not(None))).all():
-            wrapped = envelope.rewrap_dek(
-                ctx.keys, envelope.decode_wrapped(rec.wrapped_dek or ""),
-                tenant=str(rec.tenant_id), recording_id=rec.id,
-            )  # fmt: skip
-            rec.wrapped_dek, rec.kek_version = envelope.encode_wrapped(wrapped), new
-            s.add(rec)
-        s.add(KekVersion(version=new, created_at=now))
-    ctx.keys.retire(new - 1)
-    with ctx.db.transaction() as s:
-        for kv in s.exec(select(KekVersion).where(col(KekVersion.version) < new)).all():
-            if kv.retired_at is None:
-                kv.retired_at = now
-                s.add(kv)
-    return True
+    """The real kek-cycle job: rotate when due (or forced), rewrap every DEK, retire old
+    versions. True when it rotated."""
+    result = keys.kek_cycle(ctx, now=now, force=force, holder="test-retention")
+    assert result.acquired
+    return result.rotated_to is not None
 
 
 def run_jobs(ctx: Context, now: datetime) -> None:
