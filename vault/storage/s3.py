@@ -27,6 +27,7 @@ from minio.retention import Retention
 from minio.versioningconfig import VersioningConfig
 from urllib3.util import Retry, Timeout
 
+from vault.storage import _multipart
 from vault.storage.base import PutResult, validate_key
 from vault.storage.errors import (
     BlobLockedError,
@@ -36,7 +37,8 @@ from vault.storage.errors import (
 )
 
 MIB = 1024 * 1024
-DEFAULT_PART_SIZE = 8 * MIB  # memory per upload is about 3 parts
+DEFAULT_PART_SIZE = 6 * MIB  # S3 minimum is 5 MiB; 10,000 parts without a size hint = 60 GB
+PARTS_IN_FLIGHT = 2  # memory per upload: about PARTS_IN_FLIGHT + 1 parts
 MAX_PART_SIZE = 5 * 1024 * MIB  # S3 limit
 MAX_PARTS = 10_000  # S3 limit; we aim below it to leave slack for a wrong size_hint
 
@@ -96,6 +98,11 @@ class _ChunkReader:
         self._pending = b""
         self.size = 0
         self.source_error: BaseException | None = None
+
+    def push_back(self, data: bytes) -> None:
+        """Un-read ``data`` (a one-byte end-of-body probe)."""
+        self._pending = data + self._pending
+        self.size -= len(data)
 
     def read(self, n: int = -1) -> bytes:
         pieces = [self._pending]
@@ -210,18 +217,21 @@ class S3BlobStore:
     ) -> PutResult:
         validate_key(key)
         reader = _ChunkReader(chunks)
+        part_size = _part_size_for(size_hint)
         try:
-            # length=-1: minio reads part by part and uses a single PUT only when the whole body
-            # fits in the first part. Parts go up one at a time: minio's parallel mode leaks its
-            # worker threads when the upload fails.
-            result = self._client.put_object(
-                self._bucket,
-                key,
-                reader,  # type: ignore[arg-type]
-                length=-1,
-                part_size=_part_size_for(size_hint),
-                num_parallel_uploads=1,
-            )
+            first = reader.read(part_size)
+            more = reader.read(1) if len(first) == part_size else b""
+            if not more:
+                # One part's worth or less: a single PUT.
+                result = self._client.put_object(
+                    self._bucket, key, io.BytesIO(first), length=len(first)
+                )
+                return PutResult(version_id=result.version_id, size=reader.size)
+            reader.push_back(more)
+            version_id = _multipart.upload(
+                self._client, self._bucket, key, lambda: reader.read(part_size), first,
+                in_flight=PARTS_IN_FLIGHT,
+            )  # fmt: skip
         except Exception as exc:
             if reader.source_error is not None:
                 self._reraise_source_error(reader.source_error, exc)
@@ -229,7 +239,7 @@ class S3BlobStore:
             if mapped is None:
                 raise
             raise mapped from exc
-        return PutResult(version_id=result.version_id, size=reader.size)
+        return PutResult(version_id=version_id, size=reader.size)
 
     @staticmethod
     def _reraise_source_error(source_error: BaseException, exc: BaseException) -> NoReturn:
