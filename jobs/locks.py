@@ -1,7 +1,7 @@
 """Row claiming and job leases for the worker.
 
-The implementations live with the KEK lifecycle in :mod:`vault.services.keys` (the ``kek-cycle``
-service takes its lease itself); they are re-exported here for jobs:
+The implementations live in :mod:`vault.services.leases` (the ``kek-cycle`` service takes its
+lease itself); they are re-exported here for jobs:
 
 - ``claim(session, stmt)`` adds ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two workers never
   claim the same row; on SQLite ``BEGIN IMMEDIATE`` already makes each transaction the only
@@ -12,7 +12,7 @@ service takes its lease itself); they are re-exported here for jobs:
 
 from __future__ import annotations
 
-from vault.services.keys import (
+from vault.services.leases import (
     LEASE_TTL,
     acquire_lease,
     claim,

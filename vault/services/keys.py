@@ -17,16 +17,13 @@ workers never rotate twice. Media is never re-encrypted: only wrapped DEKs chang
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from crypto import envelope
@@ -34,10 +31,20 @@ from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
 from crypto.keys.base import WrappedKey
 from vault.context import Context
 from vault.crashpoints import AFTER_KEK_ROTATE, AFTER_REWRAP, crashpoint
-from vault.db import Database, is_postgres
+from vault.db import is_postgres
 from vault.errors import ConflictError
-from vault.models import JobLease, KekVersion, Recording
+from vault.models import KekVersion, Recording
 from vault.services import audit
+from vault.services.leases import (  # re-exported: the lease is part of the cycle's contract
+    LEASE_TTL,
+    acquire_lease,
+    claim,
+    dialect,
+    inserted,
+    process_holder,
+    release_lease,
+    renew_lease,
+)
 from vault.tags import AuditAction, Outcome
 
 __all__ = [
@@ -62,23 +69,13 @@ Q = TypeVar("Q", bound=Any)
 # "cvkek" in ASCII: the advisory lock shared by wrapping (shared mode) and retiring (exclusive).
 KEK_LOCK_KEY = 0x63766B656B
 KEK_LEASE = "kek-cycle"
-LEASE_TTL = timedelta(minutes=10)
 REWRAP_BATCH = 100
 CYCLE_ACTOR = "system:kek-cycle"
 SYNC_ACTOR = "system:kek-sync"
 MANUAL_ACTOR = "system:cli"
-_LEASE = JobLease.__table__  # type: ignore[attr-defined]
 
 
 # --- row claiming and the shared lock ---------------------------------------------------------
-
-
-def claim(session: Session, stmt: Q) -> Q:
-    """Lock the selected rows, skipping rows other workers hold (PostgreSQL).
-
-    SQLite needs nothing: ``BEGIN IMMEDIATE`` makes the transaction the single writer.
-    """
-    return stmt.with_for_update(skip_locked=True) if is_postgres(session) else stmt
 
 
 def _lock(session: Session, *, exclusive: bool) -> None:
@@ -99,15 +96,11 @@ def newest_version(session: Session) -> int | None:
     ).one()
 
 
-def _dialect(session: Session) -> Any:
-    return postgresql if is_postgres(session) else sqlite
-
-
 def _insert_version(session: Session, version: int, created_at: datetime) -> bool:
     """Record a version unless it is already known; True if this call recorded it."""
     row = {"version": version, "created_at": created_at, "retired_at": None}
-    insert = _dialect(session).insert(KekVersion).values(**row).on_conflict_do_nothing()
-    return _inserted(session, insert.returning(KekVersion.version))  # type: ignore[arg-type]
+    insert = dialect(session).insert(KekVersion).values(**row).on_conflict_do_nothing()
+    return inserted(session, insert.returning(KekVersion.version))  # type: ignore[arg-type]
 
 
 def _provider_created_at(ctx: Context, version: int, now: datetime) -> datetime:
@@ -178,84 +171,6 @@ def wrap_new_dek(
             f"{known} recorded in the database; is it the right keyring?"
         )
     return wrapped
-
-
-# --- the lease --------------------------------------------------------------------------------
-
-
-def process_holder() -> str:
-    """``host:pid-namespace:pid:nonce``: unique per process, and tells a dead local holder."""
-    try:
-        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        pidns = "-"
-    return f"{socket.gethostname()}:{pidns}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _holder_is_dead(holder: str) -> bool:
-    """True only for a holder on this host and PID namespace whose process no longer exists."""
-    parts = holder.split(":")
-    if len(parts) != 4 or not parts[2].isdigit():
-        return False
-    mine = process_holder().split(":")
-    if parts[:2] != mine[:2] or parts[2] == mine[2]:
-        return False
-    try:
-        os.kill(int(parts[2]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def acquire_lease(
-    db: Database, name: str, *, holder: str, now: datetime, ttl: timedelta = LEASE_TTL
-) -> bool:
-    """Take the lease ``name`` until ``now + ttl`` with a compare-and-set; False if held.
-
-    A lease held by a process of this host that has died (SIGKILL, OOM) is taken over at once
-    instead of waiting for it to expire.
-    """
-    t = _LEASE
-    with db.transaction() as session:
-        row = session.get(JobLease, name)
-        if row is None:
-            new = _dialect(session).insert(t).values(name=name, holder=holder, expires_at=now + ttl)
-            return _inserted(session, new.on_conflict_do_nothing().returning(t.c.name))
-        free = [t.c.expires_at <= now, t.c.holder == holder]
-        if _holder_is_dead(row.holder):
-            free.append(t.c.holder == row.holder)
-        take = sa.update(t).where(t.c.name == name, sa.or_(*free))
-        return _changed(session, take.values(holder=holder, expires_at=now + ttl))
-
-
-def renew_lease(
-    db: Database, name: str, *, holder: str, now: datetime, ttl: timedelta = LEASE_TTL
-) -> bool:
-    """Extend a lease we hold; False if it was lost (expired and taken by someone else)."""
-    return _update_own_lease(db, name, holder, expires_at=now + ttl)
-
-
-def release_lease(db: Database, name: str, *, holder: str, now: datetime) -> None:
-    _update_own_lease(db, name, holder, expires_at=now, last_run_at=now)
-
-
-def _update_own_lease(db: Database, name: str, holder: str, **values: Any) -> bool:
-    t = _LEASE
-    with db.transaction() as session:
-        own = sa.update(t).where(t.c.name == name, t.c.holder == holder)
-        return _changed(session, own.values(**values))
-
-
-def _changed(session: Session, stmt: Any) -> bool:
-    return session.exec(stmt).rowcount == 1  # type: ignore[no-any-return]
-
-
-def _inserted(session: Session, insert: Any) -> bool:
-    # INSERT ... ON CONFLICT DO NOTHING RETURNING: a row back means this call inserted it
-    # (psycopg reports no rowcount for it).
-    return session.exec(insert).first() is not None  # type: ignore[no-any-return]
 
 
 # --- the cycle --------------------------------------------------------------------------------
