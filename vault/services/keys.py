@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -63,8 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Q = TypeVar("Q", bound=Any)
 
 # "cvkek" in ASCII: the advisory lock shared by wrapping (shared mode) and retiring (exclusive).
 KEK_LOCK_KEY = 0x63766B656B
