@@ -42,7 +42,7 @@ from vault.errors import (
     RangeNotSatisfiableError,
 )
 from vault.models import AuditEvent, Grant, Recording, RecordingStatus
-from vault.services import audit, grants, playback, principals, recordings
+from vault.services import audit, grants, playback, principals, recordings, windows
 from vault.services.setup import initialise
 
 PROBLEM = "application/problem+json"
@@ -352,7 +352,7 @@ def test_windows_serve_exactly_the_covering_segments(data: st.DataObject) -> Non
         calls.append((offset, length))
         return _OBJECT[offset : offset + length]
 
-    reader = playback._WindowReader(read, *playback.ciphertext_span(len(_OBJECT), start, end))
+    reader = windows.WindowReader(read, *windows.ciphertext_span(len(_OBJECT), start, end))
     pieces = streaming.decrypt_range(
         reader, dek=_DEK, recording_id=_RID, ciphertext_size=len(_OBJECT), start=start, end=end
     )

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -52,6 +50,7 @@ from vault.errors import (
 )
 from vault.models import Recording, RecordingStatus
 from vault.services import audit, grants
+from vault.services.windows import WindowReader, ciphertext_span
 from vault.storage import BlobNotFoundError, StorageError
 from vault.tags import AuditAction, Outcome
 
@@ -273,134 +272,7 @@ def _still_valid(ctx: Context, plan: ReadPlan) -> bool:
         return False
 
 
-# Segment reads are served from windows of whole segments, each fetched with one ranged GET: a
-# GET has milliseconds of fixed cost on S3 (SeaweedFS: ~4 ms for 1 MiB, ~10 ms for 8 MiB), so one
-# GET per segment would cap playback far below a plain download. Windows start small (a player's
-# seek gets its first bytes quickly), double up to WINDOW_MAX_SEGMENTS, never reach past the
-# segments of the requested range, and PREFETCH windows are fetched ahead in helper threads
-# while the current one is decrypted and sent: at most (PREFETCH + 1) windows of memory.
-WINDOW_MIN_SEGMENTS = 2
-WINDOW_MAX_SEGMENTS = 8
-PREFETCH = 2
-_FIRST_SEGMENT_CIPHERTEXT = streaming.SEGMENT_SIZE - streaming.STREAM_HEADER_SIZE
-
-
-def _segment_of(offset: int) -> int:
-    """Index of the segment holding plaintext byte ``offset``."""
-    if offset < streaming.FIRST_SEGMENT_PLAINTEXT:
-        return 0
-    return 1 + (offset - streaming.FIRST_SEGMENT_PLAINTEXT) // streaming.SEGMENT_PLAINTEXT
-
-
-def _segment_at(pos: int) -> int:
-    """Index of the segment holding object byte ``pos`` (the header counts as segment 0)."""
-    if pos < streaming.HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT:
-        return 0
-    return 1 + (pos - streaming.HEADER_SIZE - _FIRST_SEGMENT_CIPHERTEXT) // streaming.SEGMENT_SIZE
-
-
-def _segment_start(index: int) -> int:
-    """Object offset where ciphertext segment ``index`` begins."""
-    if index == 0:
-        return streaming.HEADER_SIZE
-    return streaming.HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT + (index - 1) * streaming.SEGMENT_SIZE
-
-
-def ciphertext_span(ciphertext_size: int, start: int, end: int) -> tuple[int, int]:
-    """The object bytes ``[lo, hi)`` that ``decrypt_range`` reads for plaintext ``[start, end)``
-    besides the header: the covering segments, plus the one-byte end-of-stream probe when the
-    last of them ends the object. Only a bound for read-ahead: reads outside it still work."""
-    if start >= end:
-        return streaming.HEADER_SIZE, streaming.HEADER_SIZE
-    lo = _segment_start(_segment_of(start))
-    hi = min(_segment_start(_segment_of(end - 1) + 1), ciphertext_size)
-    return lo, hi + 1 if hi == ciphertext_size else hi
-
-
-class _Fetch(threading.Thread):
-    """One window GET in the background; ``result()`` joins and re-raises its error."""
-
-    def __init__(self, read: Callable[[int, int], bytes], offset: int, length: int) -> None:
-        super().__init__(name="callvault-prefetch", daemon=True)
-        self.offset, self.length = offset, length
-        self._read = read
-        self._data = b""
-        self._error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._data = self._read(self.offset, self.length)
-        except BaseException as exc:  # handed over to the consuming thread
-            self._error = exc
-
-    def result(self) -> bytes:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._data
-
-
-class _WindowReader:
-    """``read_at`` for ``decrypt_range``: serves its in-order segment reads from windows."""
-
-    def __init__(self, read: Callable[[int, int], bytes], lo: int, hi: int) -> None:
-        self._read, self._lo, self._hi = read, lo, hi
-        self._segments = WINDOW_MIN_SEGMENTS
-        self._pending: deque[_Fetch] = deque()
-        self._buf, self._buf_at, self._eof = b"", 0, False
-        self._view = memoryview(self._buf)
-        # A range from the first segment takes the header along in its first GET; any other
-        # range reads the header on its own first. (Fetching the first window at the same time
-        # measured slower on a busy 2-core box: the two GETs compete for the store's CPU.)
-        self._next_at = 0 if lo == streaming.HEADER_SIZE else lo
-        if self._next_at == 0:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        while len(self._pending) < PREFETCH and self._next_at < self._hi:
-            start = self._next_at
-            end = _segment_start(_segment_at(max(start, streaming.HEADER_SIZE)) + self._segments)
-            if end >= self._hi - 1:
-                end = self._hi  # the last segment with its end-of-stream probe byte
-            self._segments = min(self._segments * 2, WINDOW_MAX_SEGMENTS)
-            self._pending.append(_Fetch(self._read, start, end - start))
-            self._next_at = end
-
-    def _covers(self, offset: int, length: int) -> bool:
-        end = self._buf_at + len(self._buf)
-        # Past a short (end-of-object) window, a read returns what exists, as the store would.
-        return self._buf_at <= offset <= end and (offset + length <= end or self._eof)
-
-    def __call__(self, offset: int, length: int) -> bytes:
-        if not self._covers(offset, length):
-            if not self._pending and offset == self._next_at:
-                self._schedule()  # the first segment read of a range that skipped the header
-            if self._pending and self._pending[0].offset == offset:
-                window = self._pending.popleft()
-                self._buf, self._buf_at = window.result(), offset
-                self._view = memoryview(self._buf)
-                self._eof = len(self._buf) < window.length
-                self._schedule()
-            else:
-                # The header of a later range, or a read we did not plan for: read it directly.
-                return self._read(offset, length)
-            if not self._covers(offset, length):
-                return self._read(offset, length)
-        rel = offset - self._buf_at
-        piece = self._view[rel : rel + length]
-        # Segments go out as zero-copy views (decrypt_range only reads them); the header is
-        # parsed as bytes.
-        return bytes(piece) if offset < streaming.HEADER_SIZE else piece  # type: ignore[return-value]
-
-    def close(self) -> None:
-        """Wait for the fetches still under way (one GET each), and drop every buffer."""
-        while self._pending:
-            self._pending.popleft().join()
-        self._buf, self._view = b"", memoryview(b"")
-
-
-def _reader(ctx: Context, plan: ReadPlan) -> _WindowReader:
+def _reader(ctx: Context, plan: ReadPlan) -> WindowReader:
     def read(offset: int, length: int) -> bytes:
         # Exactly the version the row recorded, never "the latest".
         return ctx.store.read_range(
@@ -408,7 +280,7 @@ def _reader(ctx: Context, plan: ReadPlan) -> _WindowReader:
         )
 
     lo, hi = ciphertext_span(plan.ciphertext_size, plan.start, plan.end)
-    return _WindowReader(read, lo, hi)
+    return WindowReader(read, lo, hi)
 
 
 def _raise_alarm(ctx: Context, plan: ReadPlan, *, offset: int, reason: str) -> None:
