@@ -23,8 +23,33 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from crypto._layout import (
+    _COMMIT_INFO,
+    _FIRST_SEGMENT_CIPHERTEXT,
+    _NONCE_PREFIX_SIZE,
+    _SALT_SIZE,
+    DEK_SIZE,
+    FIRST_SEGMENT_PLAINTEXT,
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    MAGIC,
+    SEGMENT_PLAINTEXT,
+    SEGMENT_SIZE,
+    STREAM_HEADER_SIZE,
+    TAG_SIZE,
+    VAULT_HEADER_SIZE,
+    _segment_ciphertext_start,
+    _segment_count,
+    _segment_of,
+    _segment_plaintext_start,
+    ciphertext_size,
+    plaintext_size,
+)
 from crypto._primitives import hkdf_sha256, random_bytes
 from crypto.errors import DecryptionError
+
+Rng = Callable[[int], bytes]
+ReadAt = Callable[[int, int], bytes]
 
 __all__ = [
     "HEADER_SIZE",
@@ -38,78 +63,7 @@ __all__ = [
     "plaintext_size",
 ]
 
-MAGIC = b"CVLT"
-FORMAT_VERSION = 1
-DEK_SIZE = 32
-_COMMIT_INFO = b"callvault/v1/commit"
-VAULT_HEADER_SIZE = len(MAGIC) + 1 + 16 + 32  # 53
-
-SEGMENT_SIZE = 1 << 20  # ciphertext segment size of AES256_GCM_HKDF_1MB
-TAG_SIZE = 16
-_SALT_SIZE = 32  # equals the derived key size in Tink's format
-_NONCE_PREFIX_SIZE = 7
-STREAM_HEADER_SIZE = 1 + _SALT_SIZE + _NONCE_PREFIX_SIZE  # 40
-HEADER_SIZE = VAULT_HEADER_SIZE + STREAM_HEADER_SIZE  # 93
-
-# Tink's first segment shares its 1 MiB with the stream header.
-FIRST_SEGMENT_PLAINTEXT = SEGMENT_SIZE - STREAM_HEADER_SIZE - TAG_SIZE  # 1,048,520
-SEGMENT_PLAINTEXT = SEGMENT_SIZE - TAG_SIZE  # 1,048,560
-_FIRST_SEGMENT_CIPHERTEXT = SEGMENT_SIZE - STREAM_HEADER_SIZE
-
-Rng = Callable[[int], bytes]
-ReadAt = Callable[[int, int], bytes]
-
-
-# --- sizes and offsets --------------------------------------------------------------------------
-
-
-def _segment_count(plaintext_len: int) -> int:
-    if plaintext_len <= FIRST_SEGMENT_PLAINTEXT:
-        return 1
-    return 1 + -(-(plaintext_len - FIRST_SEGMENT_PLAINTEXT) // SEGMENT_PLAINTEXT)
-
-
-def ciphertext_size(plaintext_size: int) -> int:
-    """Object size for a plaintext of ``plaintext_size`` bytes."""
-    if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int):
-        raise TypeError("plaintext_size must be an int")
-    if plaintext_size < 0:
-        raise ValueError("plaintext_size must be >= 0")
-    return HEADER_SIZE + plaintext_size + TAG_SIZE * _segment_count(plaintext_size)
-
-
-def plaintext_size(ciphertext_size: int) -> int:
-    """Inverse of :func:`ciphertext_size`; ``ValueError`` for a size no stream can have."""
-    if isinstance(ciphertext_size, bool) or not isinstance(ciphertext_size, int):
-        raise TypeError("ciphertext_size must be an int")
-    body = ciphertext_size - HEADER_SIZE
-    if body < TAG_SIZE:
-        raise ValueError("ciphertext_size is too small for a stream")
-    if body <= _FIRST_SEGMENT_CIPHERTEXT:
-        return body - TAG_SIZE
-    rest = body - _FIRST_SEGMENT_CIPHERTEXT
-    full, last = divmod(rest, SEGMENT_SIZE)
-    if last == 0:
-        return body - TAG_SIZE * (1 + full)
-    if last < TAG_SIZE:
-        raise ValueError("ciphertext_size ends inside a segment tag")
-    return body - TAG_SIZE * (2 + full)
-
-
-def _segment_of(plaintext_offset: int) -> int:
-    if plaintext_offset < FIRST_SEGMENT_PLAINTEXT:
-        return 0
-    return 1 + (plaintext_offset - FIRST_SEGMENT_PLAINTEXT) // SEGMENT_PLAINTEXT
-
-
-def _segment_plaintext_start(index: int) -> int:
-    return 0 if index == 0 else FIRST_SEGMENT_PLAINTEXT + (index - 1) * SEGMENT_PLAINTEXT
-
-
-def _segment_ciphertext_start(index: int) -> int:
-    if index == 0:
-        return HEADER_SIZE
-    return HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT + (index - 1) * SEGMENT_SIZE
+# Format constants and size arithmetic live in the private ``_layout`` module.
 
 
 # --- header and keys ----------------------------------------------------------------------------
