@@ -356,7 +356,8 @@ def audit_verify() -> None:
     try:
         # Trust only the pinned key or the provider's, never the copy beside the exports.
         public_key = checkpoints.trusted_public_key(ctx)
-        with ctx.db.session() as session:
+        # A read-only session: on SQLite a long verification does not block writers.
+        with ctx.db.read_session() as session:
             result = checkpoints.verify_all(session, public_key=public_key)
     finally:
         ctx.close()

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from vault.api.deps import CtxDep, SessionDep, require
+from vault.api.deps import CtxDep, ReadSessionDep, require
 from vault.authz import Actor, Permission
 from vault.models import AuditCheckpointPublic, AuditEventPublic
 from vault.services import audit, checkpoints
@@ -18,7 +18,7 @@ AuditReader = Annotated[Actor, Depends(require(Permission.audit_read))]
 
 @router.get("", response_model=list[AuditEventPublic])
 def list_events(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: AuditReader,
     after_seq: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -30,7 +30,7 @@ def list_events(
 
 @router.get("/checkpoints", response_model=list[AuditCheckpointPublic])
 def list_checkpoints(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: AuditReader,
     after_id: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -39,7 +39,7 @@ def list_checkpoints(
 
 
 @router.get("/verify")
-def verify(ctx: CtxDep, session: SessionDep, _: AuditReader) -> dict[str, Any]:
+def verify(ctx: CtxDep, session: ReadSessionDep, _: AuditReader) -> dict[str, Any]:
     # The trusted key comes from config or the provider, never from the DB or the exports.
     result = checkpoints.verify_all(session, public_key=checkpoints.trusted_public_key(ctx))
     chain = result.chain
