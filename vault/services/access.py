@@ -59,6 +59,7 @@ from vault.services.access_rules import (
     same_owner,
     single_tenant,
 )
+from vault.services.leases import claim
 from vault.tags import AuditAction
 
 __all__ = [
@@ -323,8 +324,7 @@ def revoke_request(
 
 
 def _claim(session: Session, stmt: Any) -> list[Any]:
-    # PostgreSQL: concurrent workers skip each other's rows (SQLite ignores the clause).
-    return list(session.exec(stmt.limit(EXPIRE_BATCH).with_for_update(skip_locked=True)).all())
+    return list(session.exec(claim(session, stmt.limit(EXPIRE_BATCH))).all())
 
 
 def expire(session: Session, *, now: datetime, actor: str = EXPIRE_ACTOR) -> int:

@@ -48,6 +48,7 @@ from vault.models import (
 )
 from vault.policy import Policy
 from vault.services import audit, holds, retention
+from vault.services.leases import claim
 from vault.tags import AuditAction
 
 __all__ = ["ERASURE_ACTOR", "RECEIPT_TYPE", "create_request", "get_request", "process"]
@@ -170,10 +171,8 @@ def process(ctx: Context, *, now: datetime) -> int:
     return completed
 
 
-def _lock_request(ctx: Context, session: Session, request_id: uuid.UUID) -> ErasureRequest | None:
-    query = select(ErasureRequest).where(ErasureRequest.id == request_id)
-    if ctx.db.is_postgres:
-        query = query.with_for_update(skip_locked=True)
+def _lock_request(session: Session, request_id: uuid.UUID) -> ErasureRequest | None:
+    query = claim(session, select(ErasureRequest).where(ErasureRequest.id == request_id))
     req = session.exec(query.execution_options(populate_existing=True)).first()
     return None if req is None or req.status == E.complete else req
 
@@ -191,7 +190,7 @@ def _items(session: Session, request_id: uuid.UUID) -> list[ErasureItem]:
 def _start(ctx: Context, request_id: uuid.UUID, now: datetime) -> list[uuid.UUID] | None:
     """Step 1; returns the recordings whose media still has to go."""
     with ctx.db.transaction() as session:
-        req = _lock_request(ctx, session, request_id)
+        req = _lock_request(session, request_id)
         if req is None:
             return None
         items = _items(session, req.id)
@@ -249,7 +248,7 @@ def _start(ctx: Context, request_id: uuid.UUID, now: datetime) -> list[uuid.UUID
 def _settle(ctx: Context, request_id: uuid.UUID, now: datetime) -> int:
     """Step 3: record the proof per item; complete and sign when every KEK is retired."""
     with ctx.db.transaction() as session:
-        req = _lock_request(ctx, session, request_id)
+        req = _lock_request(session, request_id)
         if req is None:
             return 0
         items = _items(session, req.id)

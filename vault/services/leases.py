@@ -28,12 +28,13 @@ LEASE_TTL = timedelta(minutes=10)
 _LEASE = JobLease.__table__  # type: ignore[attr-defined]
 
 
-def claim(session: Session, stmt: Q) -> Q:
+def claim(session: Session, stmt: Q, *, of: Any = None) -> Q:
     """Lock the selected rows, skipping rows other workers hold (PostgreSQL).
 
-    SQLite needs nothing: ``BEGIN IMMEDIATE`` makes the transaction the single writer.
+    ``of`` limits the lock to one table of a join. SQLite needs nothing: ``BEGIN IMMEDIATE``
+    makes the transaction the single writer.
     """
-    return stmt.with_for_update(skip_locked=True) if is_postgres(session) else stmt
+    return stmt.with_for_update(skip_locked=True, of=of) if is_postgres(session) else stmt
 
 
 def dialect(session: Session) -> Any:

@@ -33,6 +33,7 @@ from vault.models import (
 from vault.services import audit, principals
 from vault.services.holds import active_holds_of
 from vault.services.ingest import ingest
+from vault.services.leases import claim
 from vault.storage import StorageError, StorageUnavailableError
 from vault.tags import AuditAction
 
@@ -276,12 +277,6 @@ def end_purpose(
 # --- the orphan sweeper ---------------------------------------------------------------------------
 
 
-def _claim(ctx: Context, query: Any) -> Any:
-    # PostgreSQL: concurrent workers skip each other's rows. SQLite: BEGIN IMMEDIATE already
-    # makes every transaction the single writer.
-    return query.with_for_update(skip_locked=True) if ctx.db.is_postgres else query
-
-
 def sweep_orphans(
     ctx: Context, *, older_than: timedelta, now: datetime, batch: int = SWEEP_BATCH
 ) -> int:
@@ -301,8 +296,8 @@ def sweep_orphans(
 
     with ctx.db.transaction() as session:
         stale = session.exec(
-            _claim(
-                ctx,
+            claim(
+                session,
                 select(Recording)
                 .where(Recording.status == S.pending, col(Recording.updated_at) < cutoff)
                 .order_by(col(Recording.updated_at))
@@ -355,7 +350,7 @@ def _remove_objects(
     # never work on the same row; the row changes only after the objects are gone.
     with ctx.db.transaction() as session:
         query = select(Recording).where(Recording.id == rid, *conditions)
-        rec = session.exec(_claim(ctx, query)).first()
+        rec = session.exec(claim(session, query)).first()
         if rec is None:
             return False  # changed or claimed by someone else since the listing
         removed = ctx.store.delete_all_versions(rec.object_key)

@@ -48,6 +48,7 @@ from vault.models import (
     RecordingStatus,
 )
 from vault.services import audit, holds
+from vault.services.leases import claim
 from vault.storage import (
     BlobLockedError,
     BlobStore,
@@ -79,11 +80,6 @@ class DisposeResult:
     deferred: int  # due rows left alone because an active legal hold covers them
 
 
-def _lock(ctx: Context, query: Any) -> Any:
-    # PostgreSQL: concurrent workers skip each other's rows. SQLite: BEGIN IMMEDIATE already.
-    return query.with_for_update(skip_locked=True) if ctx.db.is_postgres else query
-
-
 def due_condition(now: datetime) -> sa.ColumnElement[bool]:
     """SQL: the recording has no active purpose at ``now``."""
     return ~sa.exists().where(
@@ -111,9 +107,7 @@ def expire_purposes(ctx: Context, *, now: datetime, batch: int = 1000) -> int:
                 .order_by(col(RecordingPurpose.expires_at), col(RecordingPurpose.recording_id))
                 .limit(batch)
             )
-            if ctx.db.is_postgres:
-                query = query.with_for_update(skip_locked=True, of=RecordingPurpose)
-            rows = session.exec(query).all()
+            rows = session.exec(claim(session, query, of=RecordingPurpose)).all()
             for purpose, _ in rows:
                 purpose.ended_at = purpose.expires_at
                 purpose.ended_reason = "expired"
@@ -188,7 +182,7 @@ def _claim(ctx: Context, *, now: datetime, only: list[uuid.UUID] | None, n: int)
             return []
         _candidates_listed(ids)
         rows = session.exec(
-            _lock(ctx, select(Recording).where(col(Recording.id).in_(ids), disposable))
+            claim(session, select(Recording).where(col(Recording.id).in_(ids), disposable))
             .order_by(col(Recording.id))
             .execution_options(populate_existing=True)
         ).all()
@@ -251,8 +245,9 @@ def _finish(ctx: Context, *, now: datetime, only: list[uuid.UUID] | None, limit:
                 query = query.where(col(Recording.id).not_in(failed))
             size = min(BATCH, limit - done)
             rows = session.exec(
-                _lock(
-                    ctx, query.order_by(col(Recording.updated_at), col(Recording.id)).limit(size)
+                claim(
+                    session,
+                    query.order_by(col(Recording.updated_at), col(Recording.id)).limit(size),
                 ).execution_options(populate_existing=True)
             ).all()
             removed: dict[uuid.UUID, int] = {}
