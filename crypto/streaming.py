@@ -231,55 +231,68 @@ def encrypt(
     dst.write(header)
     written = len(header)
 
-    if isinstance(src, io.BytesIO):
-        return written + _encrypt_buffer(src, dst, cipher)
+    return written + _segments(
+        src, dst, cipher.seal_into,
+        first=FIRST_SEGMENT_PLAINTEXT, rest=SEGMENT_PLAINTEXT, out_size=SEGMENT_SIZE,
+    )  # fmt: skip
 
-    # Double buffering: segment i is sealed only once we know whether segment i+1 has any bytes.
-    cur = memoryview(bytearray(SEGMENT_PLAINTEXT))
-    nxt = memoryview(bytearray(SEGMENT_PLAINTEXT))
-    out = memoryview(bytearray(SEGMENT_SIZE))
-    index = 0
-    cur_len = _read_full(src, cur[:FIRST_SEGMENT_PLAINTEXT])
+
+# Segment i is processed only once we know whether segment i+1 has any bytes: that decides its
+# last-segment flag. Encryption and decryption share these loops; only sizes and step differ.
+Step = Callable[[int, bool, memoryview, memoryview], memoryview]
+
+
+def _segments(
+    src: BinaryIO, dst: BinaryIO, step: Step, *, first: int, rest: int, out_size: int
+) -> int:
+    """Run ``step`` over the segments of ``src`` (first one ``first`` bytes, then ``rest``);
+    write its outputs to ``dst`` and return their total length."""
+    if isinstance(src, io.BytesIO):
+        return _segments_in_buffer(src, dst, step, first=first, rest=rest, out_size=out_size)
+    cur = memoryview(bytearray(rest))
+    nxt = memoryview(bytearray(rest))
+    out = memoryview(bytearray(out_size))
+    index, produced = 0, 0
+    cur_len = _read_full(src, cur[:first])
     while True:
-        nxt_len = _read_full(src, nxt) if cur_len == _capacity_of(index) else 0
+        full = cur_len == (first if index == 0 else rest)
+        nxt_len = _read_full(src, nxt) if full else 0
         last = nxt_len == 0
-        sealed = cipher.seal_into(index, last, cur[:cur_len], out)
-        dst.write(sealed)
-        written += len(sealed)
+        result = step(index, last, cur[:cur_len], out)
+        dst.write(result)
+        produced += len(result)
         if last:
-            return written
+            return produced
         cur, nxt = nxt, cur
         cur_len = nxt_len
         index += 1
 
 
-def _encrypt_buffer(src: io.BytesIO, dst: BinaryIO, cipher: _SegmentCipher) -> int:
-    """Zero-copy path for in-memory sources: seal slices of the buffer itself."""
+def _segments_in_buffer(
+    src: io.BytesIO, dst: BinaryIO, step: Step, *, first: int, rest: int, out_size: int
+) -> int:
+    """Zero-copy path for in-memory sources: ``step`` works on slices of the buffer itself."""
     start = src.tell()
-    written = 0
+    produced = 0
     # getvalue() hands back the shared bytes object without copying (getbuffer() would copy it).
     with memoryview(src.getvalue()) as whole:
         view = whole[start:]
-        out = memoryview(bytearray(SEGMENT_SIZE))
+        out = memoryview(bytearray(out_size))
         total = len(view)
         index, pos = 0, 0
         while True:
-            n = min(_capacity_of(index), total - pos)
+            n = min(first if index == 0 else rest, total - pos)
             last = pos + n == total
-            sealed = cipher.seal_into(index, last, view[pos : pos + n], out)
-            dst.write(sealed)
-            written += len(sealed)
+            result = step(index, last, view[pos : pos + n], out)
+            dst.write(result)
+            produced += len(result)
             pos += n
             if last:
                 break
             index += 1
         view.release()
     src.seek(start + total)
-    return written
-
-
-def _capacity_of(index: int) -> int:
-    return FIRST_SEGMENT_PLAINTEXT if index == 0 else SEGMENT_PLAINTEXT
+    return produced
 
 
 # --- decryption ---------------------------------------------------------------------------------
@@ -296,51 +309,10 @@ def decrypt(src: BinaryIO, dst: BinaryIO, *, dek: bytes, recording_id: uuid.UUID
     if _read_full(src, memoryview(header)) != HEADER_SIZE:
         raise DecryptionError()
     cipher = _open_header(bytes(header), bytes(dek), recording_id)
-    if isinstance(src, io.BytesIO):
-        return _decrypt_buffer(src, dst, cipher)
-
-    cur = memoryview(bytearray(SEGMENT_SIZE))
-    nxt = memoryview(bytearray(SEGMENT_SIZE))
-    out = memoryview(bytearray(SEGMENT_PLAINTEXT))
-    index = 0
-    cur_len = _read_full(src, cur[:_FIRST_SEGMENT_CIPHERTEXT])
-    total = 0
-    while True:
-        full = cur_len == (_FIRST_SEGMENT_CIPHERTEXT if index == 0 else SEGMENT_SIZE)
-        nxt_len = _read_full(src, nxt) if full else 0
-        last = nxt_len == 0
-        plain = cipher.open_into(index, last, cur[:cur_len], out)
-        dst.write(plain)
-        total += len(plain)
-        if last:
-            return total
-        cur, nxt = nxt, cur
-        cur_len = nxt_len
-        index += 1
-
-
-def _decrypt_buffer(src: io.BytesIO, dst: BinaryIO, cipher: _SegmentCipher) -> int:
-    """Zero-copy path for in-memory sources, with the same segment rules as ``decrypt``."""
-    start = src.tell()
-    total = 0
-    with memoryview(src.getvalue()) as whole:
-        view = whole[start:]
-        out = memoryview(bytearray(SEGMENT_PLAINTEXT))
-        size = len(view)
-        index, pos = 0, 0
-        while True:
-            n = min(_FIRST_SEGMENT_CIPHERTEXT if index == 0 else SEGMENT_SIZE, size - pos)
-            last = pos + n == size
-            plain = cipher.open_into(index, last, view[pos : pos + n], out)
-            dst.write(plain)
-            total += len(plain)
-            pos += n
-            if last:
-                break
-            index += 1
-        view.release()
-    src.seek(start + size)
-    return total
+    return _segments(
+        src, dst, cipher.open_into,
+        first=_FIRST_SEGMENT_CIPHERTEXT, rest=SEGMENT_SIZE, out_size=SEGMENT_PLAINTEXT,
+    )  # fmt: skip
 
 
 def decrypt_range(
