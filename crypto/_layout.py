@@ -60,7 +60,8 @@ def plaintext_size(ciphertext_size: int) -> int:
     return body - TAG_SIZE * (2 + full)
 
 
-def _segment_of(plaintext_offset: int) -> int:
+def segment_index(plaintext_offset: int) -> int:
+    """Index of the segment holding plaintext byte ``plaintext_offset``."""
     if plaintext_offset < FIRST_SEGMENT_PLAINTEXT:
         return 0
     return 1 + (plaintext_offset - FIRST_SEGMENT_PLAINTEXT) // SEGMENT_PLAINTEXT
@@ -70,7 +71,15 @@ def _segment_plaintext_start(index: int) -> int:
     return 0 if index == 0 else FIRST_SEGMENT_PLAINTEXT + (index - 1) * SEGMENT_PLAINTEXT
 
 
-def _segment_ciphertext_start(index: int) -> int:
+def segment_offset(index: int) -> int:
+    """Object offset where ciphertext segment ``index`` begins."""
     if index == 0:
         return HEADER_SIZE
     return HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT + (index - 1) * SEGMENT_SIZE
+
+
+def segment_at(object_offset: int) -> int:
+    """Index of the segment holding object byte ``object_offset`` (the header counts as 0)."""
+    if object_offset < HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT:
+        return 0
+    return 1 + (object_offset - HEADER_SIZE - _FIRST_SEGMENT_CIPHERTEXT) // SEGMENT_SIZE

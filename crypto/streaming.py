@@ -38,12 +38,13 @@ from crypto._layout import (
     STREAM_HEADER_SIZE,
     TAG_SIZE,
     VAULT_HEADER_SIZE,
-    _segment_ciphertext_start,
     _segment_count,
-    _segment_of,
     _segment_plaintext_start,
     ciphertext_size,
     plaintext_size,
+    segment_at,
+    segment_index,
+    segment_offset,
 )
 from crypto._primitives import hkdf_sha256, random_bytes
 from crypto.errors import DecryptionError
@@ -61,6 +62,9 @@ __all__ = [
     "decrypt_range",
     "encrypt",
     "plaintext_size",
+    "segment_at",
+    "segment_index",
+    "segment_offset",
 ]
 
 # Format constants and size arithmetic live in the private ``_layout`` module.
@@ -364,8 +368,8 @@ def _range_iter(
         return
     last_index = _segment_count(total) - 1
     out = memoryview(bytearray(SEGMENT_PLAINTEXT))
-    for index in range(_segment_of(start), _segment_of(end - 1) + 1):
-        c_start = _segment_ciphertext_start(index)
+    for index in range(segment_index(start), segment_index(end - 1) + 1):
+        c_start = segment_offset(index)
         c_end = min(c_start + (_FIRST_SEGMENT_CIPHERTEXT if index == 0 else SEGMENT_SIZE), size)
         last = index == last_index
         # For the last segment ask one byte past the end: anything there is appended data.

@@ -21,28 +21,6 @@ from crypto import streaming
 WINDOW_MIN_SEGMENTS = 2
 WINDOW_MAX_SEGMENTS = 8
 PREFETCH = 2
-_FIRST_SEGMENT_CIPHERTEXT = streaming.SEGMENT_SIZE - streaming.STREAM_HEADER_SIZE
-
-
-def _segment_of(offset: int) -> int:
-    """Index of the segment holding plaintext byte ``offset``."""
-    if offset < streaming.FIRST_SEGMENT_PLAINTEXT:
-        return 0
-    return 1 + (offset - streaming.FIRST_SEGMENT_PLAINTEXT) // streaming.SEGMENT_PLAINTEXT
-
-
-def _segment_at(pos: int) -> int:
-    """Index of the segment holding object byte ``pos`` (the header counts as segment 0)."""
-    if pos < streaming.HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT:
-        return 0
-    return 1 + (pos - streaming.HEADER_SIZE - _FIRST_SEGMENT_CIPHERTEXT) // streaming.SEGMENT_SIZE
-
-
-def _segment_start(index: int) -> int:
-    """Object offset where ciphertext segment ``index`` begins."""
-    if index == 0:
-        return streaming.HEADER_SIZE
-    return streaming.HEADER_SIZE + _FIRST_SEGMENT_CIPHERTEXT + (index - 1) * streaming.SEGMENT_SIZE
 
 
 def ciphertext_span(ciphertext_size: int, start: int, end: int) -> tuple[int, int]:
@@ -51,8 +29,8 @@ def ciphertext_span(ciphertext_size: int, start: int, end: int) -> tuple[int, in
     last of them ends the object. Only a bound for read-ahead: reads outside it still work."""
     if start >= end:
         return streaming.HEADER_SIZE, streaming.HEADER_SIZE
-    lo = _segment_start(_segment_of(start))
-    hi = min(_segment_start(_segment_of(end - 1) + 1), ciphertext_size)
+    lo = streaming.segment_offset(streaming.segment_index(start))
+    hi = min(streaming.segment_offset(streaming.segment_index(end - 1) + 1), ciphertext_size)
     return lo, hi + 1 if hi == ciphertext_size else hi
 
 
@@ -99,7 +77,9 @@ class WindowReader:
     def _schedule(self) -> None:
         while len(self._pending) < PREFETCH and self._next_at < self._hi:
             start = self._next_at
-            end = _segment_start(_segment_at(max(start, streaming.HEADER_SIZE)) + self._segments)
+            end = streaming.segment_offset(
+                streaming.segment_at(max(start, streaming.HEADER_SIZE)) + self._segments
+            )
             if end >= self._hi - 1:
                 end = self._hi  # the last segment with its end-of-stream probe byte
             self._segments = min(self._segments * 2, WINDOW_MAX_SEGMENTS)
