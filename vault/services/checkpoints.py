@@ -17,7 +17,6 @@ the key provider or from ``CALLVAULT_AUDIT_PUBLIC_KEY`` (:func:`trusted_public_k
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -57,8 +56,8 @@ def export_key(chain_id: str, head_seq: int) -> str:
     return f"{EXPORT_PREFIX}/{chain_id}/{head_seq:020d}.json"
 
 
-def statement_hash(statement: str) -> str:
-    return hashlib.sha256(statement.encode("utf-8")).hexdigest()
+# Statements are canonical JSON like audit events, hashed the same way.
+statement_hash = audit.hash_canonical
 
 
 def _prev_link(prev: AuditCheckpoint | None) -> dict[str, Any] | None:

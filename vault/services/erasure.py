@@ -22,7 +22,6 @@ Neither audit events nor receipts ever carry the call id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -350,7 +349,7 @@ def _complete(
         target=str(req.id),
         details={
             "request_id": str(req.id),
-            "receipt_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+            "receipt_sha256": audit.hash_canonical(canonical),
             "receipt_signature": signature,
             "items": len(items),
             "on_time": now <= req.due_at,
