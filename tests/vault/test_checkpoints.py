@@ -495,3 +495,20 @@ def test_api_lists_checkpoints_and_verifies_them(ctx: Context) -> None:
         body = get("/v1/audit/verify", "security").json()
         assert body["ok"] is False and body["first_bad_seq"] == cp.head_seq
         assert body["checkpoint_id"] == cp.id
+
+
+def test_api_names_a_malformed_pinned_key_as_misconfiguration(ctx: Context) -> None:
+    initialise(ctx, now=ctx.now())
+    with ctx.db.transaction() as s:
+        _, key = principals.add_principal(
+            s, actor=Actor.operator(), name="auditor", role="auditor", owner="a@example.com",
+            tenants=[], all_tenants=True, now=ctx.now(),
+        )  # fmt: skip
+    settings = ctx.settings.model_copy(update={"audit_public_key": "abcd"})
+    bad = dataclasses.replace(ctx, settings=settings)
+    with TestClient(create_app(settings, ctx=bad)) as client:
+        r = client.get("/v1/audit/verify", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"].endswith("/misconfigured")
+    assert "abcd" not in r.text

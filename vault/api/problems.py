@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crypto.errors import KeyProviderError
 from vault import errors as e
+from vault.config import ConfigError
 from vault.storage import StorageError, StorageUnavailableError
 
 log = logging.getLogger("callvault.api")
@@ -120,6 +121,12 @@ async def _keys_down(_: Request, exc: Exception) -> JSONResponse:
     return problem(503, err.code, err.title)
 
 
+async def _misconfigured(_: Request, exc: Exception) -> JSONResponse:
+    # The operator's mistake, not the client's: say so without echoing the setting.
+    log.error("configuration error: %s", exc)
+    return problem(500, "misconfigured", "The vault is misconfigured; see its log")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal-error", "Internal error")
@@ -132,4 +139,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StorageUnavailableError, _store_down)
     app.add_exception_handler(StorageError, _store_down)
     app.add_exception_handler(KeyProviderError, _keys_down)
+    app.add_exception_handler(ConfigError, _misconfigured)
     app.add_exception_handler(Exception, _unexpected)
