@@ -5,15 +5,21 @@ Private: ``crypto.streaming`` re-exports the public names.
 
 from __future__ import annotations
 
+from crypto._primitives import AES256_KEY_SIZE, GCM_TAG_SIZE
+
 MAGIC = b"CVLT"
 FORMAT_VERSION = 1
+#: The one definition of the DEK size: the stream key of AES256_GCM_HKDF_1MB, and what every
+#: key provider wraps (``crypto.envelope`` and ``crypto.keys`` import it from here).
 DEK_SIZE = 32
 _COMMIT_INFO = b"callvault/v1/commit"
-VAULT_HEADER_SIZE = len(MAGIC) + 1 + 16 + 32  # 53
+_COMMITMENT_SIZE = 32
+VAULT_HEADER_SIZE = len(MAGIC) + 1 + 16 + _COMMITMENT_SIZE  # 53
 
 SEGMENT_SIZE = 1 << 20  # ciphertext segment size of AES256_GCM_HKDF_1MB
-TAG_SIZE = 16
-_SALT_SIZE = 32  # equals the derived key size in Tink's format
+TAG_SIZE = GCM_TAG_SIZE
+_DERIVED_KEY_SIZE = AES256_KEY_SIZE  # each stream's segment key is an AES-256-GCM key
+_SALT_SIZE = _DERIVED_KEY_SIZE  # Tink's format: the salt is as long as the derived key
 _NONCE_PREFIX_SIZE = 7
 STREAM_HEADER_SIZE = 1 + _SALT_SIZE + _NONCE_PREFIX_SIZE  # 40
 HEADER_SIZE = VAULT_HEADER_SIZE + STREAM_HEADER_SIZE  # 93

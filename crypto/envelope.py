@@ -15,14 +15,28 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from crypto._layout import DEK_SIZE
 from crypto._primitives import Rng, random_bytes
 from crypto.errors import DecryptionError
-from crypto.keys.base import KeyProvider, WrappedKey
+from crypto.keys.base import KeyProvider, KeyWrapper, WrappedKey
 from crypto.keys.local import LocalKeyring
 
-DEK_SIZE = 32
+__all__ = [
+    "DEK_SIZE",  # re-exported: defined once in crypto._layout
+    "KEYRING_FILE",
+    "context",
+    "decode_wrapped",
+    "encode_wrapped",
+    "new_dek",
+    "open_provider",
+    "rewrap_dek",
+    "unwrap_dek",
+    "wrap_dek",
+]
+
 KEYRING_FILE = "keyring.json"
-_WRAPPED_TEXT_RE = re.compile(r"cvk1:([1-9][0-9]{0,9}):([A-Za-z0-9_-]*={0,2})")
+_WRAPPED_TEXT_TAG = "cvk1"
+_WRAPPED_TEXT_RE = re.compile(_WRAPPED_TEXT_TAG + r":([1-9][0-9]{0,9}):([A-Za-z0-9_-]*={0,2})")
 
 
 def context(tenant: str, recording_id: uuid.UUID) -> bytes:
@@ -35,21 +49,21 @@ def context(tenant: str, recording_id: uuid.UUID) -> bytes:
 
 
 def new_dek(rng: Rng | None = None) -> bytes:
-    """A fresh random 32-byte DEK."""
+    """A fresh random ``DEK_SIZE``-byte DEK."""
     return random_bytes(DEK_SIZE, rng)
 
 
 def wrap_dek(
-    provider: KeyProvider, dek: bytes, *, tenant: str, recording_id: uuid.UUID
+    provider: KeyWrapper, dek: bytes, *, tenant: str, recording_id: uuid.UUID
 ) -> WrappedKey:
     """Wrap ``dek`` under the provider's newest KEK version, bound to its context."""
     if not isinstance(dek, bytes) or len(dek) != DEK_SIZE:
-        raise ValueError("dek must be 32 bytes")
+        raise ValueError(f"dek must be {DEK_SIZE} bytes")
     return provider.wrap(dek, tenant=tenant, associated_data=context(tenant, recording_id))
 
 
 def unwrap_dek(
-    provider: KeyProvider, wrapped: WrappedKey, *, tenant: str, recording_id: uuid.UUID
+    provider: KeyWrapper, wrapped: WrappedKey, *, tenant: str, recording_id: uuid.UUID
 ) -> bytes:
     """Open a wrapped DEK; ``DecryptionError`` or ``KeyDestroyedError`` if it cannot be."""
     dek = provider.unwrap(wrapped, tenant=tenant, associated_data=context(tenant, recording_id))
@@ -59,7 +73,7 @@ def unwrap_dek(
 
 
 def rewrap_dek(
-    provider: KeyProvider, wrapped: WrappedKey, *, tenant: str, recording_id: uuid.UUID
+    provider: KeyWrapper, wrapped: WrappedKey, *, tenant: str, recording_id: uuid.UUID
 ) -> WrappedKey:
     """Move a wrapped DEK to the newest KEK version; the DEK itself is unchanged."""
     return provider.rewrap(wrapped, tenant=tenant, associated_data=context(tenant, recording_id))
@@ -68,7 +82,7 @@ def rewrap_dek(
 def encode_wrapped(wrapped: WrappedKey) -> str:
     """Text form for a DB column: ``cvk1:<kek_version>:<base64url ciphertext>``."""
     body = base64.urlsafe_b64encode(wrapped.ciphertext).decode("ascii")
-    return f"cvk1:{wrapped.kek_version}:{body}"
+    return f"{_WRAPPED_TEXT_TAG}:{wrapped.kek_version}:{body}"
 
 
 def decode_wrapped(text: str) -> WrappedKey:

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto._layout import (
     _COMMIT_INFO,
+    _COMMITMENT_SIZE,
+    _DERIVED_KEY_SIZE,
     _FIRST_SEGMENT_CIPHERTEXT,
     _NONCE_PREFIX_SIZE,
     _SALT_SIZE,
@@ -46,10 +48,9 @@ from crypto._layout import (
     segment_index,
     segment_offset,
 )
-from crypto._primitives import hkdf_sha256, random_bytes
+from crypto._primitives import Rng, hkdf_sha256, random_bytes
 from crypto.errors import DecryptionError
 
-Rng = Callable[[int], bytes]
 ReadAt = Callable[[int, int], bytes]
 
 __all__ = [
@@ -83,7 +84,9 @@ def _check_key_args(dek: object, recording_id: object) -> None:
 
 
 def _vault_header(dek: bytes, recording_id: uuid.UUID) -> bytes:
-    commitment = hkdf_sha256(bytes(dek), salt=recording_id.bytes, info=_COMMIT_INFO, length=32)
+    commitment = hkdf_sha256(
+        bytes(dek), salt=recording_id.bytes, info=_COMMIT_INFO, length=_COMMITMENT_SIZE
+    )
     return MAGIC + bytes([FORMAT_VERSION]) + recording_id.bytes + commitment
 
 
@@ -94,7 +97,7 @@ class _SegmentCipher:
 
     def __init__(self, dek: bytes, vault_header: bytes, salt: bytes, nonce_prefix: bytes) -> None:
         # Tink derives the segment key with the stream's associated data as HKDF info.
-        key = hkdf_sha256(bytes(dek), salt=salt, info=vault_header, length=32)
+        key = hkdf_sha256(bytes(dek), salt=salt, info=vault_header, length=_DERIVED_KEY_SIZE)
         self._aead = AESGCM(key)
         self._prefix = nonce_prefix
 

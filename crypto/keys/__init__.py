@@ -1,9 +1,27 @@
 """Key providers: a key-encryption key (KEK) is just an AEAD with versions.
 
 ``local`` keeps versioned KEKs in a keyring file; ``transit`` delegates to OpenBao / HashiCorp Vault
-Transit. Both implement :class:`crypto.keys.base.KeyProvider`.
+Transit. Both implement :class:`crypto.keys.base.KeyProvider`, the union of the small protocols
+:class:`~crypto.keys.base.KeyWrapper`, :class:`~crypto.keys.base.KeyAdmin` and
+:class:`~crypto.keys.base.Signer`.
 """
 
-from crypto.keys.base import KeyProvider, WrappedKey
+from crypto.keys.base import (
+    ED25519_PUBLIC_KEY_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    KeyAdmin,
+    KeyProvider,
+    KeyWrapper,
+    Signer,
+    WrappedKey,
+)
 
-__all__ = ["KeyProvider", "WrappedKey"]
+__all__ = [
+    "ED25519_PUBLIC_KEY_SIZE",
+    "ED25519_SIGNATURE_SIZE",
+    "KeyAdmin",
+    "KeyProvider",
+    "KeyWrapper",
+    "Signer",
+    "WrappedKey",
+]

@@ -1,9 +1,17 @@
-"""The one small interface every key provider implements."""
+"""The small interfaces a key provider implements, split by who needs what (as Tink keeps ``Aead``
+small): the envelope recipe needs only :class:`KeyWrapper`, the ``kek-cycle`` job and setup need
+:class:`KeyAdmin`, audit checkpoints need :class:`Signer`. :class:`KeyProvider` is all three.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
+
+#: Raw Ed25519 sizes (RFC 8032): what :class:`Signer` returns, and what callers may rely on.
+ED25519_PUBLIC_KEY_SIZE = 32
+ED25519_SIGNATURE_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,17 +33,14 @@ class WrappedKey:
 
 
 @runtime_checkable
-class KeyProvider(Protocol):
-    """A versioned AEAD used as key-encryption key, plus the Ed25519 key that signs audit
-    checkpoints.
+class KeyWrapper(Protocol):
+    """A versioned AEAD used as key-encryption key: wraps and unwraps DEKs.
 
-    ``associated_data`` is always required: it binds a wrap to its context
-    (``tenant || recording_id``) so that a wrapped DEK copied to another row cannot be opened.
-    ``tenant`` selects the per-tenant key where the provider keeps one (Transit); the local
-    keyring keeps one global key and relies on ``associated_data`` alone.
+    ``associated_data`` is required (and must be non-empty) because it binds a wrap to its context
+    (``tenant || recording_id``): a wrapped DEK copied to another row cannot be opened. ``tenant``
+    selects the per-tenant key where the provider keeps one (Transit); the local keyring keeps one
+    global key and relies on ``associated_data`` alone.
     """
-
-    name: str
 
     def wrap(self, dek: bytes, *, tenant: str, associated_data: bytes) -> WrappedKey:
         """Encrypt ``dek`` under the newest KEK version."""
@@ -53,6 +58,22 @@ class KeyProvider(Protocol):
         """Move a wrapped DEK to the newest KEK version; the DEK never changes."""
         ...
 
+
+@runtime_checkable
+class KeyAdmin(Protocol):
+    """KEK version lifecycle: rotation, retirement (crypto-shredding) and readiness.
+
+    Kept apart from :class:`KeyWrapper` so code that only encrypts cannot rotate or destroy keys.
+    """
+
+    def current_version(self) -> int:
+        """The newest KEK version (the one ``wrap`` uses)."""
+        ...
+
+    def live_versions(self) -> list[int]:
+        """Versions that still exist (not retired), ascending."""
+        ...
+
     def rotate(self) -> int:
         """Add a new KEK version and return its number; it becomes the one ``wrap`` uses."""
         ...
@@ -65,25 +86,40 @@ class KeyProvider(Protocol):
         """
         ...
 
-    def current_version(self) -> int:
-        """The newest KEK version (the one ``wrap`` uses)."""
-        ...
+    def created_at(self, version: int) -> datetime:
+        """When a live KEK version was created (UTC; drives the rotation schedule).
 
-    def live_versions(self) -> list[int]:
-        """Versions that still exist (not retired), ascending."""
+        ``ValueError`` if it is not live.
+        """
         ...
 
     def check(self) -> None:
         """Cheap readiness probe; raises ``KeyProviderError`` when the provider is unusable."""
         ...
 
-    def sign(self, message: bytes) -> bytes:
-        """Raw 64-byte Ed25519 signature over ``message`` (signed audit checkpoints).
 
-        The signing key never leaves the provider (keyring file or Transit ``ed25519`` key).
-        """
+@runtime_checkable
+class Signer(Protocol):
+    """The Ed25519 key that signs audit checkpoints.
+
+    Only signatures and the public key come out: the private key never leaves the provider
+    (keyring file or Transit ``ed25519`` key), so a verifier needs nothing secret.
+    """
+
+    def sign(self, message: bytes) -> bytes:
+        """Raw ``ED25519_SIGNATURE_SIZE``-byte Ed25519 signature over ``message``."""
         ...
 
     def signing_public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 public key that verifies :meth:`sign`'s signatures."""
+        """The raw ``ED25519_PUBLIC_KEY_SIZE``-byte public key that verifies :meth:`sign`."""
         ...
+
+
+@runtime_checkable
+class KeyProvider(KeyWrapper, KeyAdmin, Signer, Protocol):
+    """Everything a deployment's key provider offers; what ``open_provider`` returns.
+
+    Take the narrowest of the three protocols you need; this composite is for wiring.
+    """
+
+    name: str

@@ -35,6 +35,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from crypto._layout import DEK_SIZE
 from crypto._primitives import (
     AES256_KEY_SIZE,
     GCM_NONCE_SIZE,
@@ -48,7 +49,7 @@ from crypto.errors import DecryptionError, KeyDestroyedError, KeyringError
 from crypto.keys.base import WrappedKey
 
 FORMAT = "callvault-keyring/1"
-DEK_SIZE = 32
+_SIGNING_KEY_SIZE = 32  # raw Ed25519 private key (RFC 8032 seed)
 # Domain-separates KEK wraps from any other use of AES-GCM; the version is bound too, so a wrap
 # relabelled with another kek_version fails authentication instead of decrypting.
 _AAD_PREFIX = b"callvault/v1/kek"
@@ -104,13 +105,13 @@ def _parse(raw: bytes, path: Path) -> _State:
     def bad(reason: str) -> KeyringError:
         return KeyringError(f"keyring {path} is corrupted: {reason}")
 
-    def key_bytes(value: Any, what: str) -> bytes:
+    def key_bytes(value: Any, what: str, size: int) -> bytes:
         try:
             key = base64.b64decode(value, validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise bad(f"{what} is not valid base64") from None
-        if len(key) != AES256_KEY_SIZE:
-            raise bad(f"{what} is {len(key)} bytes, expected {AES256_KEY_SIZE}")
+        if len(key) != size:
+            raise bad(f"{what} is {len(key)} bytes, expected {size}")
         return key
 
     try:
@@ -136,14 +137,15 @@ def _parse(raw: bytes, path: Path) -> _State:
             raise bad(f"KEK version {name} has no valid created_at") from None
         if created.tzinfo is None:
             raise bad(f"KEK version {name} created_at has no timezone")
-        keks[int(name)] = _Kek(key_bytes(entry.get("key"), f"KEK version {name}"), created)
+        key = key_bytes(entry.get("key"), f"KEK version {name}", AES256_KEY_SIZE)
+        keks[int(name)] = _Kek(key, created)
     retired = doc.get("retired_through", 0)
     if not isinstance(retired, int) or isinstance(retired, bool) or retired < 0:
         raise bad("retired_through is not a non-negative integer")
     # Live versions must be exactly retired+1..newest: a gap means someone edited the file.
     if set(keks) != set(range(retired + 1, max(keks) + 1)):
         raise bad("KEK versions are not contiguous after retired_through")
-    signing = key_bytes(doc.get("signing_key"), "signing_key")
+    signing = key_bytes(doc.get("signing_key"), "signing_key", _SIGNING_KEY_SIZE)
     return _State(keks=keks, retired_through=retired, signing_key=signing)
 
 
@@ -217,7 +219,7 @@ class LocalKeyring:
             state = _State(
                 keks={1: _Kek(random_bytes(AES256_KEY_SIZE, rng), created_at)},
                 retired_through=0,
-                signing_key=random_bytes(32, rng),
+                signing_key=random_bytes(_SIGNING_KEY_SIZE, rng),
             )
             _write_atomic(path, _dump(state))
         return True
@@ -272,12 +274,12 @@ class LocalKeyring:
                 state = self._current()
         return state
 
-    # -- KeyProvider -------------------------------------------------------------------------
+    # -- KeyWrapper, KeyAdmin ----------------------------------------------------------------
 
     def wrap(self, dek: bytes, *, tenant: str, associated_data: bytes) -> WrappedKey:
         _check_inputs(tenant, associated_data)
         if not isinstance(dek, bytes) or len(dek) != DEK_SIZE:
-            raise ValueError("dek must be 32 bytes")
+            raise ValueError(f"dek must be {DEK_SIZE} bytes")
         state = self._current()
         version = state.newest
         nonce = random_bytes(GCM_NONCE_SIZE, self._rng)
@@ -345,7 +347,7 @@ class LocalKeyring:
     def check(self) -> None:
         self._current()
 
-    # -- extras: rotation schedule and audit signing -----------------------------------------
+    # -- KeyAdmin.created_at (rotation schedule), Signer (audit checkpoints) -----------------
 
     def created_at(self, version: int) -> datetime:
         """When a live KEK version was created (UTC); ``ValueError`` if it is not live."""
@@ -355,11 +357,11 @@ class LocalKeyring:
         return kek.created_at.astimezone(UTC)
 
     def sign(self, message: bytes) -> bytes:
-        """Ed25519 signature (64 raw bytes) over ``message``, for audit checkpoints."""
+        """Raw Ed25519 signature over ``message``, for audit checkpoints."""
         return Ed25519PrivateKey.from_private_bytes(self._current().signing_key).sign(message)
 
     def signing_public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 public key matching :meth:`sign`."""
+        """The raw Ed25519 public key matching :meth:`sign`."""
         private = Ed25519PrivateKey.from_private_bytes(self._current().signing_key)
         return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 

@@ -31,16 +31,18 @@ import hvac
 import requests
 from hvac.exceptions import InvalidPath, InvalidRequest, VaultError
 
+from crypto._layout import DEK_SIZE
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
-from crypto.keys.base import WrappedKey
+from crypto.keys.base import ED25519_PUBLIC_KEY_SIZE, ED25519_SIGNATURE_SIZE, WrappedKey
 
-DEK_SIZE = 32
+_AES_KEY_TYPE = "aes256-gcm96"
+_SIGNING_KEY_TYPE = "ed25519"
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}")
 # Lower-case slugs and canonical UUID strings are used verbatim (readable in the Bao UI);
 # anything else is hashed under a different infix, so the mapping stays injective.
 _SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 _CIPHERTEXT_RE = re.compile(r"vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/=]+)")
-_DATA_KEY = {"type": "aes256-gcm96", "derived": True, "exportable": False}
+_DATA_KEY = {"type": _AES_KEY_TYPE, "derived": True, "exportable": False}
 
 
 def _b64(data: bytes) -> str:
@@ -158,7 +160,7 @@ class TransitKeyProvider:
         if info is None:
             info = self._create(
                 self.epoch_key,
-                key_type="aes256-gcm96",
+                key_type=_AES_KEY_TYPE,
                 exportable=False,
                 allow_plaintext_backup=False,
             )
@@ -206,7 +208,7 @@ class TransitKeyProvider:
         if info is None:
             info = self._create(
                 name,
-                key_type="aes256-gcm96",
+                key_type=_AES_KEY_TYPE,
                 derived=True,
                 exportable=False,
                 allow_plaintext_backup=False,
@@ -219,12 +221,12 @@ class TransitKeyProvider:
         self._synced[name] = epoch
         return name
 
-    # -- KeyProvider -------------------------------------------------------------------------
+    # -- KeyWrapper, KeyAdmin ----------------------------------------------------------------
 
     def wrap(self, dek: bytes, *, tenant: str, associated_data: bytes) -> WrappedKey:
         _check_inputs(tenant, associated_data)
         if not isinstance(dek, bytes) or len(dek) != DEK_SIZE:
-            raise ValueError("dek must be 32 bytes")
+            raise ValueError(f"dek must be {DEK_SIZE} bytes")
         epoch_info = self._epoch()
         epoch = int(epoch_info["latest_version"])
         name = self._ensure_tenant_key(tenant, epoch_info)
@@ -316,7 +318,7 @@ class TransitKeyProvider:
         # token with rights on our keys, and that the mount exists, within ``timeout``.
         self._epoch()
 
-    # -- extras: rotation schedule and audit signing -----------------------------------------
+    # -- KeyAdmin.created_at (rotation schedule), Signer (audit checkpoints) -----------------
 
     def created_at(self, version: int) -> datetime:
         """When an epoch version was created (UTC); ``ValueError`` if it is not live."""
@@ -329,14 +331,17 @@ class TransitKeyProvider:
         info = self._read(self.signing_key)
         if info is None:
             info = self._create(
-                self.signing_key, key_type="ed25519", exportable=False, allow_plaintext_backup=False
+                self.signing_key,
+                key_type=_SIGNING_KEY_TYPE,
+                exportable=False,
+                allow_plaintext_backup=False,
             )
-        if info.get("type") != "ed25519":
+        if info.get("type") != _SIGNING_KEY_TYPE:
             raise KeyProviderError(f"transit key {self.signing_key} is not an ed25519 key")
         return info
 
     def sign(self, message: bytes) -> bytes:
-        """Raw 64-byte Ed25519 signature, verifiable with :meth:`signing_public_key`."""
+        """Raw Ed25519 signature, verifiable with :meth:`signing_public_key`."""
         if not self._signing_ready:
             self._signing_info()
             self._signing_ready = True
@@ -348,16 +353,16 @@ class TransitKeyProvider:
             signature = base64.b64decode(str(data["signature"]).rsplit(":", 1)[-1], validate=True)
         except binascii.Error:
             signature = b""
-        if len(signature) != 64:
+        if len(signature) != ED25519_SIGNATURE_SIZE:
             raise KeyProviderError("transit returned a malformed Ed25519 signature")
         return signature
 
     def signing_public_key(self) -> bytes:
-        """Raw 32-byte Ed25519 public key of the newest signing key version."""
+        """Raw Ed25519 public key of the newest signing key version."""
         info = self._signing_info()
         entry = info["keys"][str(info["latest_version"])]
         public = base64.b64decode(entry["public_key"])
-        if len(public) != 32:
+        if len(public) != ED25519_PUBLIC_KEY_SIZE:
             raise KeyProviderError("transit returned a malformed Ed25519 public key")
         return public
 

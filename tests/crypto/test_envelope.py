@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import typing
 import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto.envelope import (
     context,
@@ -18,7 +22,7 @@ from crypto.envelope import (
     wrap_dek,
 )
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyringError
-from crypto.keys.base import KeyProvider, WrappedKey
+from crypto.keys import KeyAdmin, KeyProvider, KeyWrapper, Signer, WrappedKey
 from crypto.keys.local import LocalKeyring
 from crypto.keys.transit import TransitKeyProvider
 from tests.conftest import Bao
@@ -144,3 +148,52 @@ def test_open_provider_transit_against_bao(bao: Bao) -> None:
     provider.check()
     wrapped = wrap_dek(provider, b"\x01" * 32, tenant=TENANT, recording_id=REC)
     assert unwrap_dek(provider, wrapped, tenant=TENANT, recording_id=REC) == b"\x01" * 32
+
+
+# --- interfaces ---------------------------------------------------------------------------------
+
+
+class AesGcmWrapper:
+    """A KeyWrapper and nothing more: one in-memory AES-GCM key, always version 1."""
+
+    def __init__(self) -> None:
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def wrap(self, dek: bytes, *, tenant: str, associated_data: bytes) -> WrappedKey:
+        nonce = os.urandom(12)
+        return WrappedKey(1, nonce + self._aead.encrypt(nonce, dek, associated_data))
+
+    def unwrap(self, wrapped: WrappedKey, *, tenant: str, associated_data: bytes) -> bytes:
+        blob = wrapped.ciphertext
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], associated_data)
+        except InvalidTag:
+            raise DecryptionError() from None
+
+    def rewrap(self, wrapped: WrappedKey, *, tenant: str, associated_data: bytes) -> WrappedKey:
+        dek = self.unwrap(wrapped, tenant=tenant, associated_data=associated_data)
+        return self.wrap(dek, tenant=tenant, associated_data=associated_data)
+
+
+def test_providers_implement_each_protocol(provider: KeyProvider) -> None:
+    for protocol in (KeyWrapper, KeyAdmin, Signer, KeyProvider):
+        assert isinstance(provider, protocol), protocol.__name__
+
+
+@pytest.mark.parametrize("fn", [wrap_dek, unwrap_dek, rewrap_dek])
+def test_recipe_needs_only_a_key_wrapper(fn: typing.Callable[..., object]) -> None:
+    assert typing.get_type_hints(fn)["provider"] is KeyWrapper
+
+
+def test_recipe_works_with_a_bare_key_wrapper() -> None:
+    wrapper = AesGcmWrapper()
+    assert isinstance(wrapper, KeyWrapper)
+    assert not isinstance(wrapper, KeyAdmin | Signer | KeyProvider)
+    dek = new_dek()
+    wrapped = wrap_dek(wrapper, dek, tenant=TENANT, recording_id=REC)
+    assert unwrap_dek(wrapper, wrapped, tenant=TENANT, recording_id=REC) == dek
+    rewrapped = rewrap_dek(wrapper, wrapped, tenant=TENANT, recording_id=REC)
+    assert rewrapped != wrapped
+    assert unwrap_dek(wrapper, rewrapped, tenant=TENANT, recording_id=REC) == dek
+    with pytest.raises(DecryptionError):  # the recipe, not the wrapper, binds the context
+        unwrap_dek(wrapper, wrapped, tenant=TENANT, recording_id=uuid.uuid4())

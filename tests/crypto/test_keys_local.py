@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -226,7 +227,7 @@ def test_sign_verify(ring: LocalKeyring) -> None:
     public = ring.signing_public_key()
     assert len(signature) == 64 and len(public) == 32
     Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidSignature):
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message + b"!")
 
 

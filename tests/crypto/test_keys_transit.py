@@ -10,6 +10,7 @@ from typing import Any
 
 import hvac
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
@@ -191,7 +192,7 @@ def test_sign_verify(transit: TransitKeyProvider, admin: Any) -> None:
     public = transit.signing_public_key()
     assert len(signature) == 64 and len(public) == 32
     Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidSignature):
         Ed25519PublicKey.from_public_bytes(public).verify(signature, b"other")
     config = key_config(admin, transit.signing_key)
     assert config["type"] == "ed25519" and config["exportable"] is False
