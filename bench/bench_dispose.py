@@ -19,8 +19,10 @@ from tests.support.weed import run_weed
 from vault.authz import Actor
 from vault.config import Settings
 from vault.context import build_context
-from vault.services import principals, recordings, retention
-from vault.services.setup import initialise
+from vault.identity.tenants import create_tenant
+from vault.recordings.ingest import ingest as ingest_recording
+from vault.retention import disposal as retention
+from vault.setup import initialise
 
 BODY = os.urandom(2048)
 
@@ -55,10 +57,10 @@ def main() -> dict[str, float]:
             ctx = build_context(settings, clock=clock, create_keys=True)
             initialise(ctx, now=clock())
             with ctx.db.transaction() as s:
-                principals.create_tenant(s, actor=Actor.operator(), name="acme", region=None,
+                create_tenant(s, actor=Actor.operator(), name="acme", region=None,
                                          now=clock())  # fmt: skip
             for _ in range(n):
-                recordings.ingest(
+                ingest_recording(
                     ctx, actor=Actor.operator(), tenant="acme", purposes=["transcription"],
                     call_id=None, recorded_at=None, content_type="audio/ogg",
                     chunks=iter([BODY]),

@@ -22,8 +22,10 @@ from tests.support.weed import run_weed
 from vault.authz import Actor
 from vault.config import Settings
 from vault.context import build_context
-from vault.services import principals, recordings
-from vault.services.setup import initialise
+from vault.identity import principals
+from vault.identity.tenants import create_tenant
+from vault.recordings.ingest import ingest as ingest_recording
+from vault.setup import initialise
 
 MiB = 1 << 20
 
@@ -55,7 +57,7 @@ def main() -> dict[str, float]:
             ctx = build_context(settings, create_keys=True)
             initialise(ctx, now=ctx.now())
             with ctx.db.transaction() as s:
-                principals.create_tenant(s, actor=Actor.operator(), name="acme", region=None,
+                create_tenant(s, actor=Actor.operator(), name="acme", region=None,
                                          now=ctx.now())  # fmt: skip
             n = [0]
 
@@ -65,7 +67,7 @@ def main() -> dict[str, float]:
                                   part_size=8 * MiB)  # fmt: skip
 
             def service() -> None:
-                recordings.ingest(
+                ingest_recording(
                     ctx, actor=Actor.operator(), tenant="acme", purposes=["troubleshooting"],
                     call_id=None, recorded_at=None, content_type="video/mp4",
                     chunks=_slices(data), expected_length=len(data),
@@ -78,7 +80,7 @@ def main() -> dict[str, float]:
             service_rss = peak_rss_bytes() - before
 
             with ctx.db.transaction() as s:
-                principals.create_tenant(s, actor=Actor.operator(), name="beta", region=None,
+                create_tenant(s, actor=Actor.operator(), name="beta", region=None,
                                          now=ctx.now())  # fmt: skip
                 _, key = principals.add_principal(
                     s, actor=Actor.operator(), name="bench-ingest", role="ingest",

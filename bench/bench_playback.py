@@ -16,12 +16,16 @@ from pathlib import Path
 
 from bench._util import best_of, mib_env, report
 from tests.support.weed import run_weed
+from vault.access import grants
 from vault.authz import Actor
 from vault.config import Settings
 from vault.context import Context, build_context
+from vault.identity import principals
+from vault.identity.tenants import create_tenant
 from vault.models import Recording
-from vault.services import grants, playback, principals, recordings
-from vault.services.setup import initialise
+from vault.recordings import playback
+from vault.recordings.ingest import ingest as ingest_recording
+from vault.setup import initialise
 
 MiB = 1 << 20
 BUCKET = "bench-vault"
@@ -37,7 +41,7 @@ def _zeros(total: int, size: int = 8 * MiB) -> Iterator[bytes]:
 
 
 def _ingest(ctx: Context, total: int) -> Recording:
-    return recordings.ingest(
+    return ingest_recording(
         ctx, actor=Actor.operator(), tenant="acme", purposes=["troubleshooting"], call_id=None,
         recorded_at=None, content_type="video/mp4", chunks=_zeros(total), expected_length=total,
     )  # fmt: skip
@@ -61,7 +65,7 @@ def main() -> dict[str, float]:
             ctx = build_context(settings, create_keys=True)
             initialise(ctx, now=ctx.now())
             with ctx.db.transaction() as s:
-                principals.create_tenant(s, actor=Actor.operator(), name="acme", region=None,
+                create_tenant(s, actor=Actor.operator(), name="acme", region=None,
                                          now=ctx.now())  # fmt: skip
                 _, key = principals.add_principal(
                     s, actor=Actor.operator(), name="bench-eng", role="engineer",

@@ -20,9 +20,9 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from jobs.locks import process_holder
 from jobs.tasks import JOBS, JobFn
 from vault.context import Context
+from vault.leases import process_holder
 
 __all__ = ["KEK_CYCLE_SECONDS", "MIN_MISFIRE_GRACE_SECONDS", "build_scheduler", "run_job"]
 

@@ -13,10 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from vault import audit, kek
+from vault.access import requests as access
+from vault.audit import checkpoints
 from vault.context import Context
-from vault.services import access, audit, checkpoints, erasure, recordings, retention
-from vault.services import keys as kek
-from vault.services import scrub as integrity
+from vault.leases import process_holder
+from vault.recordings import scrub as integrity
+from vault.recordings import sweep
+from vault.retention import disposal as retention
+from vault.retention import erasure, expiry
 
 __all__ = ["JOBS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "run", "run_all"]
 
@@ -26,7 +31,7 @@ JobFn = Callable[..., str]
 
 
 def expire_purposes(ctx: Context, now: datetime, **_: Any) -> str:
-    return f"{retention.expire_purposes(ctx, now=now)} purpose(s) expired"
+    return f"{expiry.expire_purposes(ctx, now=now)} purpose(s) expired"
 
 
 def dispose(ctx: Context, now: datetime, **_: Any) -> str:
@@ -46,14 +51,14 @@ def expire_grants(ctx: Context, now: datetime, **_: Any) -> str:
 
 def sweep_orphans(ctx: Context, now: datetime, **_: Any) -> str:
     older_than = timedelta(seconds=ctx.settings.pending_ingest_timeout_seconds)
-    swept = recordings.sweep_orphans(ctx, older_than=older_than, now=now)
+    swept = sweep.sweep_orphans(ctx, older_than=older_than, now=now)
     return f"{swept} orphan(s) swept"
 
 
 def kek_cycle(
     ctx: Context, now: datetime, *, force: bool = False, holder: str | None = None, **_: Any
 ) -> str:
-    result = kek.kek_cycle(ctx, now=now, force=force, holder=holder or kek.process_holder())
+    result = kek.kek_cycle(ctx, now=now, force=force, holder=holder or process_holder())
     return result.summary()
 
 

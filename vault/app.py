@@ -9,11 +9,17 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from vault import __version__
-from vault.api import access, audit, content, erasure, health, holds, problems, recordings, tenants
+from vault.access import routes as access
+from vault.api import audit, health, problems
 from vault.api.metrics import Metrics
+from vault.audit.denials import DenialLimiter
 from vault.config import Settings
 from vault.context import Context, build_context
-from vault.services.audit import DenialLimiter
+from vault.identity import routes as tenants
+from vault.recordings import content
+from vault.recordings import routes as recordings
+from vault.retention import erasure_routes as erasure
+from vault.retention import holds_routes as holds
 
 
 def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:

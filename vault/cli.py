@@ -76,7 +76,7 @@ def _context(*, create_keys: bool = False) -> Context:
 
 
 def _initialise(ctx: Context) -> str | None:
-    from vault.services.setup import initialise
+    from vault.setup import initialise
 
     return initialise(ctx, now=ctx.now())
 
@@ -147,7 +147,7 @@ def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
 
 def _flush_denials(ctx: Context, denials: Any) -> None:
     """Write the denial aggregates still open at shutdown (best effort)."""
-    from vault.services import audit
+    from vault import audit
 
     try:
         audit.flush_denials(ctx.db, denials, now=ctx.now(), force=True)
@@ -213,7 +213,7 @@ def jobs_run(
 @clean_errors
 def keys_rotate() -> None:
     """Add a new KEK version now (the kek-cycle job then rewraps DEKs and retires old ones)."""
-    from vault.services import keys
+    from vault import kek as keys
 
     ctx = _context()
     try:
@@ -227,7 +227,7 @@ def keys_rotate() -> None:
 @clean_errors
 def keys_retire() -> None:
     """Destroy the KEK versions that no live DEK uses any more."""
-    from vault.services import keys
+    from vault import kek as keys
 
     ctx = _context()
     try:
@@ -247,11 +247,11 @@ def keys_retire() -> None:
 @clean_errors
 def tenant_add(name: str, region: Annotated[str | None, typer.Option()] = None) -> None:
     """Register a tenant."""
-    from vault.services import principals
+    from vault.identity.tenants import create_tenant
 
     ctx = _context()
     with ctx.db.transaction() as session:
-        tenant = principals.create_tenant(
+        tenant = create_tenant(
             session, actor=Actor.operator(), name=name, region=region, now=ctx.now()
         )
     typer.echo(f"tenant {tenant.name} {tenant.id}")
@@ -274,7 +274,7 @@ def principal_add(
     expires_days: Annotated[float | None, typer.Option(help="Key lifetime in days.")] = None,
 ) -> None:
     """Create a principal and print its API key (alone on the last line)."""
-    from vault.services import principals
+    from vault.identity import principals
 
     ctx = _context()
     now = ctx.now()
@@ -293,7 +293,7 @@ def principal_add(
 @clean_errors
 def principal_revoke(name: str) -> None:
     """Revoke a principal and all its keys."""
-    from vault.services import principals
+    from vault.identity import principals
 
     ctx = _context()
     with ctx.db.transaction() as session:
@@ -305,7 +305,7 @@ def principal_revoke(name: str) -> None:
 @clean_errors
 def principal_set_role(name: str, role: Annotated[str, typer.Option()]) -> None:
     """Change a principal's role."""
-    from vault.services import principals
+    from vault.identity import principals
 
     ctx = _context()
     with ctx.db.transaction() as session:
@@ -332,11 +332,11 @@ def ingest(
     content_type: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Ingest a media file as an operator (audited as system:cli)."""
-    from vault.services import recordings
+    from vault.recordings.ingest import ingest as ingest_recording
 
     ctx = _context()
     ctype = content_type or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    rec = recordings.ingest(
+    rec = ingest_recording(
         ctx, actor=Actor.operator(), tenant=tenant,
         purposes=[p for p in purposes.split(",") if p.strip()], call_id=call_id,
         recorded_at=None, content_type=ctype, chunks=_file_chunks(file),
@@ -350,7 +350,7 @@ def ingest(
 @clean_errors
 def audit_verify() -> None:
     """Exit 0 only when the chain and its signed checkpoints hold; else name the first bad seq."""
-    from vault.services import checkpoints
+    from vault.audit import checkpoints
 
     ctx = _context()
     try:
@@ -377,7 +377,7 @@ def audit_verify() -> None:
 @clean_errors
 def audit_checkpoint() -> None:
     """Sign the chain head now and export the checkpoint to the object store."""
-    from vault.services import checkpoints
+    from vault.audit import checkpoints
 
     ctx = _context()
     try:

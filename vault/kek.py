@@ -28,13 +28,12 @@ from sqlmodel import Session, col, select
 from crypto import envelope
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
 from crypto.keys.base import WrappedKey
+from vault import audit
 from vault.context import Context
 from vault.crashpoints import AFTER_KEK_ROTATE, AFTER_REWRAP, crashpoint
 from vault.db import is_postgres
 from vault.errors import ConflictError
-from vault.models import KekVersion, Recording
-from vault.services import audit
-from vault.services.leases import (  # re-exported: the lease is part of the cycle's contract
+from vault.leases import (
     LEASE_TTL,
     acquire_lease,
     claim,
@@ -44,18 +43,14 @@ from vault.services.leases import (  # re-exported: the lease is part of the cyc
     release_lease,
     renew_lease,
 )
+from vault.models import KekVersion, Recording
 from vault.tags import AuditAction, Outcome
 
 __all__ = [
     "KEK_LEASE",
     "KekCycleResult",
-    "acquire_lease",
-    "claim",
     "kek_cycle",
     "newest_version",
-    "process_holder",
-    "release_lease",
-    "renew_lease",
     "retire_unused",
     "rotate",
     "wrap_new_dek",

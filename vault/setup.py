@@ -9,8 +9,8 @@ from sqlmodel import Session, select
 from crypto.keys.base import KeyProvider
 from vault.context import Context
 from vault.db import migrate
+from vault.identity import principals
 from vault.models import KekVersion
-from vault.services import principals
 
 
 def sync_kek_versions(session: Session, *, keys: KeyProvider, now: datetime) -> None:

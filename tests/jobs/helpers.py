@@ -13,18 +13,20 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from crypto import envelope, streaming
+from vault import audit
 from vault.authz import Actor
 from vault.config import Settings
 from vault.context import Context
+from vault.identity.tenants import create_tenant
 from vault.models import AuditEvent, Recording, Tenant
-from vault.services import audit, principals, recordings
+from vault.recordings.ingest import ingest as ingest_recording
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
 def make_tenant(ctx: Context, name: str = "acme") -> Tenant:
     with ctx.db.transaction() as s:
-        return principals.create_tenant(
+        return create_tenant(
             s, actor=Actor.operator(), name=name, region=None, now=ctx.now()
         )
 
@@ -32,7 +34,7 @@ def make_tenant(ctx: Context, name: str = "acme") -> Tenant:
 def ingest(
     ctx: Context, tenant: Tenant, data: bytes, purposes: tuple[str, ...] = ("troubleshooting",)
 ) -> Recording:
-    return recordings.ingest(
+    return ingest_recording(
         ctx, actor=Actor.operator(), tenant=tenant.name, purposes=list(purposes),
         call_id=f"call-{uuid.uuid4().hex[:8]}", recorded_at=None,
         content_type="application/octet-stream", chunks=[data],

@@ -28,9 +28,10 @@ from tests.jobs.helpers import (
     set_columns,
 )
 from tests.support.clock import FakeClock
+from vault import kek as keys
+from vault import leases
 from vault.context import Context
 from vault.models import KekVersion, Recording, RecordingStatus
-from vault.services import keys
 
 S = RecordingStatus
 
@@ -199,7 +200,7 @@ def test_retirement_waits_for_a_wrap_in_flight(ctx: Context, clock: FakeClock) -
 
 
 def test_the_lease_admits_one_worker(ctx: Context, clock: FakeClock) -> None:
-    assert keys.acquire_lease(ctx.db, keys.KEK_LEASE, holder="other", now=clock())
+    assert leases.acquire_lease(ctx.db, keys.KEK_LEASE, holder="other", now=clock())
     skipped = keys.kek_cycle(ctx, now=clock(), force=True, holder="me")
     assert not skipped.acquired and "lease" in skipped.summary()
     assert ctx.keys.current_version() == 1
@@ -211,12 +212,12 @@ def test_the_lease_admits_one_worker(ctx: Context, clock: FakeClock) -> None:
     # A holder on this host whose process has died is taken over at once.
     dead = subprocess.Popen(["true"])
     dead.wait()
-    mine = keys.process_holder().split(":")
+    mine = leases.process_holder().split(":")
     ghost = ":".join([*mine[:2], str(dead.pid), "deadbeef"])
-    assert keys.acquire_lease(ctx.db, keys.KEK_LEASE, holder=ghost, now=clock())
-    assert keys.acquire_lease(ctx.db, keys.KEK_LEASE, holder=keys.process_holder(), now=clock())
+    assert leases.acquire_lease(ctx.db, keys.KEK_LEASE, holder=ghost, now=clock())
+    assert leases.acquire_lease(ctx.db, keys.KEK_LEASE, holder=leases.process_holder(), now=clock())
     # ... but a live holder keeps it until it expires.
-    assert not keys.acquire_lease(ctx.db, keys.KEK_LEASE, holder="x:y:1:z", now=clock())
+    assert not leases.acquire_lease(ctx.db, keys.KEK_LEASE, holder="x:y:1:z", now=clock())
 
 
 def test_keys_rotate_and_retire_by_hand(ctx: Context, clock: FakeClock) -> None:

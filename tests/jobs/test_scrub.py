@@ -17,7 +17,7 @@ from tests.jobs.helpers import (
 from tests.support.clock import FakeClock
 from vault.context import Context
 from vault.models import RecordingStatus
-from vault.services.scrub import scrub
+from vault.recordings.scrub import scrub
 
 S = RecordingStatus
 

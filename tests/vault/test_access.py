@@ -15,6 +15,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
 from tests.support.clock import FakeClock
+from vault import audit
+from vault.access import breakglass, grants, queries
+from vault.access import requests as access
 from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
@@ -26,6 +29,8 @@ from vault.errors import (
     UnknownPurposeError,
     VaultError,
 )
+from vault.identity import principals
+from vault.identity.tenants import create_tenant
 from vault.models import (
     AccessRequest,
     AuditEvent,
@@ -37,8 +42,8 @@ from vault.models import (
     Role,
     Tenant,
 )
-from vault.services import access, audit, breakglass, grants, principals, recordings
-from vault.services.setup import initialise
+from vault.recordings import metadata as recordings
+from vault.setup import initialise
 
 TTL = timedelta(hours=24)
 REASON = "Customer reports one-way audio on this call"
@@ -50,7 +55,7 @@ TICKET = "OPS-1234"
 
 def make_tenant(ctx: Context, name: str) -> Tenant:
     with ctx.db.transaction() as s:
-        return principals.create_tenant(
+        return create_tenant(
             s, actor=Actor.operator(), name=name, region=None, now=ctx.now()
         )
 
@@ -180,7 +185,7 @@ class World:
         with self.ctx.db.session() as s:
             req = s.get(AccessRequest, request_id)
             assert req is not None
-            return access.to_public_request(s, req, self.clock())
+            return queries.to_public_request(s, req, self.clock())
 
     def grant(self, grant_id: uuid.UUID) -> Grant:
         with self.ctx.db.session() as s:
@@ -300,7 +305,7 @@ def test_request_validation(w: World, kw: dict[str, Any], error: type, text: str
     who = kw.pop("who", "eng")
     exc = raises(error, w.request, who, ids, **kw)
     assert text in str(exc)
-    assert w.run(access.list_requests, actor=w.who["appr-all"], status=None) == []
+    assert w.run(queries.list_requests, actor=w.who["appr-all"], status=None) == []
 
 
 def test_good_tickets_and_reasons(w: World) -> None:
@@ -514,7 +519,7 @@ def test_list_requests_visibility(w: World) -> None:
     theirs = w.request("eng-all", [rg])
 
     def ids(who: str, status: str | None = None) -> set[uuid.UUID]:
-        return {r.id for r in w.run(access.list_requests, actor=w.who[who], status=status)}
+        return {r.id for r in w.run(queries.list_requests, actor=w.who[who], status=status)}
 
     assert ids("eng") == {mine.id}
     assert ids("eng2") == set()
@@ -537,7 +542,7 @@ def test_list_grants(w: World) -> None:
 
     def ids(who: str, **kw: Any) -> set[uuid.UUID]:
         kw = {"active": None, "needs_review": None, **kw}
-        return {g.id for g in w.run(access.list_grants, actor=w.who[who], **kw)}
+        return {g.id for g in w.run(queries.list_grants, actor=w.who[who], **kw)}
 
     assert ids("eng") == {g_eng} and ids("eng2") == set()
     assert ids("sec2") == {g_eng, g_glob} and ids("sec3") == {g_eng}
@@ -597,7 +602,7 @@ def test_break_glass_overdue_review(w: World) -> None:
     grant = w.break_glass("sec1", [rid], duration_minutes=60)
 
     def listed(who: str) -> list[Any]:
-        return w.run(access.list_grants, actor=w.who[who], active=None, needs_review=True)
+        return w.run(queries.list_grants, actor=w.who[who], active=None, needs_review=True)
 
     [pub] = listed("sec2")
     assert pub.id == grant.id and pub.needs_review and not pub.review_overdue

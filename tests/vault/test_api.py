@@ -12,12 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
+from vault import audit
 from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
+from vault.identity import principals
 from vault.models import AuditEvent, Recording
-from vault.services import audit, principals
-from vault.services.setup import initialise
+from vault.setup import initialise
 
 PROBLEM = "application/problem+json"
 TYPE = "https://callvault.dev/problems/"

@@ -13,8 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.clock import FakeClock
+from vault import audit
+from vault.audit import chain, denials
 from vault.context import Context
-from vault.services import audit
+from vault.errors import InvalidInputError
 from vault.tags import AuditAction, Outcome
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -150,7 +152,7 @@ def test_chain_of_events_verifies_and_lists(ctx: Context) -> None:
 
 
 def test_verify_streams_across_batches(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit, "VERIFY_BATCH", 4)
+    monkeypatch.setattr(chain, "VERIFY_BATCH", 4)
     append(ctx, 10)
     assert verify(ctx).checked == 10
 
@@ -314,7 +316,7 @@ def test_concurrent_appends_make_a_gap_free_chain(ctx: Context) -> None:
 def test_list_limits(ctx: Context) -> None:
     with ctx.db.transaction() as s:
         for kwargs in ({"limit": 0}, {"limit": 1001}, {"after_seq": -1}):
-            with pytest.raises(audit.InvalidInputError):
+            with pytest.raises(InvalidInputError):
                 audit.list_events(s, **kwargs)  # type: ignore[arg-type]
 
 
@@ -345,7 +347,7 @@ def test_limiter_bounds_many_distinct_keys() -> None:
     drained = lim.drain(T0, force=True)
     assert len(drained) <= 8
     assert sum(count for _, count, _, _ in drained) == 10_000 - 5
-    assert audit.OVERFLOW_KEY in {key for key, *_ in drained}
+    assert denials.OVERFLOW_KEY in {key for key, *_ in drained}
 
 
 def test_denial_flood_writes_few_events(ctx: Context, clock: FakeClock) -> None:

@@ -27,11 +27,15 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.postgres import temp_database
+from vault import audit
+from vault.access import breakglass, grants
+from vault.access import requests as access
 from vault.authz import Actor
 from vault.config import Settings
 from vault.context import Context, build_context
 from vault.db import migrate
 from vault.errors import ConflictError, NotFoundError, PermissionDeniedError
+from vault.identity.tenants import create_tenant
 from vault.models import (
     Grant,
     Principal,
@@ -43,7 +47,7 @@ from vault.models import (
     Role,
     Tenant,
 )
-from vault.services import access, audit, breakglass, grants, principals, recordings
+from vault.recordings import metadata as recordings
 
 R = Role
 ROLES = list(Role)
@@ -221,7 +225,7 @@ def make_env(ctx: Context, clock: FakeClock) -> Env:
     with ctx.db.transaction() as s:
         op = Actor.operator()
         acme, globex = (
-            principals.create_tenant(s, actor=op, name=n, region=None, now=clock())
+            create_tenant(s, actor=op, name=n, region=None, now=clock())
             for n in ("acme", "globex")
         )
     return Env(ctx=ctx, clock=clock, acme=acme, globex=globex)

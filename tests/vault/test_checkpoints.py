@@ -25,15 +25,17 @@ from typer.testing import CliRunner
 from crypto.keys.transit import TransitKeyProvider
 from tests.conftest import Bao
 from tests.support.clock import FakeClock
+from vault import audit
 from vault.app import create_app
+from vault.audit import checkpoints
 from vault.authz import Actor
 from vault.cli import app as cli_app
 from vault.config import ConfigError
 from vault.context import Context
 from vault.errors import IntegrityError
+from vault.identity import principals
 from vault.models import AuditCheckpoint, AuditEvent
-from vault.services import audit, checkpoints, principals
-from vault.services.setup import initialise
+from vault.setup import initialise
 from vault.storage import BlobLockedError, StorageUnavailableError
 from vault.tags import AuditAction
 

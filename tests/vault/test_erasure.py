@@ -39,9 +39,11 @@ from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from vault.identity import principals
 from vault.models import ErasureItem, ErasureRequest, RecordingPurpose, RecordingStatus, Role
-from vault.services import erasure, principals, recordings
-from vault.services.setup import initialise
+from vault.recordings import metadata as recordings
+from vault.retention import erasure
+from vault.setup import initialise
 
 S = RecordingStatus
 

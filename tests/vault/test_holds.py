@@ -37,9 +37,12 @@ from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from vault.identity import principals
 from vault.models import RecordingStatus, Role
-from vault.services import holds, principals, recordings, retention
-from vault.services.setup import initialise
+from vault.recordings import metadata as recordings
+from vault.retention import disposal as retention
+from vault.retention import expiry, holds
+from vault.setup import initialise
 from vault.storage import S3BlobStore
 
 S = RecordingStatus
@@ -113,7 +116,7 @@ def test_held_recording_is_never_disposed_until_released(ctx: Context, clock: Fa
 
     for _ in range(3):  # months go by: the hold keeps it, and the deferral is audited once
         clock.advance(days=31)
-        retention.expire_purposes(ctx, now=clock())
+        expiry.expire_purposes(ctx, now=clock())
         result = retention.dispose(ctx, now=clock())
         assert row(ctx, held.id).status == S.stored and row(ctx, held.id).wrapped_dek
     assert row(ctx, free.id).status == S.disposed

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault.services.pipeline import pipelined
+from vault.recordings.pipeline import pipelined
 
 
 @settings(max_examples=25, deadline=None)

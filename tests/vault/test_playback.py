@@ -32,7 +32,8 @@ from crypto import streaming
 from crypto.errors import KeyProviderError
 from tests.support.clock import FakeClock
 from tests.support.server import run_serve
-from vault import media
+from vault import audit, media
+from vault.access import grants
 from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
@@ -41,9 +42,13 @@ from vault.errors import (
     PermissionDeniedError,
     RangeNotSatisfiableError,
 )
+from vault.identity import principals
+from vault.identity.tenants import create_tenant
 from vault.models import AuditEvent, Grant, Recording, RecordingStatus
-from vault.services import audit, grants, playback, principals, recordings, windows
-from vault.services.setup import initialise
+from vault.recordings import metadata as recordings
+from vault.recordings import playback, windows
+from vault.recordings.ingest import ingest as ingest_recording
+from vault.setup import initialise
 
 PROBLEM = "application/problem+json"
 TYPE = "https://callvault.dev/problems/"
@@ -140,7 +145,7 @@ class Env:
         return self.client.get(self.url(rid), params=params, headers=self.h(who, **headers))
 
     def ingest(self, data: bytes, *, content_type: str = "video/mp4") -> uuid.UUID:
-        rec = recordings.ingest(
+        rec = ingest_recording(
             self.ctx, actor=Actor.operator(), tenant="acme",
             purposes=["troubleshooting", "fraud"], call_id="call-1", recorded_at=None,
             content_type=content_type, chunks=[data], expected_length=len(data),
@@ -179,7 +184,7 @@ def env(ctx: Context, clock: FakeClock, clip: bytes) -> Iterator[Env]:
     assert admin
     with ctx.db.transaction() as s:
         for name in ("acme", "globex"):
-            principals.create_tenant(s, actor=Actor.operator(), name=name, region=None,
+            create_tenant(s, actor=Actor.operator(), name=name, region=None,
                                      now=ctx.now())  # fmt: skip
     keys = {
         "admin": admin,
@@ -792,14 +797,14 @@ def test_revoke_mid_stream_against_real_server(
     ctx = make_ctx(db="sqlite", store="local")
     initialise(ctx, now=ctx.now())
     with ctx.db.transaction() as s:
-        principals.create_tenant(s, actor=Actor.operator(), name="acme", region=None,
+        create_tenant(s, actor=Actor.operator(), name="acme", region=None,
                                  now=ctx.now())  # fmt: skip
     key = _principal(ctx, "eng", "engineer", tenants=["acme"])
     with ctx.db.session() as s:
         actor = principals.authenticate(s, api_key=key, now=ctx.now())
     # Bigger than the loopback socket buffers, so most of it is still to come at revocation.
     data = os.urandom(40 * MiB)
-    rec = recordings.ingest(
+    rec = ingest_recording(
         ctx, actor=Actor.operator(), tenant="acme", purposes=["security"], call_id=None,
         recorded_at=None, content_type="audio/ogg", chunks=[data], expected_length=len(data),
     )  # fmt: skip

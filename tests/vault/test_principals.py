@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
 from tests.support.clock import FakeClock
+from vault import audit
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import (
@@ -24,8 +25,9 @@ from vault.errors import (
     UnknownPrincipalError,
     UnknownTenantError,
 )
+from vault.identity import principals
+from vault.identity.tenants import create_tenant, resolve_tenant, tenant_names
 from vault.models import ApiKey, Role
-from vault.services import audit, principals
 from vault.tags import AuditAction
 
 OP = Actor.operator()
@@ -35,7 +37,7 @@ OP = Actor.operator()
 def tenants(ctx: Context, clock: FakeClock) -> list[str]:
     with ctx.db.transaction() as s:
         for name in ("acme", "globex"):
-            principals.create_tenant(s, actor=OP, name=name, region="eu", now=clock())
+            create_tenant(s, actor=OP, name=name, region="eu", now=clock())
     return ["acme", "globex"]
 
 
@@ -68,16 +70,16 @@ def events(ctx: Context, action: AuditAction) -> list[dict]:
 
 def test_tenants(ctx: Context, clock: FakeClock, tenants: list[str]) -> None:
     with ctx.db.transaction() as s:
-        acme = principals.resolve_tenant(s, "acme")
-        assert principals.resolve_tenant(s, str(acme.id)).name == "acme"
-        assert principals.tenant_names(s, [acme.id]) == {acme.id: "acme"}
+        acme = resolve_tenant(s, "acme")
+        assert resolve_tenant(s, str(acme.id)).name == "acme"
+        assert tenant_names(s, [acme.id]) == {acme.id: "acme"}
         with pytest.raises(UnknownTenantError):
-            principals.resolve_tenant(s, "initech")
+            resolve_tenant(s, "initech")
         with pytest.raises(ConflictError):
-            principals.create_tenant(s, actor=OP, name="acme", region=None, now=clock())
+            create_tenant(s, actor=OP, name="acme", region=None, now=clock())
     for bad in ("", "-x", "a b", "x" * 65, "ü"):
         with pytest.raises(InvalidInputError), ctx.db.transaction() as s:
-            principals.create_tenant(s, actor=OP, name=bad, region=None, now=clock())
+            create_tenant(s, actor=OP, name=bad, region=None, now=clock())
     [created] = [e for e in events(ctx, AuditAction.tenant_create) if e["target"] == str(acme.id)]
     assert created["tenant_id"] == str(acme.id) and created["actor"] == "system:cli"
     assert audit_ok(ctx)
@@ -151,7 +153,7 @@ def test_key_authenticates(ctx: Context, clock: FakeClock, tenants: list[str]) -
         False,
     )
     with ctx.db.transaction() as s:
-        ids = {principals.resolve_tenant(s, t).id for t in tenants}
+        ids = {resolve_tenant(s, t).id for t in tenants}
         public = principals.to_public(s, principals.get_principal(s, "alice"))
     assert actor.tenant_ids == ids
     assert public.tenants == ["acme", "globex"] and public.role == Role.engineer
@@ -263,7 +265,7 @@ def test_bootstrap_admin_is_idempotent(ctx: Context, clock: FakeClock) -> None:
     assert created["actor"] == "system:init" and created["details"]["bootstrap"] is True
     # The bootstrap admin can now do admin work through its own key.
     with ctx.db.transaction() as s:
-        principals.create_tenant(s, actor=admin, name="acme", region=None, now=clock())
+        create_tenant(s, actor=admin, name="acme", region=None, now=clock())
 
 
 def test_denial_key_is_short_and_safe() -> None:

@@ -18,6 +18,7 @@ from crypto import envelope, streaming
 from crypto.errors import KeyProviderError
 from tests.support.clock import FakeClock
 from tests.support.net import free_port
+from vault import audit
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import (
@@ -34,8 +35,11 @@ from vault.errors import (
     UnknownTenantError,
     UnsupportedMediaTypeError,
 )
+from vault.identity.tenants import create_tenant
 from vault.models import AuditEvent, Recording, RecordingPurpose, RecordingStatus, Role, Tenant
-from vault.services import audit, principals, recordings
+from vault.recordings import metadata as recordings
+from vault.recordings.ingest import ingest as ingest_recording
+from vault.recordings.sweep import sweep_orphans
 from vault.storage import BlobStore, LocalBlobStore, PutResult, S3BlobStore, StorageUnavailableError
 
 MIB = 1024 * 1024
@@ -48,7 +52,7 @@ CALL_ID = "call-MARKER-42"
 
 def make_tenant(ctx: Context, name: str = "acme") -> Tenant:
     with ctx.db.transaction() as s:
-        return principals.create_tenant(
+        return create_tenant(
             s, actor=Actor.operator(), name=name, region=None, now=ctx.now()
         )
 
@@ -78,7 +82,7 @@ def do_ingest(
         content_type="video/webm; codecs=vp9",
     )
     args.update(kw)
-    return recordings.ingest(ctx, actor=actor, tenant=tenant, chunks=chunks, **args)
+    return ingest_recording(ctx, actor=actor, tenant=tenant, chunks=chunks, **args)
 
 
 def split(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
@@ -363,12 +367,12 @@ def test_store_failure_with_failing_delete_leaves_a_failed_row_for_the_sweeper(
     assert len(all_objects(real)) == 1  # the object the store wrote before failing
 
     ctx.store = real
-    assert recordings.sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 1
+    assert sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 1
     assert all_objects(real) == []
     with ctx.db.session() as s:
         row = s.get(Recording, row.id)
     assert row is not None and row.status == RecordingStatus.failed and row.disposed_at
-    assert recordings.sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 0
+    assert sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 0
     assert_chain_ok(ctx)
 
 
@@ -393,7 +397,7 @@ def test_s3_unreachable_mid_upload(make_ctx: Callable[..., Context], clock: Fake
     assert row.status == RecordingStatus.failed and row.wrapped_dek is None
     assert all_objects(real) == []
     ctx.store = real
-    assert recordings.sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 1
+    assert sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 1
     assert_chain_ok(ctx)
 
 
@@ -432,7 +436,7 @@ def test_sweeper(ctx: Context, clock: FakeClock) -> None:
     fresh = _insert(ctx, tenant, RecordingStatus.pending, dek=True, obj=False)
     stored = do_ingest(ctx, actor_for(tenant), tenant.name)
 
-    assert recordings.sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 2
+    assert sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 2
     with ctx.db.session() as s:
         rows = {r.id: r for r in s.exec(select(Recording)).all()}
     assert rows[stale].status == RecordingStatus.failed
@@ -448,7 +452,7 @@ def test_sweeper(ctx: Context, clock: FakeClock) -> None:
     assert decrypt(ctx, rows[stored.id]) == b"hello world"
     assert len(events(ctx, "recording.sweep")) == 3  # claim + objects of stale, crashed
 
-    assert recordings.sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 0
+    assert sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 0
     assert_chain_ok(ctx)
 
 
@@ -461,7 +465,7 @@ def test_upload_outliving_the_sweeper_cleans_up_after_itself(
     def slow_body() -> Iterator[bytes]:
         yield b"first part " * 100
         clock.advance(hours=2)  # the client stalls; the sweeper runs meanwhile
-        swept.append(recordings.sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()))
+        swept.append(sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()))
         yield b"second part"
 
     with pytest.raises(StoreUnavailableError):

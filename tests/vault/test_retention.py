@@ -30,10 +30,13 @@ from tests.vault.test_recordings import (
     events,
     make_tenant,
 )
+from vault import kek as keys
+from vault.access import grants
 from vault.api.problems import status_of
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import GoneError
+from vault.identity import principals
 from vault.models import (
     AuditEvent,
     ErasureItem,
@@ -46,7 +49,9 @@ from vault.models import (
     Role,
     Tenant,
 )
-from vault.services import erasure, grants, holds, keys, principals, recordings, retention
+from vault.recordings import metadata as recordings
+from vault.retention import disposal as retention
+from vault.retention import erasure, expiry, holds
 from vault.storage import S3BlobStore
 
 S = RecordingStatus
@@ -118,7 +123,7 @@ def kek_cycle(ctx: Context, now: datetime, *, force: bool = False) -> bool:
 
 def run_jobs(ctx: Context, now: datetime) -> None:
     """One worker period, in the order `jobs run all` would use."""
-    retention.expire_purposes(ctx, now=now)
+    expiry.expire_purposes(ctx, now=now)
     erasure.process(ctx, now=now)
     retention.dispose(ctx, now=now)
     kek_cycle(ctx, now)
@@ -148,8 +153,8 @@ def test_expire_purposes_then_dispose_only_when_none_is_active(
     tenant = make_tenant(ctx)
     rec = ingest(ctx, tenant, purposes=("troubleshooting", "fraud"))  # 30 and 90 days
     clock.advance(days=31)
-    assert retention.expire_purposes(ctx, now=clock()) == 1
-    assert retention.expire_purposes(ctx, now=clock()) == 0  # idempotent
+    assert expiry.expire_purposes(ctx, now=clock()) == 1
+    assert expiry.expire_purposes(ctx, now=clock()) == 0  # idempotent
     with ctx.db.session() as s:
         p = s.get(RecordingPurpose, (rec.id, "troubleshooting"))
         assert p is not None and p.ended_at == p.expires_at and p.ended_reason == "expired"
@@ -158,7 +163,7 @@ def test_expire_purposes_then_dispose_only_when_none_is_active(
 
     clock.advance(days=60)
     assert retention.dispose(ctx, now=clock()) == retention.DisposeResult(1, 0)
-    assert retention.expire_purposes(ctx, now=clock()) == 1  # still marked, after disposal too
+    assert expiry.expire_purposes(ctx, now=clock()) == 1  # still marked, after disposal too
     assert [e.purpose for e in events(ctx, "purpose.expire")] == ["troubleshooting", "fraud"]
     assert_chain_ok(ctx)
 

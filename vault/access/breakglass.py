@@ -7,7 +7,7 @@
   a person holding two security keys cannot open two (stricter than, and implying, DESIGN.md's
   per-principal rule);
 - the after-review is done by a security principal of another owner; a review still open after
-  24 h is audited once as overdue by :func:`vault.services.access.expire`.
+  24 h is audited once as overdue by :func:`vault.access.requests.expire`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from vault.authz import Actor, Permission, ensure
-from vault.errors import ConflictError, NotFoundError, PermissionDeniedError
-from vault.models import Grant, GrantKind, Principal, Role
-from vault.policy import Policy
-from vault.services import audit, grants
-from vault.services.access_rules import (
+from vault import audit
+from vault.access import grants
+from vault.access.rules import (
     REVIEW_OVERDUE,
     check_comment,
     check_duration,
@@ -39,6 +36,10 @@ from vault.services.access_rules import (
     same_owner,
     single_tenant,
 )
+from vault.authz import Actor, Permission, ensure
+from vault.errors import ConflictError, NotFoundError, PermissionDeniedError
+from vault.models import Grant, GrantKind, Principal, Role
+from vault.policy import Policy
 from vault.tags import AuditAction
 
 MAX_BREAK_GLASS_MINUTES = 60.0

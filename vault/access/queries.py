@@ -2,7 +2,6 @@
 
 Requesters see their own requests; reviewers (access:review) also see every request wholly inside
 their scope. Grants: the caller's own; security (grant:read:all) sees every grant in its scope.
-Re-exported by :mod:`vault.services.access`.
 """
 
 from __future__ import annotations
@@ -13,6 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from vault.access import grants
+from vault.access.rules import (
+    REVIEW_OVERDUE,
+    approving_owners,
+    effective_status,
+    request_recording_ids,
+)
 from vault.authz import Actor, Permission
 from vault.errors import InvalidInputError, PermissionDeniedError
 from vault.models import (
@@ -24,13 +30,6 @@ from vault.models import (
     GrantPublic,
     GrantRecording,
     Recording,
-)
-from vault.services import grants
-from vault.services.access_rules import (
-    REVIEW_OVERDUE,
-    approving_owners,
-    effective_status,
-    request_recording_ids,
 )
 
 S = AccessRequestStatus

@@ -9,9 +9,8 @@ Rules (DESIGN.md "Access invariants"):
   tenant; the purpose is re-checked at approval time;
 - a state change and its audit event share the caller's transaction (the caller commits).
 
-Input rules and shared look-ups live in :mod:`vault.services.access_rules`, the listings in
-:mod:`vault.services.access_queries` (re-exported here), break-glass in
-:mod:`vault.services.breakglass`.
+Input rules and shared look-ups live in :mod:`vault.access.rules`, the listings in
+:mod:`vault.access.queries`, break-glass in :mod:`vault.access.breakglass`.
 """
 
 from __future__ import annotations
@@ -23,22 +22,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from vault.authz import Actor, Permission, ensure
-from vault.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from vault.models import (
-    AccessRequest,
-    AccessRequestRecording,
-    AccessRequestStatus,
-    Grant,
-    GrantKind,
-    Review,
-    ReviewDecision,
-    Role,
-)
-from vault.policy import Policy
-from vault.services import audit, grants
-from vault.services.access_queries import list_grants, list_requests, to_public_request
-from vault.services.access_rules import (
+from vault import audit
+from vault.access import grants
+from vault.access.rules import (
     REVIEW_OVERDUE,
     approving_owners,
     check_comment,
@@ -59,13 +45,25 @@ from vault.services.access_rules import (
     same_owner,
     single_tenant,
 )
-from vault.services.leases import claim
+from vault.authz import Actor, Permission, ensure
+from vault.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from vault.leases import claim
+from vault.models import (
+    AccessRequest,
+    AccessRequestRecording,
+    AccessRequestStatus,
+    Grant,
+    GrantKind,
+    Review,
+    ReviewDecision,
+    Role,
+)
+from vault.policy import Policy
 from vault.tags import AuditAction
 
 __all__ = [
-    "EXPIRE_ACTOR", "REVIEW_OVERDUE", "RequestExpiredError", "create_request", "effective_status",
-    "expire", "list_grants", "list_requests", "review", "revoke_grant", "revoke_request",
-    "to_public_request",
+    "EXPIRE_ACTOR", "RequestExpiredError", "create_request",
+    "expire", "review", "revoke_grant", "revoke_request",
 ]  # fmt: skip
 
 S = AccessRequestStatus

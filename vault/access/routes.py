@@ -1,7 +1,7 @@
 """/v1/access-requests, /v1/grants and /v1/break-glass.
 
 ``require()`` does the role check (and audits denials); every finer rule (owners, approver roles,
-scope, state) lives in :mod:`vault.services.access` and :mod:`vault.services.breakglass`. Routes
+scope, state) lives in :mod:`vault.access.requests` and :mod:`vault.access.breakglass`. Routes
 commit explicitly before answering.
 """
 
@@ -15,6 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends
 from sqlmodel import Field, Session, SQLModel
 
+from vault.access import breakglass, grants, queries
+from vault.access import requests as access
 from vault.api.deps import CtxDep, CurrentActor, SessionDep, require
 from vault.authz import Actor, Permission
 from vault.context import Context
@@ -27,7 +29,6 @@ from vault.models import (
     ReviewCreate,
     ReviewDecision,
 )
-from vault.services import access, breakglass, grants
 
 router = APIRouter(tags=["access"])
 P = Permission
@@ -75,7 +76,7 @@ def create_request(
         duration_minutes=body.duration_minutes,
         request_ttl=timedelta(hours=ctx.settings.access_request_ttl_hours), now=now,
     )  # fmt: skip
-    out = access.to_public_request(session, req, now)
+    out = queries.to_public_request(session, req, now)
     session.commit()
     return out
 
@@ -87,7 +88,7 @@ def list_requests(
     actor: RequestLister,
     status: AccessRequestStatus | None = None,
 ) -> list[AccessRequestPublic]:
-    return access.list_requests(session, actor=actor, status=status, now=ctx.now())
+    return queries.list_requests(session, actor=actor, status=status, now=ctx.now())
 
 
 def _review(
@@ -107,7 +108,7 @@ def _review(
     except access.RequestExpiredError:
         session.commit()  # keep the expiry (and its audit event) before answering 409
         raise
-    out = access.to_public_request(session, req, now)
+    out = queries.to_public_request(session, req, now)
     session.commit()
     return out
 
@@ -143,7 +144,7 @@ def revoke_request(
         session, actor=actor, request_id=request_id, reason=(body or RevokeCreate()).reason,
         now=now,
     )  # fmt: skip
-    out = access.to_public_request(session, req, now)
+    out = queries.to_public_request(session, req, now)
     session.commit()
     return out
 
@@ -159,7 +160,7 @@ def list_grants(
     active: bool | None = None,
     needs_review: bool | None = None,
 ) -> list[GrantPublic]:
-    return access.list_grants(
+    return queries.list_grants(
         session, actor=actor, active=active, needs_review=needs_review, now=ctx.now()
     )
 

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from vault import audit
 from vault.api.deps import CtxDep, ReadSessionDep, require
+from vault.audit import checkpoints
 from vault.authz import Actor, Permission
 from vault.models import AuditCheckpointPublic, AuditEventPublic
-from vault.services import audit, checkpoints
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

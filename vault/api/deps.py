@@ -12,10 +12,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
+from vault import audit
 from vault.authz import Actor, Permission, ensure
 from vault.context import Context
 from vault.errors import AuthenticationError, PermissionDeniedError
-from vault.services import audit, principals
+from vault.identity import principals
 from vault.tags import AuditAction, Outcome
 
 

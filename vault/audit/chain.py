@@ -15,17 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault.db import Database, is_postgres
+from vault.db import is_postgres
 from vault.errors import InvalidInputError
 from vault.models import AuditEvent, AuditEventPublic
 from vault.tags import AuditAction, Outcome
@@ -297,112 +296,3 @@ def verify(session: Session, *, chain_id: str = GLOBAL_CHAIN) -> VerifyResult:
     return VerifyResult(True, checked, prev_seq, prev_hash)
 
 
-# --- unauthenticated denials ---------------------------------------------------------------------
-
-OVERFLOW_KEY = "overflow"
-Closed = tuple[str, int, datetime, datetime]  # key, suppressed count, window start, window end
-
-
-@dataclass(slots=True)
-class _Window:
-    start: datetime
-    seen: int = 0
-    suppressed: int = 0
-
-
-class DenialLimiter:
-    """Per-key windows of unauthenticated denials, so a flood cannot serialise the chain.
-
-    The first ``burst`` denials per key per window are audited one by one; the rest are only
-    counted and later written as one aggregate event per key and window. Attackers choose the
-    keys, so both the number of tracked keys (``max_keys``; the rest share ``OVERFLOW_KEY``) and
-    the individual events across all keys per window (``global_burst``) are bounded too.
-    """
-
-    def __init__(
-        self, burst: int, window: timedelta, *, max_keys: int = 256, global_burst: int | None = None
-    ) -> None:
-        if burst < 0 or window <= timedelta(0) or max_keys < 1:
-            raise ValueError("burst >= 0, window > 0 and max_keys >= 1 are required")
-        self.burst = burst
-        self.window = window
-        self.max_keys = max_keys
-        self.global_burst = 4 * burst if global_burst is None else global_burst
-        self._lock = threading.Lock()
-        self._windows: dict[str, _Window] = {}
-        self._closed: list[Closed] = []
-        self._global: _Window | None = None
-
-    def note(self, key: str, now: datetime) -> bool:
-        """Count one denial; True when it should be audited individually."""
-        with self._lock:
-            self._close_expired(now)
-            if key not in self._windows and len(self._windows) >= self.max_keys:
-                key = OVERFLOW_KEY
-            win = self._windows.get(key)
-            if win is None:
-                win = self._windows[key] = _Window(start=now)
-            if self._global is None or now >= self._global.start + self.window:
-                self._global = _Window(start=now)
-            win.seen += 1
-            if win.seen <= self.burst and self._global.seen < self.global_burst:
-                self._global.seen += 1
-                return True
-            win.suppressed += 1
-            return False
-
-    def drain(self, now: datetime, *, force: bool = False) -> list[Closed]:
-        """Closed windows that suppressed denials; ``force`` closes the open ones too."""
-        with self._lock:
-            self._close_expired(now)
-            if force:
-                for key, win in self._windows.items():
-                    if win.suppressed:
-                        end = min(now, win.start + self.window)
-                        self._closed.append((key, win.suppressed, win.start, end))
-                self._windows.clear()
-            closed, self._closed = self._closed, []
-            return closed
-
-    def _close_expired(self, now: datetime) -> None:
-        for key in [k for k, w in self._windows.items() if now >= w.start + self.window]:
-            win = self._windows.pop(key)
-            if win.suppressed:
-                self._closed.append((key, win.suppressed, win.start, win.start + self.window))
-
-
-def record_denial(
-    db: Database, limiter: DenialLimiter, *, key: str, reason: str, now: datetime
-) -> None:
-    """Audit one unauthenticated denial (or just count it), in its own transaction.
-
-    ``key`` is attacker-influenced: pass a short, sanitised label (see
-    ``principals.denial_key``), never the presented secret.
-    """
-    single = {"key": key, "reason": reason} if limiter.note(key, now) else None
-    _write_denials(db, limiter.drain(now), now, single=single)
-
-
-def flush_denials(
-    db: Database, limiter: DenialLimiter, *, now: datetime, force: bool = False
-) -> int:
-    """Write aggregates for closed windows (call periodically and at shutdown); returns how many."""
-    closed = limiter.drain(now, force=force)
-    _write_denials(db, closed, now, single=None)
-    return len(closed)
-
-
-def _write_denials(
-    db: Database, closed: list[Closed], now: datetime, *, single: dict[str, Any] | None
-) -> None:
-    entries = [] if single is None else [(AuditAction.auth_denied, single)]
-    for key, count, start, end in closed:
-        window = {"window_start": format_ts(start), "window_end": format_ts(end)}
-        entries.append((AuditAction.auth_denied_aggregate, {"key": key, "count": count, **window}))
-    if not entries:
-        return
-    with db.transaction() as session:
-        for action, details in entries:
-            record(
-                session, action=action, actor=None, now=now, outcome=Outcome.denied, details=details
-            )

@@ -29,11 +29,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, col, select
 
+from vault import audit
 from vault.config import ConfigError
 from vault.context import Context
 from vault.errors import IntegrityError, InvalidInputError
 from vault.models import AuditCheckpoint, AuditCheckpointPublic, AuditEvent
-from vault.services import audit
 from vault.storage import StorageError
 from vault.tags import AuditAction
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 
 from vault.api.deps import CtxDep, SessionDep, require
 from vault.authz import Actor, Permission
+from vault.identity import tenants
 from vault.models import TenantCreate, TenantPublic
-from vault.services import principals
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -21,7 +21,7 @@ def create_tenant(
     session: SessionDep,
     actor: Annotated[Actor, Depends(require(Permission.tenant_create))],
 ) -> TenantPublic:
-    tenant = principals.create_tenant(
+    tenant = tenants.create_tenant(
         session, actor=actor, name=body.name, region=body.region, now=ctx.now()
     )
     session.commit()

@@ -28,7 +28,7 @@ from fastapi.responses import Response, StreamingResponse
 from vault.api.deps import CtxDep, CurrentActor
 from vault.api.problems import PROBLEM_JSON, problem
 from vault.errors import RangeNotSatisfiableError
-from vault.services import playback
+from vault.recordings import playback
 
 router = APIRouter(prefix="/v1/recordings", tags=["content"])
 

@@ -4,7 +4,7 @@ Phase 1 commits a ``pending`` row that holds the wrapped DEK; phase 2 streams th
 segmented AEAD into the store in constant memory; phase 3 flips the row ``pending -> stored`` with
 a compare-and-set, together with its audit event. A row is never ``stored`` without its object.
 Whatever fails in between is cleaned up here, or else left ``pending``/``failed`` for
-:func:`vault.services.recordings.sweep_orphans`.
+:func:`vault.recordings.metadata.sweep_orphans`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from crypto import envelope, streaming
 from crypto.errors import KeyProviderError
+from vault import audit
 from vault.authz import Actor, Permission, ensure
 from vault.context import Context
 from vault.errors import (
@@ -35,6 +36,8 @@ from vault.errors import (
     UnsupportedMediaTypeError,
     VaultError,
 )
+from vault.identity.tenants import resolve_tenant
+from vault.kek import wrap_new_dek
 from vault.models import (
     HoldMembership,
     Principal,
@@ -43,9 +46,8 @@ from vault.models import (
     RecordingStatus,
     Tenant,
 )
-from vault.services import audit, holds, principals
-from vault.services.keys import wrap_new_dek
-from vault.services.pipeline import pipelined
+from vault.recordings.pipeline import pipelined
+from vault.retention import holds
 from vault.storage import StorageError
 from vault.tags import AuditAction, Outcome
 
@@ -246,10 +248,10 @@ def _check_content_type(content_type: str) -> str:
 
 def _resolve_tenant_for(session: Session, actor: Actor, ref: str) -> Tenant:
     if actor.all_tenants:
-        return principals.resolve_tenant(session, ref)
+        return resolve_tenant(session, ref)
     # A scoped actor learns nothing about tenants outside its scope, not even their existence.
     try:
-        tenant = principals.resolve_tenant(session, ref)
+        tenant = resolve_tenant(session, ref)
     except UnknownTenantError:
         tenant = None
     if tenant is None or not actor.in_scope(tenant.id):

@@ -1,6 +1,6 @@
-"""Recordings: metadata reads, ending a purpose early, and the orphan sweeper.
+"""Recordings: metadata reads and ending a purpose early.
 
-Ingest itself lives in :mod:`vault.services.ingest` and is re-exported here. A recording of a
+A recording of a
 tenant outside the actor's scope is reported exactly like a missing one (``NotFoundError``), so
 ids cannot be probed across tenants.
 """
@@ -10,18 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from vault import audit
 from vault.authz import Actor, Permission, ensure
-from vault.context import Context
 from vault.errors import ConflictError, InvalidInputError, NotFoundError, UnknownTenantError
+from vault.identity.tenants import resolve_tenant, tenant_names
 from vault.models import (
     PurposePublic,
     Recording,
@@ -30,31 +29,14 @@ from vault.models import (
     RecordingPurpose,
     RecordingStatus,
 )
-from vault.services import audit, principals
-from vault.services.holds import active_holds_of
-from vault.services.ingest import ingest
-from vault.services.leases import claim
-from vault.storage import StorageError, StorageUnavailableError
+from vault.retention.holds import active_holds_of
 from vault.tags import AuditAction
 
-__all__ = [
-    "MAX_PAGE_LIMIT",
-    "SWEEP_ACTOR",
-    "end_purpose",
-    "get_recording",
-    "ingest",
-    "list_recordings",
-    "sweep_orphans",
-    "to_public",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["MAX_PAGE_LIMIT", "end_purpose", "get_recording", "list_recordings", "to_public"]
 
 S = RecordingStatus
 MAX_PAGE_LIMIT = 1000
 MAX_REASON = 256
-SWEEP_ACTOR = "system:sweep-orphans"
-SWEEP_BATCH = 500
 
 
 # --- public shapes --------------------------------------------------------------------------------
@@ -93,7 +75,7 @@ def _to_public_many(
         .order_by(col(Recording.ingested_at), col(Recording.id))
     ).all():
         derivatives[parent].append(child)  # type: ignore[index]
-    names = principals.tenant_names(session, {r.tenant_id for r in recordings})
+    names = tenant_names(session, {r.tenant_id for r in recordings})
     holds = _holds_of(session, ids, now)
     return [
         RecordingPublic(
@@ -185,7 +167,7 @@ def list_recordings(
     query = select(Recording)
     if tenant is not None:
         try:
-            target = principals.resolve_tenant(session, tenant)
+            target = resolve_tenant(session, tenant)
         except UnknownTenantError:
             if actor.all_tenants:
                 raise
@@ -274,126 +256,3 @@ def end_purpose(
     return to_public(session, rec, now=now)
 
 
-# --- the orphan sweeper ---------------------------------------------------------------------------
-
-
-def sweep_orphans(
-    ctx: Context, *, older_than: timedelta, now: datetime, batch: int = SWEEP_BATCH
-) -> int:
-    """Reclaim what failed or crashed ingests and disposals left behind; idempotent.
-
-    1. ``pending`` rows not touched for ``older_than``: CAS to ``failed`` and destroy the wrapped
-       DEK first, so an upload still running loses its own pending -> stored CAS and cleans up.
-    2. ``failed`` rows whose objects were not yet removed (``disposed_at`` NULL): remove every
-       object version, then stamp ``disposed_at``.
-    3. ``disposing`` rows whose DEK is already destroyed (a crash mid-disposal), not touched for
-       ``older_than``: remove every object version, then mark them ``disposed``.
-
-    Returns the number of rows acted on.
-    """
-    cutoff = now - older_than
-    acted: set[uuid.UUID] = set()
-
-    with ctx.db.transaction() as session:
-        stale = session.exec(
-            claim(
-                session,
-                select(Recording)
-                .where(Recording.status == S.pending, col(Recording.updated_at) < cutoff)
-                .order_by(col(Recording.updated_at))
-                .limit(batch),
-            )
-        ).all()
-        for rec in stale:
-            done = session.exec(
-                sa.update(Recording)
-                .where(Recording.id == rec.id, Recording.status == S.pending)  # type: ignore[arg-type]
-                .values(status=S.failed, wrapped_dek=None, dek_destroyed_at=now, updated_at=now)
-            )
-            if done.rowcount == 1:
-                acted.add(rec.id)
-                _audit_sweep(session, rec, now, {"from": "pending", "to": "failed"})
-
-    failed = [Recording.status == S.failed, col(Recording.disposed_at).is_(None)]
-    disposing = [
-        Recording.status == S.disposing,
-        col(Recording.wrapped_dek).is_(None),
-        col(Recording.updated_at) < cutoff,
-    ]
-    for conditions, finish in ((failed, _finish_failed), (disposing, _finish_disposing)):
-        with ctx.db.session() as session:
-            ids = session.exec(
-                select(Recording.id)
-                .where(*conditions)
-                .order_by(col(Recording.updated_at))
-                .limit(batch)
-            ).all()
-        for rid in ids:
-            try:
-                if _remove_objects(ctx, rid, conditions, finish, now):
-                    acted.add(rid)
-            except StorageUnavailableError:
-                log.warning("sweep: object store unavailable; retrying next run", exc_info=True)
-                return len(acted)
-            except StorageError:  # e.g. Object Lock on a version: leave it, retry next run
-                log.warning("sweep: could not remove the objects of %s", rid, exc_info=True)
-    return len(acted)
-
-
-_Finish = Callable[[Session, Recording, datetime, int], None]
-
-
-def _remove_objects(
-    ctx: Context, rid: uuid.UUID, conditions: list[Any], finish: _Finish, now: datetime
-) -> bool:
-    # One row per transaction, its lock held while its objects are deleted, so two sweepers
-    # never work on the same row; the row changes only after the objects are gone.
-    with ctx.db.transaction() as session:
-        query = select(Recording).where(Recording.id == rid, *conditions)
-        rec = session.exec(claim(session, query)).first()
-        if rec is None:
-            return False  # changed or claimed by someone else since the listing
-        removed = ctx.store.delete_all_versions(rec.object_key)
-        finish(session, rec, now, removed)
-        return True
-
-
-def _finish_failed(session: Session, rec: Recording, now: datetime, removed: int) -> None:
-    rec.wrapped_dek = None
-    rec.disposed_at = now  # on a failed row: its objects are gone
-    rec.updated_at = now
-    session.add(rec)
-    _audit_sweep(session, rec, now, {"status": "failed", "objects_removed": removed})
-
-
-def _finish_disposing(session: Session, rec: Recording, now: datetime, removed: int) -> None:
-    rec.status = S.disposed
-    rec.disposed_at = rec.disposed_at or now
-    rec.updated_at = now
-    # The tombstone keeps nothing that identifies the call or the media.
-    rec.call_id = None
-    rec.sha256 = None
-    session.add(rec)
-    _audit_sweep(
-        session,
-        rec,
-        now,
-        {
-            "from": "disposing",
-            "to": "disposed",
-            "objects_removed": removed,
-            "ciphertext_sha256": rec.ciphertext_sha256,
-        },
-    )
-
-
-def _audit_sweep(session: Session, rec: Recording, now: datetime, details: dict[str, Any]) -> None:
-    audit.record(
-        session,
-        action=AuditAction.recording_sweep,
-        actor=SWEEP_ACTOR,
-        now=now,
-        tenant_id=rec.tenant_id,
-        target=str(rec.id),
-        details=details,
-    )

@@ -37,6 +37,8 @@ import sqlalchemy as sa
 
 from crypto import envelope, streaming
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
+from vault import audit
+from vault.access import grants
 from vault.authz import Actor, Permission
 from vault.context import Context
 from vault.errors import (
@@ -49,8 +51,7 @@ from vault.errors import (
     StoreUnavailableError,
 )
 from vault.models import Recording, RecordingStatus
-from vault.services import audit, grants
-from vault.services.windows import WindowReader, ciphertext_span
+from vault.recordings.windows import WindowReader, ciphertext_span
 from vault.storage import BlobNotFoundError, StorageError
 from vault.tags import AuditAction, Outcome
 

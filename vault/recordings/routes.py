@@ -16,7 +16,8 @@ from vault.api.deps import CtxDep, SessionDep, require
 from vault.authz import Actor, Permission
 from vault.errors import IncompleteBodyError, InvalidInputError
 from vault.models import RecordingPage, RecordingPublic
-from vault.services import recordings
+from vault.recordings import metadata as recordings
+from vault.recordings.ingest import ingest as ingest_recording
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 
@@ -71,7 +72,7 @@ async def ingest(
     body = request.stream()
 
     def run() -> RecordingPublic:
-        rec = recordings.ingest(
+        rec = ingest_recording(
             ctx,
             actor=actor,
             tenant=tenant,

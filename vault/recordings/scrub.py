@@ -25,9 +25,9 @@ from sqlmodel import col, select
 
 from crypto import envelope, streaming
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
+from vault import audit
 from vault.context import Context
 from vault.models import Recording, RecordingStatus
-from vault.services import audit
 from vault.storage import BlobNotFoundError, StorageError
 from vault.tags import AuditAction, Outcome
 

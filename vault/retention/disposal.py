@@ -1,4 +1,4 @@
-"""Retention: purpose expiry, and disposal of recordings by crypto-shredding.
+"""Disposal of recordings by crypto-shredding.
 
 A recording is *due* once none of its purposes is active (each expired or ended). Disposal of a
 due recording has two steps, each idempotent, so a crash between them loses nothing:
@@ -17,7 +17,7 @@ due recording has two steps, each idempotent, so a crash between them loses noth
    finishes it, and the compare-and-set keeps the audit event single.
 
 The third step of crypto-shredding, retiring the KEK version that wrapped the DEK, belongs to the
-kek-cycle job; :mod:`vault.services.erasure` waits for it.
+kek-cycle job; :mod:`vault.retention.erasure` waits for it.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ import urllib3
 from minio.error import MinioException, S3Error, ServerError
 from sqlmodel import Session, col, select
 
+from vault import audit
 from vault.context import Context
 from vault.crashpoints import AFTER_DEK_DESTROYED, AFTER_PARTIAL_OBJECT_DELETE, crashpoint
+from vault.leases import claim
 from vault.models import (
     AuditEvent,
     ErasureItem,
@@ -47,8 +49,7 @@ from vault.models import (
     RecordingPurpose,
     RecordingStatus,
 )
-from vault.services import audit, holds
-from vault.services.leases import claim
+from vault.retention import holds
 from vault.storage import (
     BlobLockedError,
     BlobStore,
@@ -59,8 +60,8 @@ from vault.storage import (
 from vault.tags import AuditAction
 
 __all__ = [
-    "DISPOSE_ACTOR", "EXPIRE_ACTOR", "RETENTION_REASON", "DisposeResult", "dispose",
-    "dispose_recordings", "due_condition", "expire_purposes",
+    "DISPOSE_ACTOR", "RETENTION_REASON", "DisposeResult", "dispose", "dispose_recordings",
+    "due_condition",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ S = RecordingStatus
 DISPOSABLE = (S.stored, S.integrity_failed)
 RETENTION_REASON = "retention expired"
 DISPOSE_ACTOR = "system:dispose"
-EXPIRE_ACTOR = "system:expire-purposes"
 REMOVE_WORKERS = 8
 BATCH = 100
 
@@ -87,46 +87,6 @@ def due_condition(now: datetime) -> sa.ColumnElement[bool]:
         col(RecordingPurpose.ended_at).is_(None),
         col(RecordingPurpose.expires_at) > now,
     )
-
-
-# --- purpose expiry -------------------------------------------------------------------------------
-
-
-def expire_purposes(ctx: Context, *, now: datetime, batch: int = 1000) -> int:
-    """Mark purposes past ``expires_at`` as ended (``ended_at = expires_at``); idempotent."""
-    total = 0
-    while True:
-        with ctx.db.transaction() as session:
-            query = (
-                select(RecordingPurpose, Recording.tenant_id)
-                .join(Recording, col(Recording.id) == col(RecordingPurpose.recording_id))
-                .where(
-                    col(RecordingPurpose.ended_at).is_(None),
-                    col(RecordingPurpose.expires_at) <= now,
-                )
-                .order_by(col(RecordingPurpose.expires_at), col(RecordingPurpose.recording_id))
-                .limit(batch)
-            )
-            rows = session.exec(claim(session, query, of=RecordingPurpose)).all()
-            for purpose, _ in rows:
-                purpose.ended_at = purpose.expires_at
-                purpose.ended_reason = "expired"
-                session.add(purpose)
-            session.flush()  # every row lock is ours before the audit lock is taken
-            for purpose, tenant_id in rows:
-                audit.record(
-                    session,
-                    action=AuditAction.purpose_expire,
-                    actor=EXPIRE_ACTOR,
-                    now=now,
-                    tenant_id=tenant_id,
-                    target=str(purpose.recording_id),
-                    purpose=purpose.purpose,
-                    details={"expires_at": audit.format_ts(purpose.expires_at)},
-                )
-        total += len(rows)
-        if len(rows) < batch:
-            return total
 
 
 # --- disposal -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Each :func:`process` run, per open request:
 
 1. (transaction) on the first run, pick up recordings of the call that raced the request's
    creation, then drop the call id; end every active purpose of the covered recordings;
-2. dispose of them through :mod:`vault.services.retention`, which respects legal holds (a held
+2. dispose of them through :mod:`vault.retention.disposal`, which respects legal holds (a held
    item is recorded as deferred, with the hold's id, and finishes after the release);
 3. (transaction) copy the destruction times from the tombstones, and the retirement time from
    ``KekVersion.retired_at`` (set by the kek-cycle job). Only when every item's KEK version is
@@ -31,9 +31,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from vault import audit
 from vault.authz import Actor, Permission, ensure
 from vault.context import Context
 from vault.errors import InvalidInputError, NotFoundError
+from vault.leases import claim
 from vault.models import (
     ErasureItem,
     ErasureRequest,
@@ -46,8 +48,8 @@ from vault.models import (
     RecordingStatus,
 )
 from vault.policy import Policy
-from vault.services import audit, holds, retention
-from vault.services.leases import claim
+from vault.retention import disposal as retention
+from vault.retention import holds
 from vault.tags import AuditAction
 
 __all__ = ["ERASURE_ACTOR", "RECEIPT_TYPE", "create_request", "get_request", "process"]

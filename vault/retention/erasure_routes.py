@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends
 from vault.api.deps import CtxDep, SessionDep, require
 from vault.authz import Actor, Permission
 from vault.models import ErasureRequestCreate, ErasureRequestPublic
-from vault.services import erasure
+from vault.retention import erasure
 
 router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure"])
 

@@ -7,7 +7,7 @@ union of the explicit ids and the selector's matches. A hold with a selector als
 recordings ingested later (``selects_future``).
 
 Membership rows are the single source of truth: disposal re-checks them under the recording's row
-lock (see :mod:`vault.services.retention`). Concurrency:
+lock (see :mod:`vault.retention.disposal`). Concurrency:
 
 - Creation locks the matching recording rows with ``SELECT ... FOR UPDATE`` (PostgreSQL), so a
   disposal that has not yet claimed a row finds the membership when it does.
@@ -35,6 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from vault import audit
 from vault.authz import Actor, Permission, ensure
 from vault.context import Context
 from vault.db import is_postgres
@@ -45,6 +46,7 @@ from vault.errors import (
     PermissionDeniedError,
     UnknownTenantError,
 )
+from vault.identity.tenants import resolve_tenant
 from vault.models import (
     HoldMembership,
     LegalHold,
@@ -52,7 +54,6 @@ from vault.models import (
     Recording,
     RecordingStatus,
 )
-from vault.services import audit, principals
 from vault.storage import BlobStore, StorageError
 from vault.tags import AuditAction
 
@@ -182,7 +183,7 @@ def _text(value: str | None, name: str, limit: int) -> str:
 def scoped_tenant(session: Session, actor: Actor, ref: str) -> uuid.UUID:
     """The tenant's id; ``PermissionDeniedError`` outside scope (a scoped actor cannot probe)."""
     try:
-        tenant = principals.resolve_tenant(session, ref)
+        tenant = resolve_tenant(session, ref)
     except UnknownTenantError:
         if actor.all_tenants:
             raise

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from vault.api.deps import CtxDep, SessionDep, require
 from vault.authz import Actor, Permission
 from vault.models import LegalHoldCreate, LegalHoldPublic, LegalHoldRelease
-from vault.services import holds
+from vault.retention import holds
 
 router = APIRouter(prefix="/v1/legal-holds", tags=["legal-holds"])
 

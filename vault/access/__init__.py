@@ -1,0 +1,1 @@
+"""Access: purpose-bound requests, four-eyes reviews, grants, break-glass and revocation."""

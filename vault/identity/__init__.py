@@ -1,0 +1,1 @@
+"""Identity: tenants, principals and their API keys (models in :mod:`vault.models.identity`)."""

@@ -1,0 +1,73 @@
+"""Tenants: registration, and resolving a tenant by id or name."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from vault import audit
+from vault.authz import Actor, Permission, ensure
+from vault.errors import ConflictError, InvalidInputError, UnknownTenantError
+from vault.models import Tenant
+from vault.tags import AuditAction
+
+_TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def create_tenant(
+    session: Session, *, actor: Actor, name: str, region: str | None, now: datetime
+) -> Tenant:
+    ensure(actor, Permission.tenant_create)
+    if not isinstance(name, str) or not _TENANT_RE.fullmatch(name):
+        raise InvalidInputError(
+            "tenant name: 1-64 characters, letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if region is not None and (not region.strip() or len(region) > 64):
+        raise InvalidInputError("region: 1-64 characters")
+    if session.exec(select(Tenant.id).where(Tenant.name == name)).first() is not None:
+        raise ConflictError(f"tenant {name!r} already exists")
+    tenant = Tenant(name=name, region=region, created_at=now)
+    session.add(tenant)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:  # lost a race with a concurrent create
+        raise ConflictError(f"tenant {name!r} already exists") from exc
+    audit.record(
+        session,
+        action=AuditAction.tenant_create,
+        actor=actor.audit_name,
+        now=now,
+        tenant_id=tenant.id,
+        target=str(tenant.id),
+        details={"name": name, "region": region},
+    )
+    return tenant
+
+
+def resolve_tenant(session: Session, ref: str) -> Tenant:
+    """A tenant by UUID string or by name."""
+    try:
+        tenant = session.get(Tenant, uuid.UUID(ref))
+    except (ValueError, TypeError, AttributeError):
+        tenant = None
+    if tenant is None and isinstance(ref, str):
+        tenant = session.exec(select(Tenant).where(Tenant.name == ref)).first()
+    if tenant is None:
+        raise UnknownTenantError(f"unknown tenant {ref!r}")
+    return tenant
+
+
+def tenant_names(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = session.exec(select(Tenant.id, Tenant.name).where(col(Tenant.id).in_(wanted))).all()
+    return {tid: name for tid, name in rows}
+
+

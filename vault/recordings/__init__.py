@@ -1,0 +1,1 @@
+"""Recordings: ingest, metadata, playback, the integrity scrub and the orphan sweeper."""

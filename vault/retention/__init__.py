@@ -1,0 +1,1 @@
+"""Retention: purpose expiry, disposal by crypto-shredding, legal holds and erasure requests."""
