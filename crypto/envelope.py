@@ -12,29 +12,23 @@ import base64
 import binascii
 import re
 import uuid
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from crypto._layout import DEK_SIZE
 from crypto._primitives import Rng, random_bytes
 from crypto.errors import DecryptionError
-from crypto.keys.base import KeyProvider, KeyWrapper, WrappedKey
-from crypto.keys.local import LocalKeyring
+from crypto.keys.base import KeyWrapper, WrappedKey
 
 __all__ = [
     "DEK_SIZE",  # re-exported: defined once in crypto._layout
-    "KEYRING_FILE",
     "context",
     "decode_wrapped",
     "encode_wrapped",
     "new_dek",
-    "open_provider",
     "rewrap_dek",
     "unwrap_dek",
     "wrap_dek",
 ]
 
-KEYRING_FILE = "keyring.json"
 _WRAPPED_TEXT_TAG = "cvk1"
 _WRAPPED_TEXT_RE = re.compile(_WRAPPED_TEXT_TAG + r":([1-9][0-9]{0,9}):([A-Za-z0-9_-]*={0,2})")
 
@@ -97,50 +91,3 @@ def decode_wrapped(text: str) -> WrappedKey:
     if not ciphertext:
         raise ValueError("not an encoded wrapped key")
     return WrappedKey(kek_version=int(match.group(1)), ciphertext=ciphertext)
-
-
-def open_provider(
-    spec: str,
-    *,
-    transit_token: str | None = None,
-    transit_mount: str = "transit",
-    create: bool = False,
-) -> KeyProvider:
-    """Build a provider from ``CALLVAULT_KEY_PROVIDER``.
-
-    ``local:DIR`` opens ``DIR/keyring.json`` (``create=True`` makes it if missing, for ``init``);
-    ``transit:http(s)://HOST:PORT`` talks to OpenBao / Vault Transit with ``transit_token``.
-    """
-    if not isinstance(spec, str):
-        raise ValueError("key provider spec must be a string")
-    kind, sep, rest = spec.partition(":")
-    if kind == "local" and sep and rest:
-        return LocalKeyring.open(Path(rest) / KEYRING_FILE, create=create)
-    if kind == "transit" and sep:
-        url = urlsplit(rest)
-        try:
-            url.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise ValueError(f"invalid Transit URL in key provider spec {spec!r}") from None
-        if (
-            url.scheme not in ("http", "https")
-            or not url.hostname
-            or url.path not in ("", "/")
-            or url.query
-            or url.fragment
-            or url.username
-            or url.password
-        ):
-            raise ValueError(
-                f"invalid Transit URL in key provider spec {spec!r}; "
-                "expected transit:http(s)://HOST:PORT"
-            )
-        if not transit_token:
-            raise ValueError("a Transit key provider needs a token (CALLVAULT_TRANSIT_TOKEN)")
-        # Imported here so that local-keyring deployments never load hvac.
-        from crypto.keys.transit import TransitKeyProvider
-
-        return TransitKeyProvider(rest.rstrip("/"), transit_token, transit_mount)
-    raise ValueError(
-        f"invalid key provider spec {spec!r}; expected local:PATH or transit:http(s)://HOST:PORT"
-    )

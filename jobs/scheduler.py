@@ -47,13 +47,11 @@ def build_scheduler(
     ctx: Context,
     *,
     blocking: bool,
-    denials: Any = None,
     jobs: Mapping[str, JobFn] | None = None,
 ) -> BaseScheduler:
     """A scheduler with every job added (not started).
 
-    ``denials`` is the API's ``DenialLimiter`` when the scheduler runs inside ``serve``, so the
-    ``audit-checkpoint`` job flushes its aggregates. ``jobs`` replaces the registry (tests).
+    ``jobs`` replaces the registry (tests).
     """
     interval = float(ctx.settings.job_interval_seconds)
     cls = BlockingScheduler if blocking else BackgroundScheduler
@@ -71,8 +69,6 @@ def build_scheduler(
             opts["holder"] = holder
             # Soon after start, not an hour later: a worker restarted often must still rotate.
             first_run = started + timedelta(seconds=min(interval, KEK_CYCLE_SECONDS))
-        elif name == "audit-checkpoint" and denials is not None:
-            opts["denials"] = denials
         scheduler.add_job(
             run_job,
             IntervalTrigger(seconds=period, timezone=UTC),

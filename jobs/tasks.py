@@ -62,11 +62,9 @@ def kek_cycle(
     return result.summary()
 
 
-def audit_checkpoint(
-    ctx: Context, now: datetime, *, denials: audit.DenialLimiter | None = None, **_: Any
-) -> str:
-    # Denials are counted in the API process; a worker of its own has none to flush.
-    flushed = audit.flush_denials(ctx.db, denials, now=now) if denials is not None else 0
+def audit_checkpoint(ctx: Context, now: datetime, **_: Any) -> str:
+    # The aggregates of denials counted in this process (the API's, in single-node mode).
+    flushed = audit.flush_denials(ctx.db, ctx.denials, now=now)
     checkpoint = checkpoints.write_checkpoint(ctx, now=now)
     head = f"checkpoint at seq {checkpoint.head_seq}" if checkpoint else "no new events"
     return f"{head}; {flushed} denial aggregate(s) written"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -12,7 +11,6 @@ from vault import __version__
 from vault.access import routes as access
 from vault.api import audit, health, problems
 from vault.api.metrics import Metrics
-from vault.audit.denials import DenialLimiter
 from vault.config import Settings
 from vault.context import Context, build_context
 from vault.identity import routes as tenants
@@ -40,10 +38,6 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = context
-    app.state.denials = DenialLimiter(
-        burst=settings.auth_denial_burst,
-        window=timedelta(seconds=settings.auth_denial_window_seconds),
-    )
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     problems.install(app)

@@ -22,9 +22,8 @@ from vault import __version__
 from vault.authz import Actor
 from vault.config import ConfigError, Settings
 from vault.context import Context, build_context
-from vault.errors import VaultError
+from vault.errors import StorageError, VaultError
 from vault.policy import PolicyError
-from vault.storage import StorageError
 
 app = typer.Typer(help="callvault: a secure vault for video-call recordings.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
@@ -126,7 +125,7 @@ def serve(
         from jobs.scheduler import build_scheduler
 
         # Single-node mode: the jobs run in this process, beside the API.
-        scheduler = build_scheduler(ctx, blocking=False, denials=api.state.denials)
+        scheduler = build_scheduler(ctx, blocking=False)
         scheduler.start()
     typer.echo(f"callvault {__version__} listening on http://{host}:{port}", err=True)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found:
@@ -137,7 +136,7 @@ def serve(
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=True)
-        _flush_denials(ctx, api.state.denials)
+        _flush_denials(ctx)
         ctx.close()
 
 
@@ -145,12 +144,12 @@ def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
     raise SystemExit(0)
 
 
-def _flush_denials(ctx: Context, denials: Any) -> None:
+def _flush_denials(ctx: Context) -> None:
     """Write the denial aggregates still open at shutdown (best effort)."""
     from vault import audit
 
     try:
-        audit.flush_denials(ctx.db, denials, now=ctx.now(), force=True)
+        audit.flush_denials(ctx.db, ctx.denials, now=ctx.now(), force=True)
     except Exception as exc:
         typer.echo(f"warning: could not write the last denial aggregates: {exc}", err=True)
 
@@ -357,7 +356,7 @@ def audit_verify() -> None:
         # Trust only the pinned key or the provider's, never the copy beside the exports.
         public_key = checkpoints.trusted_public_key(ctx)
         # A read-only session: on SQLite a long verification does not block writers.
-        with ctx.db.read_session() as session:
+        with ctx.db.reading() as session:
             result = checkpoints.verify_all(session, public_key=public_key)
     finally:
         ctx.close()

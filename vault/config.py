@@ -11,11 +11,13 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vault.errors import MisconfiguredError
+
 DEFAULT_DATA_DIR = Path("callvault-data")
 DEFAULT_KEY_DIR = Path("callvault-keys")
 
 
-class ConfigError(ValueError):
+class ConfigError(MisconfiguredError):
     """A setting is malformed or unsafe; the process must not start."""
 
 

@@ -1,20 +1,21 @@
 """The runtime context: every long-lived component, built once from Settings.
 
 The API holds one in ``app.state`` and injects it; the CLI and the worker build their own. Time
-(``clock``) and randomness (``rng``) are parameters so tests control them.
+(``clock``) and randomness (``rng``) are parameters so tests control them. The factories of the
+store and the key provider live here, with the context that holds them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from crypto.envelope import open_provider
-from crypto.keys.base import KeyProvider
-from vault.config import Settings
+from vault.audit.denials import LIMITER, DenialLimiter
+from vault.config import ConfigError, Settings
 from vault.db import Database
+from vault.keys import Keys, open_provider
 from vault.models import utcnow
 from vault.policy import Policy, load_policy
 from vault.storage import BlobStore, LocalBlobStore, S3BlobStore
@@ -27,8 +28,10 @@ class Context:
     settings: Settings
     db: Database
     store: BlobStore
-    keys: KeyProvider
+    keys: Keys
     policy: Policy
+    # The process's denial limiter (every session carries it, see vault.audit.denials).
+    denials: DenialLimiter
     clock: Clock = field(default=utcnow)
     rng: Callable[[int], bytes] | None = None
 
@@ -43,7 +46,7 @@ def open_store(settings: Settings) -> BlobStore:
     if settings.blob_dir is not None:
         return LocalBlobStore(Path(settings.blob_dir))
     if not settings.s3_endpoint:
-        raise ValueError("CALLVAULT_S3_ENDPOINT is required with an s3:// blob store")
+        raise ConfigError("CALLVAULT_S3_ENDPOINT is required with an s3:// blob store")
     return S3BlobStore.from_settings(
         endpoint=settings.s3_endpoint,
         access_key=settings.s3_access_key or "",
@@ -54,13 +57,14 @@ def open_store(settings: Settings) -> BlobStore:
     )
 
 
-def open_keys(settings: Settings, *, create: bool = False) -> KeyProvider:
-    return open_provider(
+def open_keys(settings: Settings, *, create: bool = False) -> Keys:
+    provider = open_provider(
         settings.key_provider,
         transit_token=settings.transit_token,
         transit_mount=settings.transit_mount,
         create=create,
     )
+    return Keys(provider)
 
 
 def build_context(
@@ -72,9 +76,14 @@ def build_context(
 ) -> Context:
     """Open every component; nothing is migrated or created here except on request."""
     settings.check_key_separation()
+    denials = DenialLimiter(
+        burst=settings.auth_denial_burst,
+        window=timedelta(seconds=settings.auth_denial_window_seconds),
+    )
     return Context(
         settings=settings,
-        db=Database.from_url(settings.database_url),
+        db=Database.from_url(settings.database_url, session_info={LIMITER: denials}),
+        denials=denials,
         store=open_store(settings),
         keys=open_keys(settings, create=create_keys),
         policy=load_policy(settings.policy_file),

@@ -1,26 +1,114 @@
-"""Engine, sessions and migrations.
+"""Engine, the unit of work, read-only sessions and migrations.
 
-SQLite runs in WAL mode with a busy timeout, and every transaction starts with ``BEGIN
-IMMEDIATE``: it takes the write lock up front, so ``serve`` and ``worker`` can share the file
-without "database is locked" surprises halfway through a transaction. PostgreSQL runs at READ
+**Unit of work.** Services add and flush; they never commit. :meth:`Database.transaction` is the
+one place that commits: the API's request dependency, each job step and each CLI command run
+their work inside one. Two kinds of hooks hang off a unit of work:
+
+- :func:`after_commit` runs work that must not happen inside a transaction (object-store and
+  key-provider calls) once the unit has committed;
+- :func:`detached` runs a write in a short transaction of its own once the unit has ended,
+  committed *or rolled back*: the events that must survive the request's failure (denials,
+  an expiry noticed on the way) go there, never into the request's transaction.
+
+**No transaction across a remote call.** Every transaction is counted against the runtime
+context (a ``contextvars`` context) that opened it, and :func:`open_transactions` reports the
+count: tests wrap the store and the key provider with a guard that fails when either is called
+while the count is not zero. Helper threads join their parent's count through :func:`carry`.
+
+SQLite runs in WAL mode with a busy timeout, and every write transaction starts with ``BEGIN
+IMMEDIATE``: it takes the write lock up front, so ``serve`` and ``worker`` can share the file.
+Read-only sessions begin deferred and never queue for the write lock. PostgreSQL runs at READ
 COMMITTED; rules that need more take row locks explicitly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+log = logging.getLogger(__name__)
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "callvault_read_only"
+_AFTER_COMMIT = "callvault.after_commit"
+_DETACHED = "callvault.detached"
+
+T = TypeVar("T")
+
+
+# --- transactions per runtime context ---------------------------------------------------------
+
+
+class _Count:
+    """Open transactions of one runtime context (shared with the helper threads it starts)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+_open: contextvars.ContextVar[_Count | None] = contextvars.ContextVar("callvault_tx", default=None)
+
+
+def _count() -> _Count:
+    box = _open.get()
+    if box is None:
+        box = _Count()
+        _open.set(box)
+    return box
+
+
+def open_transactions() -> int:
+    """Transactions open in this runtime context (helper threads started with :func:`carry`
+    included)."""
+    box = _open.get()
+    return 0 if box is None else box.value
+
+
+def carry(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` bound to the caller's runtime context, for a helper thread: the thread's work then
+    counts as the caller's (the transaction guard sees through thread pools)."""
+    _count()  # the box must exist before the context is copied, so both share it
+    context = contextvars.copy_context()
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        return context.run(fn, *args, **kwargs)
+
+    return run
+
+
+def _track(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        box = _count()
+        conn.info["callvault_tx_count"] = box
+        box.add(1)
+
+    def _end(conn: sa.Connection) -> None:
+        box = conn.info.pop("callvault_tx_count", None)
+        if box is not None:
+            box.add(-1)
+
+    event.listen(engine, "commit", _end)
+    event.listen(engine, "rollback", _end)
+
+
+# --- engine -----------------------------------------------------------------------------------
 
 
 def create_engine(database_url: str, *, echo: bool = False) -> Engine:
@@ -34,8 +122,10 @@ def create_engine(database_url: str, *, echo: bool = False) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _install_sqlite_hooks(engine)
-        return engine
-    return sa.create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10)
+    else:
+        engine = sa.create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10)
+    _track(engine)
+    return engine
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
@@ -67,31 +157,95 @@ def is_postgres(session_or_engine: Session | Engine | sa.Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-class Database:
-    """The engine plus a session factory; one per process, held by the app or the worker."""
+# --- hooks on a unit of work ------------------------------------------------------------------
 
-    def __init__(self, engine: Engine) -> None:
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once this session's transaction has committed, outside any transaction (never
+    on rollback). For calls to the object store or the key provider that follow from the
+    committed change; a failure is logged: what they do must be repairable (the DB decides)."""
+    _hooks(session, _AFTER_COMMIT).append(fn)
+
+
+def detached(session: Session, fn: Callable[[Session], None]) -> None:
+    """Run ``fn(session)`` in a short transaction of its own once this session is closed,
+    whether it committed or rolled back: for events that must survive the caller's failure."""
+    _hooks(session, _DETACHED).append(fn)
+
+
+def _hooks(session: Session, key: str) -> list[Any]:
+    hooks = session.info.get(key)
+    if hooks is None:
+        raise RuntimeError("this session was not opened by vault.db.Database")
+    return hooks  # type: ignore[no-any-return]
+
+
+class UnitSession(Session):
+    """A session that honours :func:`after_commit` and :func:`detached`."""
+
+    def __init__(self, db: Database, bind: Any) -> None:
+        info = {**db.session_info, _AFTER_COMMIT: [], _DETACHED: []}
+        # expire_on_commit=False: services hand rows to callers after commit.
+        super().__init__(bind, expire_on_commit=False, info=info)
+        self._callvault_db = db
+
+    def commit(self) -> None:
+        super().commit()
+        hooks, self.info[_AFTER_COMMIT] = self.info[_AFTER_COMMIT], []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception:
+                log.warning("an after-commit step failed", exc_info=True)
+
+    def rollback(self) -> None:
+        super().rollback()
+        self.info[_AFTER_COMMIT] = []  # what was to follow the commit never happened
+
+    def close(self) -> None:
+        super().close()
+        self.info[_AFTER_COMMIT] = []
+        writes, self.info[_DETACHED] = self.info.get(_DETACHED, []), []
+        for write in writes:
+            try:
+                with self._callvault_db.transaction() as own:
+                    write(own)
+            except Exception:
+                log.warning("a detached write failed", exc_info=True)
+
+
+class Database:
+    """The engine plus the unit of work; one per process, held by the runtime context."""
+
+    def __init__(self, engine: Engine, *, session_info: dict[str, Any] | None = None) -> None:
         self.engine = engine
+        # Process-wide helpers every session carries (the denial limiter).
+        self.session_info = dict(session_info or {})
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
-        return cls(create_engine(url))
+    def from_url(cls, url: str, *, session_info: dict[str, Any] | None = None) -> Database:
+        return cls(create_engine(url), session_info=session_info)
 
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
     def session(self) -> Session:
-        # expire_on_commit=False: services hand rows to callers after commit.
-        return Session(self.engine, expire_on_commit=False)
+        return UnitSession(self, self.engine)
 
     def read_session(self) -> Session:
         """A session for reads only: on SQLite it does not take the write lock."""
-        return Session(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        return UnitSession(self, self.engine.execution_options(**{READ_ONLY: True}))
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only unit: no commit; its detached writes (denials) run once it is closed."""
+        with self.read_session() as session:
+            yield session
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One unit of work: commit on success, roll back on any error."""
+        """One unit of work: commit on success, roll back on any error; then its hooks."""
         with self.session() as session:
             try:
                 yield session
@@ -106,6 +260,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# --- migrations -------------------------------------------------------------------------------
 
 
 def _alembic_config(engine: Engine) -> Any:

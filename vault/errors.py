@@ -1,7 +1,11 @@
 """Domain errors. Services raise these; only ``vault/api/problems.py`` maps them to HTTP.
 
 Each class has a stable ``code`` that becomes the problem+json ``type``
-(``https://callvault.dev/problems/<code>``), so clients can branch on the cause.
+(``https://callvault.dev/problems/<code>``), so clients can branch on the cause. Infrastructure
+failures are translated into these once, at their boundary (``vault.storage`` for the object
+store, ``vault.keys`` for the key provider, ``vault.config`` for settings), so nothing above
+those floors sees an SDK's exception. Errors with ``public_detail = False`` carry operator
+detail (object keys, provider messages) that is logged, never sent to a client.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any, ClassVar
 class VaultError(Exception):
     code: ClassVar[str] = "vault-error"
     title: ClassVar[str] = "Vault error"
+    # False where the detail is for operators only (infrastructure messages).
+    public_detail: ClassVar[bool] = True
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
@@ -30,6 +36,13 @@ class AuthenticationError(VaultError):
 class PermissionDeniedError(VaultError):
     code = "forbidden"
     title = "Not allowed"
+
+
+class AllTenantsRequiredError(PermissionDeniedError):
+    """The resource covers every tenant (the whole audit log); a scoped principal gets none."""
+
+    code = "all-tenants-required"
+    title = "Only a principal over all tenants may do this"
 
 
 class RateLimitedError(VaultError):
@@ -63,6 +76,12 @@ class UnknownPrincipalError(VaultError):
 class GoneError(VaultError):
     code = "gone"
     title = "The recording has been disposed of"
+
+
+class KeyDestroyedError(GoneError):
+    """The KEK version that wrapped this key was retired: crypto-shredding did its work."""
+
+    title = "The recording has been crypto-shredded"
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -106,14 +125,48 @@ class RangeNotSatisfiableError(VaultError):
 # --- dependencies and integrity ---------------------------------------------------------------
 
 
-class StoreUnavailableError(VaultError):
+class MisconfiguredError(VaultError, ValueError):
+    """A setting is malformed or unsafe: the operator's mistake, never echoed to a client."""
+
+    code = "misconfigured"
+    title = "The vault is misconfigured; see its log"
+    public_detail = False
+
+
+class StorageError(VaultError):
+    """The object store failed; every blob-store failure is one of these."""
+
     code = "store-unavailable"
     title = "The object store is unavailable"
+    public_detail = False
+
+
+class StoreUnavailableError(StorageError):
+    """The store cannot be reached (connection refused, timeout, 5xx, bucket or root missing)."""
+
+
+class BlobNotFoundError(StorageError):
+    """The key, or the requested version of it, does not exist."""
+
+    code = "blob-not-found"
+
+
+class BlobLockedError(StorageError):
+    """The store refused to delete a version: S3 Object Lock (legal hold or retention) holds it."""
+
+    code = "blob-locked"
+
+
+class InvalidKeyError(StorageError, ValueError):
+    """A blob key is not a clean relative "/"-separated path (empty segment, "..", absolute)."""
+
+    code = "invalid-blob-key"
 
 
 class KeyProviderUnavailableError(VaultError):
     code = "key-provider-unavailable"
     title = "The key provider is unavailable"
+    public_detail = False
 
 
 class AuditUnavailableError(VaultError):
@@ -124,3 +177,9 @@ class AuditUnavailableError(VaultError):
 class IntegrityError(VaultError):
     code = "integrity-failure"
     title = "Stored data failed integrity checks"
+
+
+class WrappedKeyInvalidError(IntegrityError):
+    """A stored wrapped DEK is malformed or fails authentication under its context."""
+
+    title = "The recording's wrapped key does not open"

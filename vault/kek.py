@@ -1,17 +1,25 @@
 """The KEK lifecycle: wrap new DEKs, rotate, rewrap every held DEK, retire (destroy) old versions.
 
-The ``kek_version`` table is the truth about versions: wrapping uses the newest version recorded
-there, rotation is due when that version is ``policy.kek_rotation_days`` old, and ``retired_at``
-records destruction. A provider version the DB does not know yet (a crash between the provider's
-rotation and the DB row) is *adopted*, never rotated over again.
+The ``kek_version`` table is the truth about versions: rotation is due when the newest version is
+``policy.kek_rotation_days`` old, ``retiring_at`` marks a version about to be destroyed and
+``retired_at`` records its destruction. A provider version the DB does not know yet (a crash
+between the provider's rotation and the DB row) is *adopted*, never rotated over again.
 
-One lock is shared by wrapping and retiring: on PostgreSQL a transaction-level advisory lock,
-taken *shared* by wrappers (ingests run in parallel) and *exclusive* by retirement; on SQLite
-every transaction starts with ``BEGIN IMMEDIATE`` and is already the only writer. A DEK wrapped
-under version v is therefore committed in its row before any retirement can look for users of v.
+No transaction is ever held across a key-provider call, yet no DEK is ever committed under a
+version that retirement can destroy:
 
-``kek_cycle`` runs under a DB lease (a ``job_lease`` row taken with a compare-and-set), so two
-workers never rotate twice. Media is never re-encrypted: only wrapped DEKs change.
+- a new DEK is wrapped outside any transaction; the transaction that commits its row takes the
+  KEK lock *shared* and checks that the version is still live (neither retiring nor retired); if
+  retirement got there first, the DEK (still in memory) is wrapped again and the commit retried;
+- retirement takes the lock *exclusive*, finds the versions no committed row uses, marks them
+  ``retiring`` and commits; only then does it destroy them at the provider, and a third short
+  transaction records ``retired_at`` with the audit events. A crash in between leaves versions
+  ``retiring``: the next run destroys and records them.
+
+On PostgreSQL the lock is a transaction-level advisory lock; on SQLite every write transaction
+starts with ``BEGIN IMMEDIATE`` and is already the only writer. ``kek_cycle`` runs under a DB
+lease (a ``job_lease`` row taken with a compare-and-set), so two workers never rotate twice.
+Media is never re-encrypted: only wrapped DEKs change.
 """
 
 from __future__ import annotations
@@ -21,22 +29,26 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from crypto import envelope
-from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
 from crypto.keys.base import WrappedKey
 from vault import audit
 from vault.context import Context
 from vault.crashpoints import AFTER_KEK_ROTATE, AFTER_REWRAP, crashpoint
 from vault.db import is_postgres
-from vault.errors import ConflictError
+from vault.errors import (
+    ConflictError,
+    KeyDestroyedError,
+    KeyProviderUnavailableError,
+    MisconfiguredError,
+    WrappedKeyInvalidError,
+)
 from vault.leases import (
     LEASE_TTL,
     acquire_lease,
-    claim,
     dialect,
     inserted,
     process_holder,
@@ -51,23 +63,24 @@ __all__ = [
     "KekCycleResult",
     "kek_cycle",
     "newest_version",
+    "record_provider_versions",
     "retire_unused",
     "rotate",
-    "wrap_new_dek",
+    "store_new_dek",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # "cvkek" in ASCII: the advisory lock shared by wrapping (shared mode) and retiring (exclusive).
 KEK_LOCK_KEY = 0x63766B656B
 KEK_LEASE = "kek-cycle"
 REWRAP_BATCH = 100
+WRAP_ATTEMPTS = 3
 CYCLE_ACTOR = "system:kek-cycle"
 SYNC_ACTOR = "system:kek-sync"
 MANUAL_ACTOR = "system:cli"
-
-
-# --- row claiming and the shared lock ---------------------------------------------------------
 
 
 def _lock(session: Session, *, exclusive: bool) -> None:
@@ -88,6 +101,11 @@ def newest_version(session: Session) -> int | None:
     ).one()
 
 
+def _live(session: Session, version: int) -> bool:
+    row = session.get(KekVersion, version, populate_existing=True)
+    return row is not None and row.retiring_at is None and row.retired_at is None
+
+
 def _insert_version(session: Session, version: int, created_at: datetime) -> bool:
     """Record a version unless it is already known; True if this call recorded it."""
     row = {"version": version, "created_at": created_at, "retired_at": None}
@@ -95,16 +113,21 @@ def _insert_version(session: Session, version: int, created_at: datetime) -> boo
     return inserted(session, insert.returning(KekVersion.version))  # type: ignore[arg-type]
 
 
-def _provider_created_at(ctx: Context, version: int, now: datetime) -> datetime:
-    created: Callable[[int], datetime] | None = getattr(ctx.keys, "created_at", None)
-    try:
-        stamp = created(version) if created else now
-    except Exception:  # a provider without timestamps: the DB's first sighting counts
-        stamp = now
-    return min(stamp, now)
+def _provider_versions(ctx: Context, now: datetime) -> dict[int, datetime]:
+    """The provider's live versions and their creation times (provider calls: no transaction)."""
+    out = {}
+    for version in ctx.keys.live_versions():
+        try:
+            stamp = ctx.keys.created_at(version)
+        except KeyProviderUnavailableError:  # no timestamp: the DB's first sighting counts
+            stamp = now
+        out[version] = min(stamp, now)
+    return out
 
 
-def _adopt(ctx: Context, session: Session, *, now: datetime, upto: int | None = None) -> list[int]:
+def _adopt(
+    session: Session, live: dict[int, datetime], *, now: datetime, audited: bool = True
+) -> list[int]:
     """Record provider versions the DB does not know yet; return the versions rotated to.
 
     With an empty table this is first-time bookkeeping and nothing is audited. Otherwise a new
@@ -113,56 +136,66 @@ def _adopt(ctx: Context, session: Session, *, now: datetime, upto: int | None = 
     ``kek.rotate`` per version, by whoever records it.
     """
     known = set(session.exec(select(KekVersion.version)).all())
-    live = ctx.keys.live_versions()
-    if upto is not None:
-        live = [v for v in live if v <= upto]
     adopted = []
     for version in sorted(set(live) - known):
-        if not _insert_version(session, version, _provider_created_at(ctx, version, now)):
+        if not _insert_version(session, version, live[version]):
             continue
-        if known:
+        if known and audited:
             audit.record(
-                session,
-                action=AuditAction.kek_rotate,
-                actor=SYNC_ACTOR,
-                now=now,
+                session, action=AuditAction.kek_rotate, actor=SYNC_ACTOR, now=now,
                 details={"version": version, "previous": max(known), "adopted": True},
-            )
+            )  # fmt: skip
             adopted.append(version)
         known.add(version)
     return adopted
 
 
+def record_provider_versions(ctx: Context, *, now: datetime, audited: bool = True) -> list[int]:
+    """Adopt every provider version the DB does not know yet (``init`` and the cycle)."""
+    live = _provider_versions(ctx, now)
+    with ctx.db.transaction() as session:
+        return _adopt(session, live, now=now, audited=audited)
+
+
 # --- wrapping ---------------------------------------------------------------------------------
 
 
-def wrap_new_dek(
-    ctx: Context, session: Session, *, dek: bytes, tenant: str, recording_id: uuid.UUID
-) -> WrappedKey:
-    """Wrap a new DEK under the newest version recorded in the DB, in the caller's transaction.
+def store_new_dek(
+    ctx: Context,
+    *,
+    dek: bytes,
+    tenant_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    write: Callable[[Session, WrappedKey], T],
+    wrapped: WrappedKey | None = None,
+) -> T:
+    """Wrap ``dek`` outside any transaction, then commit ``write(session, wrapped)`` under the
+    shared KEK lock once the wrap's version is known to be live (see the module docstring).
 
-    Takes the KEK lock (shared) until the caller commits, so no retirement can run between this
-    wrap and the commit of the row that holds it. If the provider is ahead of the DB (a rotation
-    whose row is not written yet), its version is recorded first. Raises ``KeyProviderError``.
+    ``wrapped`` lets a caller hand over a wrap made earlier. Raises the key provider's domain
+    errors, and ``MisconfiguredError`` when the provider wraps under a version the DB never
+    heard of and that is older than the DB's newest (the wrong keyring).
     """
-    _lock(session, exclusive=False)
-    known = newest_version(session)
-    wrapped = envelope.wrap_dek(ctx.keys, dek, tenant=tenant, recording_id=recording_id)
-    if known is None or wrapped.kek_version > known:
-        if not is_postgres(session):
-            _adopt(ctx, session, now=ctx.now(), upto=wrapped.kek_version)
-        else:
-            # Its own transaction, without the KEK lock (ours, shared, already excludes any
-            # retirement): the caller's transaction must not hold the audit lock before the
-            # locks it takes next (legal holds), or two writers could deadlock.
-            with ctx.db.transaction() as own:
-                _adopt(ctx, own, now=ctx.now(), upto=wrapped.kek_version)
-    elif wrapped.kek_version < known:
-        raise KeyProviderError(
-            f"the key provider wraps under KEK version {wrapped.kek_version}, older than version "
-            f"{known} recorded in the database; is it the right keyring?"
-        )
-    return wrapped
+    for _ in range(WRAP_ATTEMPTS):
+        if wrapped is None:
+            wrapped = ctx.keys.wrap_dek(dek, tenant_id=tenant_id, recording_id=recording_id)
+        with ctx.db.reading() as session:
+            known = newest_version(session)
+            seen = session.get(KekVersion, wrapped.kek_version) is not None
+        if not seen:
+            if known is not None and wrapped.kek_version < known:
+                raise MisconfiguredError(
+                    f"the key provider wraps under KEK version {wrapped.kek_version}, older "
+                    f"than version {known} recorded in the database; is it the right keyring?"
+                )
+            record_provider_versions(ctx, now=ctx.now())  # a rotation the DB has not seen
+        with ctx.db.transaction() as session:
+            _lock(session, exclusive=False)
+            if _live(session, wrapped.kek_version):
+                return write(session, wrapped)
+        log.info("KEK v%d is being retired; wrapping the new DEK again", wrapped.kek_version)
+        wrapped = None
+    raise ConflictError("the KEK kept changing while a new key was stored; retry")
 
 
 # --- the cycle --------------------------------------------------------------------------------
@@ -242,14 +275,14 @@ def _rotate_if_due(
     ctx: Context, *, now: datetime, force: bool, actor: str = CYCLE_ACTOR
 ) -> tuple[int | None, list[int]]:
     """(version rotated to, versions adopted); adopting counts as the due rotation."""
-    with ctx.db.transaction() as session:
-        adopted = _adopt(ctx, session, now=now)
-        newest = newest_version(session)
-        row = session.get(KekVersion, newest) if newest is not None else None
+    adopted = record_provider_versions(ctx, now=now)
     if adopted:
         return None, adopted
+    with ctx.db.reading() as session:
+        newest = newest_version(session)
+        row = session.get(KekVersion, newest) if newest is not None else None
     if row is None:
-        raise KeyProviderError("the key provider has no live KEK version")
+        raise KeyProviderUnavailableError("the key provider has no live KEK version")
     if not force and row.created_at + ctx.policy.kek_rotation > now:
         return None, []
     version = ctx.keys.rotate()
@@ -257,12 +290,9 @@ def _rotate_if_due(
         # A concurrent ingest may have recorded (and audited) it first: one event either way.
         if _insert_version(session, version, now):
             audit.record(
-                session,
-                action=AuditAction.kek_rotate,
-                actor=actor,
-                now=now,
+                session, action=AuditAction.kek_rotate, actor=actor, now=now,
                 details={"version": version, "previous": row.version, "forced": force},
-            )
+            )  # fmt: skip
     log.info("KEK rotated to version %d", version)
     return version, []
 
@@ -272,23 +302,22 @@ def _rewrap_all(
 ) -> tuple[int | None, int, int]:
     """Move every wrapped DEK, whatever its row's status, to the newest version.
 
-    Batches are claimed with ``FOR UPDATE SKIP LOCKED`` and walked by id, so a row that cannot
-    be rewrapped (a corrupted wrap) is counted once and never loops. Returns (newest, done,
-    failed).
+    Batches are read by id (no row lock is held across the provider calls); each new wrap is
+    written with a compare-and-set on the old one, so a DEK destroyed meanwhile (disposal) stays
+    destroyed. A row that cannot be rewrapped (a corrupted wrap) is counted once, never looped
+    on. Returns (newest, done, failed).
     """
     done = failed = 0
     after: uuid.UUID | None = None
-    newest: int | None = None
     while True:
-        with ctx.db.transaction() as session:
+        with ctx.db.reading() as session:
             newest = newest_version(session)
             query = (
-                select(Recording)
+                select(Recording.id, Recording.tenant_id, Recording.wrapped_dek)
                 .where(
                     col(Recording.wrapped_dek).is_not(None),
                     sa.or_(
-                        col(Recording.kek_version).is_(None),
-                        col(Recording.kek_version) < newest,
+                        col(Recording.kek_version).is_(None), col(Recording.kek_version) < newest
                     ),
                 )
                 .order_by(col(Recording.id))
@@ -296,54 +325,56 @@ def _rewrap_all(
             )
             if after is not None:
                 query = query.where(col(Recording.id) > after)
-            rows = session.exec(claim(session, query)).all()
-            if not rows:
-                return newest, done, failed
-            after = rows[-1].id
-            moved, sources, bad = 0, set(), 0
-            for rec in rows:
-                try:
-                    old = envelope.decode_wrapped(rec.wrapped_dek or "")
-                    new = envelope.rewrap_dek(
-                        ctx.keys, old, tenant=str(rec.tenant_id), recording_id=rec.id
-                    )
-                except (ValueError, DecryptionError, KeyDestroyedError):
-                    log.error("kek-cycle: cannot rewrap the DEK of recording %s", rec.id)
-                    bad += 1
-                    continue
+            rows = session.exec(query).all()
+        if not rows:
+            return newest, done, failed
+        after = rows[-1][0]
+        new: dict[uuid.UUID, tuple[str, WrappedKey]] = {}
+        sources: set[int] = set()
+        bad = 0
+        for rid, tenant_id, stored in rows:
+            try:
+                sources.add(ctx.keys.version_of(stored))
+                moved_to = ctx.keys.rewrap_dek(stored, tenant_id=tenant_id, recording_id=rid)
+                new[rid] = (stored, moved_to)
+            except (WrappedKeyInvalidError, KeyDestroyedError):
+                log.error("kek-cycle: cannot rewrap the DEK of recording %s", rid)
+                bad += 1
+        moved = 0
+        with ctx.db.transaction() as session:
+            _lock(session, exclusive=False)
+            for rid, (old, wrapped) in new.items():
+                if not _live(session, wrapped.kek_version):
+                    continue  # retired under us: the next run rewraps it again
                 # updated_at stays: the recording itself did not change (the sweeper reads it).
-                rec.wrapped_dek = envelope.encode_wrapped(new)
-                rec.kek_version = new.kek_version
-                session.add(rec)
-                sources.add(old.kek_version)
-                moved += 1
+                changed = session.execute(
+                    sa.update(Recording)
+                    .where(col(Recording.id) == rid, col(Recording.wrapped_dek) == old)
+                    .values(wrapped_dek=ctx.keys.encode(wrapped), kek_version=wrapped.kek_version)
+                    .execution_options(synchronize_session=False)
+                )
+                moved += changed.rowcount  # type: ignore[attr-defined]
             audit.record(
-                session,
-                action=AuditAction.kek_rewrap,
-                actor=CYCLE_ACTOR,
-                now=now,
+                session, action=AuditAction.kek_rewrap, actor=CYCLE_ACTOR, now=now,
                 outcome=Outcome.failed if bad and not moved else Outcome.ok,
-                details={
-                    "count": moved,
-                    "failed": bad,
-                    "from_versions": sorted(sources),
-                    "to_version": newest,
-                },
-            )
-            done, failed = done + moved, failed + bad
+                details={"count": moved, "failed": bad, "from_versions": sorted(sources),
+                         "to_version": newest},
+            )  # fmt: skip
+        done, failed = done + moved, failed + bad
         renew()
 
 
 def retire_unused(ctx: Context, *, now: datetime) -> list[int]:
     """Destroy every KEK version below the oldest one a live DEK still uses (never the newest).
 
-    Runs under the exclusive KEK lock and re-checks the rows in that transaction, so no wrap can
-    slip in between the check and the destruction. Idempotent: a provider that already destroyed
-    a version (a crash before the DB commit) just gets its ``retired_at`` recorded.
+    Three steps (see the module docstring): mark under the exclusive lock, destroy at the
+    provider with no transaction open, record. Idempotent: versions already marked or already
+    destroyed (a crash between the steps) are finished and recorded once.
     """
+    live = _provider_versions(ctx, now)
     with ctx.db.transaction() as session:
         _lock(session, exclusive=True)
-        _adopt(ctx, session, now=now)
+        _adopt(session, live, now=now)
         newest = newest_version(session)
         if newest is None:
             return []
@@ -356,31 +387,43 @@ def retire_unused(ctx: Context, *, now: datetime) -> list[int]:
             return []
         oldest_used = session.exec(select(sa.func.min(Recording.kek_version)).where(held)).one()
         through = min(oldest_used or newest, newest) - 1
+        # Versions already marked by a run that crashed count too, whatever is due now.
+        marked = session.exec(
+            select(sa.func.max(KekVersion.version)).where(
+                col(KekVersion.retiring_at).is_not(None), col(KekVersion.retired_at).is_(None)
+            )
+        ).one()
+        through = max(through, marked or 0)
         if through < 1:
             return []
-        live = [v for v in ctx.keys.live_versions() if v <= through]
-        pending = session.exec(
-            select(KekVersion.version).where(
-                col(KekVersion.version) <= through, col(KekVersion.retired_at).is_(None)
-            )
-        ).all()
-        versions = sorted(set(live) | set(pending))
-        if not versions:
-            return []
-        if live:
-            ctx.keys.retire(through)
-        session.exec(
+        session.execute(
+            sa.update(KekVersion)
+            .where(col(KekVersion.version) <= through, col(KekVersion.retiring_at).is_(None))
+            .values(retiring_at=now)
+        )
+        pending = sorted(
+            session.exec(
+                select(KekVersion.version).where(
+                    col(KekVersion.version) <= through, col(KekVersion.retired_at).is_(None)
+                )
+            ).all()
+        )
+    destroy = [v for v in live if v <= through]
+    versions = sorted(set(destroy) | set(pending))
+    if not versions:
+        return []
+    if destroy:
+        ctx.keys.retire(through)
+    with ctx.db.transaction() as session:
+        session.execute(
             sa.update(KekVersion)
             .where(col(KekVersion.version) <= through, col(KekVersion.retired_at).is_(None))
             .values(retired_at=now)
         )
         for version in versions:
             audit.record(
-                session,
-                action=AuditAction.kek_retire,
-                actor=CYCLE_ACTOR,
-                now=now,
-                details={"version": version, "destroyed": version in live},
-            )
+                session, action=AuditAction.kek_retire, actor=CYCLE_ACTOR, now=now,
+                details={"version": version, "destroyed": version in destroy},
+            )  # fmt: skip
     log.info("KEK versions retired: %s", versions)
     return versions

@@ -14,6 +14,7 @@ class AuditAction(StrEnum):
     auth_denied = "auth.denied"
     auth_denied_aggregate = "auth.denied.aggregate"
     permission_denied = "permission.denied"
+    permission_denied_aggregate = "permission.denied.aggregate"
     # recordings
     recording_ingest = "recording.ingest"
     recording_ingest_failed = "recording.ingest.failed"

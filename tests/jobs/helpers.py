@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from crypto import envelope, streaming
+from crypto import streaming
 from vault import audit
 from vault.authz import Actor
 from vault.config import Settings
@@ -71,9 +71,7 @@ def decrypt(ctx: Context, rec: Recording, wrapped_dek: str | None = None) -> byt
     """The plaintext, decrypted with the row's wrapped DEK (or the given copy of one)."""
     text = wrapped_dek or rec.wrapped_dek
     assert text is not None and rec.ciphertext_size is not None and rec.size is not None
-    dek = envelope.unwrap_dek(
-        ctx.keys, envelope.decode_wrapped(text), tenant=str(rec.tenant_id), recording_id=rec.id
-    )
+    dek = ctx.keys.unwrap_dek(text, tenant_id=rec.tenant_id, recording_id=rec.id)
 
     def read_at(offset: int, length: int) -> bytes:
         return ctx.store.read_range(

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from crypto import envelope
-from crypto.errors import KeyDestroyedError
+from crypto.errors import KeyProviderError as ProviderError
 from crypto.keys.transit import TransitKeyProvider
 from tests.conftest import Bao
 from tests.jobs.helpers import (
@@ -29,8 +27,10 @@ from tests.jobs.helpers import (
 )
 from tests.support.clock import FakeClock
 from vault import kek as keys
-from vault import leases
+from vault import leases, lifecycle
 from vault.context import Context
+from vault.errors import KeyDestroyedError, KeyProviderUnavailableError
+from vault.keys import Keys
 from vault.models import KekVersion, Recording, RecordingStatus
 
 S = RecordingStatus
@@ -90,10 +90,9 @@ def _every_status_rewrapped_and_backups_shredded(ctx: Context, clock: FakeClock)
     backups = {r.id: r.wrapped_dek for r in (*recs, gone)}
     media = {r.id: (r.version_id, object_bytes(ctx, r)) for r in recs}
     for rec in (*recs, gone):  # before the cycle the copies still open
-        envelope.unwrap_dek(
-            ctx.keys, envelope.decode_wrapped(backups[rec.id] or ""),
-            tenant=str(rec.tenant_id), recording_id=rec.id,
-        )  # fmt: skip
+        ctx.keys.unwrap_dek(
+            backups[rec.id] or "", tenant_id=rec.tenant_id, recording_id=rec.id
+        )
 
     result = keys.kek_cycle(ctx, now=clock(), force=True, holder="test")
     assert (result.rotated_to, result.rewrapped, result.rewrap_failed) == (2, 5, 0)
@@ -126,7 +125,7 @@ def test_kek_cycle_on_openbao_transit(
     make_ctx: Callable[..., Context], bao: Bao, clock: FakeClock
 ) -> None:
     ctx = make_ctx(db="sqlite", store="local", clock=clock)
-    ctx.keys = TransitKeyProvider(bao.url, bao.token, key_prefix=f"t{uuid.uuid4().hex[:12]}")
+    ctx.keys = Keys(TransitKeyProvider(bao.url, bao.token, key_prefix=f"t{uuid.uuid4().hex[:12]}"))
     _every_status_rewrapped_and_backups_shredded(ctx, clock)
     assert ctx.keys.live_versions() == [2]
     again = keys.kek_cycle(ctx, now=clock(), holder="other")
@@ -160,44 +159,70 @@ def test_a_provider_rotation_the_db_missed_is_adopted_not_repeated(
     assert_chain_ok(ctx)
 
 
-def test_retirement_waits_for_a_wrap_in_flight(ctx: Context, clock: FakeClock) -> None:
-    """A DEK wrapped under v1 in an uncommitted ingest keeps v1 alive: retiring blocks on the
-    shared lock until the row is committed, then sees it."""
+def test_a_wrap_whose_version_was_retired_before_its_row_committed_is_wrapped_again(
+    ctx: Context, clock: FakeClock
+) -> None:
+    """No transaction is held across the provider call: a DEK wrapped under v1, whose version
+    is retired (destroyed) before the row commits, is found out by the commit's check under the
+    shared KEK lock and wrapped again under the live version; the row never holds a wrap that
+    no longer opens."""
     tenant = make_tenant(ctx)
-    rid = uuid.uuid4()
-    session = ctx.db.session()
-    try:
-        wrapped = keys.wrap_new_dek(
-            ctx, session, dek=os.urandom(32), tenant=str(tenant.id), recording_id=rid
-        )
-        assert wrapped.kek_version == 1
-        ctx.keys.rotate()
-        retired: list[list[int]] = []
-        worker = threading.Thread(
-            target=lambda: retired.append(keys.retire_unused(ctx, now=clock()))
-        )
-        worker.start()
-        time.sleep(0.5)
-        assert worker.is_alive(), "retirement must wait for the wrapping transaction"
-        now = clock()
-        session.add(
-            Recording(
-                id=rid, tenant_id=tenant.id, status=S.pending, content_type="video/webm",
-                object_key=f"{tenant.id}/{rid}", wrapped_dek=envelope.encode_wrapped(wrapped),
-                kek_version=1, recorded_at=now, ingested_at=now, updated_at=now,
-            )
-        )  # fmt: skip
-        session.commit()
-    finally:
-        session.close()
-    worker.join(timeout=30)
-    assert retired == [[]]  # v1 is in use by the committed row
-    result = keys.kek_cycle(ctx, now=clock(), holder="w")
-    assert (result.rotated_to, result.adopted, result.rewrapped, result.retired) == (
-        None, [], 1, [1],
-    )  # fmt: skip
-    assert row(ctx, rid).kek_version == 2
+    rid, dek = uuid.uuid4(), os.urandom(32)
+    early = ctx.keys.wrap_dek(dek, tenant_id=tenant.id, recording_id=rid)
+    assert early.kek_version == 1
+    clock.advance(days=8)
+    result = keys.kek_cycle(ctx, now=clock(), holder="w")  # rotates to v2, destroys v1
+    assert (result.rotated_to, result.retired) == (2, [1])
 
+    def write(session: Any, wrapped: Any) -> int:
+        now = clock()
+        recording = Recording(
+            id=rid, tenant_id=tenant.id, content_type="video/webm",
+            object_key=f"{tenant.id}/{rid}", wrapped_dek=ctx.keys.encode(wrapped),
+            kek_version=wrapped.kek_version, recorded_at=now, ingested_at=now, updated_at=now,
+        )  # fmt: skip
+        lifecycle.create(session, recording)
+        return int(wrapped.kek_version)
+
+    version = keys.store_new_dek(
+        ctx, dek=dek, tenant_id=tenant.id, recording_id=rid, write=write, wrapped=early
+    )
+    assert version == 2 and row(ctx, rid).kek_version == 2
+    stored = row(ctx, rid).wrapped_dek or ""
+    assert ctx.keys.unwrap_dek(stored, tenant_id=tenant.id, recording_id=rid) == dek
+    with pytest.raises(KeyDestroyedError):
+        ctx.keys.unwrap_dek(ctx.keys.encode(early), tenant_id=tenant.id, recording_id=rid)
+    assert_chain_ok(ctx)
+
+
+def test_retirement_marks_versions_before_destroying_them(
+    ctx: Context, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retirement marks a version ``retiring`` (committed) before the provider destroys it,
+    outside any transaction. If the destruction fails, the version stays marked (no new wrap may
+    commit under it) and the next run destroys and records it, once."""
+    tenant = make_tenant(ctx)
+    rec = ingest(ctx, tenant, b"x")
+    keys.rotate(ctx, now=clock())
+
+    def down(version: int) -> None:
+        raise ProviderError("provider down")
+
+    monkeypatch.setattr(ctx.keys.provider, "retire", down)
+    with pytest.raises(KeyProviderUnavailableError):
+        keys.kek_cycle(ctx, now=clock(), holder="w")  # rewraps to v2, marks v1, cannot destroy
+    with ctx.db.session() as s:
+        v1 = s.get(KekVersion, 1)
+        assert v1 is not None and v1.retiring_at is not None and v1.retired_at is None
+    assert 1 in ctx.keys.live_versions() and row(ctx, rec.id).kek_version == 2
+    monkeypatch.undo()
+
+    assert keys.retire_unused(ctx, now=clock()) == [1]
+    assert 1 not in ctx.keys.live_versions()
+    assert versions(ctx) == {1: True, 2: False}
+    assert len(events(ctx, "kek.retire")) == 1
+    assert keys.retire_unused(ctx, now=clock()) == []
+    assert decrypt(ctx, row(ctx, rec.id)) == b"x"
 
 def test_the_lease_admits_one_worker(ctx: Context, clock: FakeClock) -> None:
     assert leases.acquire_lease(ctx.db, keys.KEK_LEASE, holder="other", now=clock())

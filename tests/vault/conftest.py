@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.postgres import temp_database
+from tests.support.txguard import guard
 from tests.support.weed import WeedServer
 from vault.config import Settings
 from vault.context import Context, build_context
@@ -129,10 +130,17 @@ def make_ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
         stack.callback(ctx.close)
         migrate(ctx.db.engine)
         ctx.store.ensure_bucket()
+        # No store or key-provider call may run while a DB transaction is open, in any test.
+        violations = guard(ctx)
+        stack.callback(_no_violations, violations)
         return ctx
 
     yield make
     stack.close()
+
+
+def _no_violations(violations: list[str]) -> None:
+    assert not violations, "\n\n".join(violations)
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -17,7 +17,7 @@ from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
 from vault.identity import principals
-from vault.models import AuditEvent, Recording
+from vault.models import AuditEvent, Recording, Tenant
 from vault.setup import initialise
 
 PROBLEM = "application/problem+json"
@@ -173,6 +173,30 @@ def test_tenant_isolation(api: Api) -> None:
     assert page.status_code == 200 and page.json()["items"] == []
     listed = api.client.get("/v1/recordings", headers=api.h("eng-acme")).json()["items"]
     assert rid not in [i["id"] for i in listed]
+
+
+def _denials(api: Api) -> list[dict[str, object]]:
+    with api.ctx.db.session() as s:
+        rows = s.exec(select(AuditEvent).where(AuditEvent.action == "permission.denied")).all()
+        return [audit.to_public(r).model_dump(mode="json") for r in rows]
+
+
+@pytest.mark.parametrize("tenant", ["acme", "no-such-tenant"])
+def test_a_write_to_a_tenant_outside_scope_is_refused_and_audited(api: Api, tenant: str) -> None:
+    """An ingest key of globex posting to acme (or to a tenant that does not exist, which it
+    must not be able to tell apart) gets 403, and the denial is on the chain like a role denial,
+    about the named tenant when it exists, else about the caller's own tenant."""
+    before = len(_denials(api))
+    r = _ingest(api, b"z" * 100, who="ingest-globex", tenant=tenant)
+    assert r.status_code == 403 and r.json()["type"] == TYPE + "forbidden"
+    assert _counts(api.ctx) == (0, 0)
+    (denial,) = _denials(api)[before:]
+    assert denial["details"]["permission"] == "recording:ingest"  # type: ignore[index]
+    assert denial["details"]["reason"] == "tenant-scope"  # type: ignore[index]
+    with api.ctx.db.session() as s:
+        tenants = {t.name: str(t.id) for t in s.exec(select(Tenant)).all()}
+    assert denial["tenant_id"] == tenants["acme" if tenant == "acme" else "globex"]
+    assert "no-such-tenant" not in str(denial)
 
 
 def test_nobody_reads_content_by_role(api: Api) -> None:

@@ -27,16 +27,15 @@ from tests.conftest import Bao
 from tests.support.clock import FakeClock
 from vault import audit
 from vault.app import create_app
-from vault.audit import checkpoints
+from vault.audit import checkpoints, signing
 from vault.authz import Actor
 from vault.cli import app as cli_app
 from vault.config import ConfigError
 from vault.context import Context
-from vault.errors import IntegrityError
+from vault.errors import BlobLockedError, IntegrityError, StoreUnavailableError
 from vault.identity import principals
 from vault.models import AuditCheckpoint, AuditEvent
 from vault.setup import initialise
-from vault.storage import BlobLockedError, StorageUnavailableError
 from vault.tags import AuditAction
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -136,13 +135,14 @@ def test_checkpoint_is_signed_exported_and_verifies(ctx: Context) -> None:
         event = audit.list_events(s, after_seq=5, limit=1)[0]
     assert event.action == AuditAction.audit_checkpoint and cp.head_hash == event.hash
 
-    stmt = json.loads(cp.statement)
-    assert stmt == {
-        "chain_id": "global", "head_seq": 6, "head_hash": event.hash,
-        "ts": audit.format_ts(ctx.now()), "prev_checkpoint": None,
-        "format": "callvault-checkpoint/1",
-    }  # fmt: skip
-    assert cp.statement == audit.canonical_json(stmt)
+    # The exact signed bytes, written out by hand rather than by the serializer under test:
+    # sorted keys, no spaces, and the document type and version inside what is signed.
+    assert len(event.hash) == 64 and set(event.hash) <= set("0123456789abcdef")
+    assert cp.statement == (
+        '{"chain_id":"global","head_hash":"' + event.hash + '","head_seq":6,'
+        '"prev_checkpoint":null,"ts":"2026-11-25T12:00:05.000000Z",'
+        '"type":"callvault.audit-checkpoint","version":2}'
+    )
     public = ctx.keys.signing_public_key()
     assert cp.public_key == public.hex()
     Ed25519PublicKey.from_public_bytes(public).verify(
@@ -204,7 +204,7 @@ def test_failed_export_is_retried_next_run(ctx: Context, monkeypatch: pytest.Mon
     append(ctx, 2)
 
     def down(*_: Any, **__: Any) -> None:
-        raise StorageUnavailableError("store down")
+        raise StoreUnavailableError("store down")
 
     with monkeypatch.context() as m:
         m.setattr(ctx.store, "put_bytes", down)
@@ -424,6 +424,144 @@ def test_pinned_key_overrides_the_provider(ctx: Context) -> None:
     assert verify(pinned(provider_key.hex().upper())).ok
     with pytest.raises(ConfigError):
         checkpoints.trusted_public_key(pinned("abcd"))
+
+
+# --- document type and version; statements from before they existed -----------------------------
+
+
+def legacy_checkpoint(ctx: Context, prev: AuditCheckpoint | None) -> AuditCheckpoint:
+    """A checkpoint as written before signed documents carried a type: ``"format"`` instead of
+    type/version. Its statement is written out by hand and signed with the provider's key."""
+    public_key = ctx.keys.signing_public_key().hex()
+    with ctx.db.transaction() as s:
+        audit.acquire_append_lock(s)
+        event = audit.record(
+            s, action=AuditAction.audit_checkpoint, actor=checkpoints.ACTOR, now=ctx.now(),
+            details={"public_key": public_key,
+                     "prev_checkpoint_seq": None if prev is None else prev.head_seq},
+        )  # fmt: skip
+        head_seq, head_hash = event.seq, event.hash
+    link = "null"
+    if prev is not None:
+        prev_hash = hashlib.sha256(prev.statement.encode()).hexdigest()
+        link = '{"hash":"' + prev_hash + '","seq":' + str(prev.head_seq) + "}"
+    statement = (
+        '{"chain_id":"global","format":"callvault-checkpoint/1","head_hash":"' + head_hash
+        + '","head_seq":' + str(head_seq) + ',"prev_checkpoint":' + link
+        + ',"ts":"' + audit.format_ts(ctx.now()) + '"}'
+    )  # fmt: skip
+    signature = ctx.keys.sign(statement.encode()).hex()  # no key call inside a transaction
+    with ctx.db.transaction() as s:
+        row = AuditCheckpoint(
+            chain_id="global", head_seq=head_seq, head_hash=head_hash, created_at=ctx.now(),
+            public_key=public_key, statement=statement, signature=signature,
+        )  # fmt: skip
+        s.add(row)
+        s.flush()
+        s.expunge(row)
+    return row
+
+
+def resign(ctx: Context, cp: AuditCheckpoint, old: str, new: str) -> None:
+    """Edit the statement text and sign the result with the *trusted* key: only the document's
+    own checks can refuse it."""
+    assert old in cp.statement
+    text = cp.statement.replace(old, new)
+    signature = ctx.keys.sign(text.encode()).hex()
+    tamper(ctx, ("UPDATE audit_checkpoint SET statement = :t, signature = :g WHERE id = :i",
+                 {"t": text, "g": signature, "i": cp.id}))  # fmt: skip
+
+
+def test_checkpoints_written_in_the_v1_format_still_verify(ctx: Context) -> None:
+    append(ctx, 3)
+    first = legacy_checkpoint(ctx, None)
+    append(ctx, 2)
+    second = legacy_checkpoint(ctx, first)
+    assert '"format":"callvault-checkpoint/1"' in second.statement
+    assert '"type"' not in second.statement and '"version"' not in second.statement
+    result = verify(ctx)
+    assert result.ok, result.reason
+    assert result.checkpoints_checked == 2 and result.latest_checkpoint_seq == second.head_seq
+
+    # After the upgrade new checkpoints are v2 and link to the last v1 one.
+    append(ctx, 2)
+    third = checkpoint(ctx)
+    assert '"type":"callvault.audit-checkpoint","version":2}' in third.statement
+    assert json.loads(third.statement)["prev_checkpoint"] == {
+        "seq": second.head_seq, "hash": hashlib.sha256(second.statement.encode()).hexdigest(),
+    }  # fmt: skip
+    result = verify(ctx)
+    assert result.ok and result.checkpoints_checked == 3
+
+    # A v1 statement still does its job: a rewrite it covers is caught at it.
+    rewrite_from(ctx, 2)
+    result = verify(ctx)
+    assert not result.ok and result.checkpoint_id == first.id
+    assert "rewritten after seq 0" in (result.reason or "")
+
+
+def test_a_v1_statement_in_another_shape_is_rejected(ctx: Context) -> None:
+    append(ctx, 3)
+    cp = legacy_checkpoint(ctx, None)
+    resign(ctx, cp, "callvault-checkpoint/1", "callvault-checkpoint/2")
+    result = verify(ctx)
+    assert not result.ok and result.checkpoint_id == cp.id
+    assert "type is missing" in (result.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        ('"type":"callvault.audit-checkpoint"', '"type":"callvault.erasure-receipt"',
+         "type is 'callvault.erasure-receipt', expected 'callvault.audit-checkpoint'"),
+        ('"type":"callvault.audit-checkpoint"', '"type":"callvault.audit-checkpoint/v2"',
+         "type is 'callvault.audit-checkpoint/v2'"),
+        ('"type":"callvault.audit-checkpoint",', "", "type is missing"),
+        ('"version":2', '"version":3', "version 3 is not one of the accepted versions (1, 2)"),
+        ('"version":2', '"version":1', "version 1 exists only in its legacy form"),
+        ('"head_hash"', '"format":"callvault-checkpoint/1","head_hash"',
+         "does not have the checkpoint fields"),
+        ('"head_seq":', '"head_seq": ', "not canonical JSON"),
+    ],
+)  # fmt: skip
+def test_a_v2_statement_with_another_type_or_version_is_rejected(
+    ctx: Context, old: str, new: str, reason: str
+) -> None:
+    append(ctx, 3)
+    cp = checkpoint(ctx)
+    assert verify(ctx).ok
+    resign(ctx, cp, old, new)
+    result = verify(ctx)
+    assert not result.ok and (result.first_bad_seq, result.checkpoint_id) == (cp.head_seq, cp.id)
+    assert reason in (result.reason or "")
+
+
+def test_a_changed_type_without_the_key_fails_the_signature(ctx: Context) -> None:
+    append(ctx, 3)
+    cp = checkpoint(ctx)
+    tamper(ctx, ("UPDATE audit_checkpoint SET statement = replace(statement, "
+                 "'callvault.audit-checkpoint', 'callvault.audit-report') WHERE id = :i",
+                 {"i": cp.id}))  # fmt: skip
+    result = verify(ctx)
+    assert not result.ok and result.checkpoint_id == cp.id
+    assert "signature does not verify" in (result.reason or "")
+
+
+def test_an_erasure_receipt_signed_with_the_audit_key_is_no_checkpoint(ctx: Context) -> None:
+    """Same key, same fields, another document type: refused by the checkpoint verifier."""
+    append(ctx, 3)
+    cp = checkpoint(ctx)
+    body = {k: v for k, v in json.loads(cp.statement).items() if k not in ("type", "version")}
+    receipt = signing.sign_document(
+        ctx.keys, doc_type=signing.ERASURE_RECEIPT, version=1, body=body
+    )
+    tamper(ctx, ("UPDATE audit_checkpoint SET statement = :t, signature = :g WHERE id = :i",
+                 {"t": receipt.canonical, "g": receipt.signature, "i": cp.id}))  # fmt: skip
+    result = verify(ctx)
+    assert not result.ok and result.checkpoint_id == cp.id
+    assert result.reason == (
+        "type is 'callvault.erasure-receipt', expected 'callvault.audit-checkpoint'"
+    )
 
 
 # --- Transit, CLI and API ------------------------------------------------------------------------

@@ -29,23 +29,86 @@ def test_keyring_inside_data_or_blobs_is_refused(tmp_path: Path, inside: str) ->
     assert not (tmp_path / inside / "keyring.json").exists()
 
 
-def test_keyring_beside_data_is_fine(tmp_path: Path) -> None:
-    ctx = build_context(_settings(tmp_path, tmp_path / "keys"), create_keys=True)
+@pytest.mark.parametrize("beside", ["keys", "data-keys", "blobs2"])
+def test_keyring_beside_data_is_fine(tmp_path: Path, beside: str) -> None:
+    # "data-keys" and "blobs2" share a prefix with the data dirs but lie outside them.
+    settings = _settings(tmp_path, tmp_path / beside)
+    settings.check_key_separation()  # no ConfigError
+    ctx = build_context(settings, create_keys=True)
     ctx.close()
+    assert (tmp_path / beside / "keyring.json").is_file()
+
+
+def test_keyring_reaching_into_the_data_dir_through_dotdot_is_refused(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, tmp_path / "keys" / ".." / "data" / "keys")
+    with pytest.raises(ConfigError, match="keep key material apart") as err:
+        settings.check_key_separation()
+    assert str(tmp_path / "data") in str(err.value)  # names the directory it lies in
+    assert "CALLVAULT_KEY_PROVIDER" in str(err.value)
+
+
+def test_a_transit_key_provider_needs_no_separation(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'data' / 'callvault.db'}",
+        blob_store=f"file:{tmp_path / 'data'}",
+        key_provider="transit:http://127.0.0.1:8200",
+    )
+    assert settings.keyring_dir is None
+    settings.check_key_separation()  # no ConfigError: there is no local key material
+
+
+def test_defaults_are_the_embedded_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CALLVAULT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.database_url == "sqlite:///callvault-data/callvault.db"
+    assert settings.blob_store == "file:callvault-data/blobs"
+    assert settings.key_provider == "local:callvault-keys"
+    assert settings.is_sqlite and settings.sqlite_path == Path("callvault-data/callvault.db")
+    assert settings.blob_dir == Path("callvault-data/blobs") and settings.s3_bucket is None
+    assert settings.keyring_dir == Path("callvault-keys")
+    assert settings.job_interval_seconds == 60
+    settings.check_key_separation()  # the defaults keep keys apart from data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("database_url", "mysql://x", "sqlite:/// or postgresql+psycopg://"),
+        ("database_url", "postgresql://db/callvault", "sqlite:/// or postgresql+psycopg://"),
+        ("database_url", "sqlite://callvault.db", "sqlite:/// or postgresql+psycopg://"),
+        ("blob_store", "gs://bucket", "file:PATH or s3://BUCKET"),
+        ("key_provider", "kms:arn", "local:PATH or transit:"),
+        ("job_interval_seconds", "0", "greater than 0"),
+    ],
+)
+def test_bad_settings_from_the_environment_are_refused_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(f"CALLVAULT_{field.upper()}", value)
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    [error] = err.value.errors()
+    assert error["loc"] == (field,)
+    assert message in error["msg"]
+    assert field in str(err.value)
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("database_url", "mysql://x"),
-        ("blob_store", "gs://bucket"),
-        ("key_provider", "kms:arn"),
-        ("job_interval_seconds", "0"),
+        ("database_url", "postgresql+psycopg://u:p@db:5432/callvault"),
+        ("blob_store", "s3://recordings"),
+        ("key_provider", "transit:https://bao:8200"),
     ],
 )
-def test_bad_settings_are_refused(field: str, value: str) -> None:
-    with pytest.raises(ValidationError):
-        Settings(**{field: value})
+def test_good_settings_from_the_environment_are_taken(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    monkeypatch.setenv(f"CALLVAULT_{field.upper()}", value)
+    assert getattr(Settings(), field) == value
 
 
 def test_serve_refuses_a_keyring_inside_the_data_dir(tmp_path: Path) -> None:

@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from crypto import envelope
-from crypto.errors import KeyDestroyedError
 from tests.support.clock import FakeClock
 from tests.vault.test_recordings import (
     CALL_ID,
@@ -35,12 +34,21 @@ from tests.vault.test_retention import (
     release,
     row,
 )
+from vault import audit
 from vault.app import create_app
+from vault.audit import checkpoints, signing
 from vault.authz import Actor
 from vault.context import Context
-from vault.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from vault.errors import InvalidInputError, KeyDestroyedError, NotFoundError, PermissionDeniedError
 from vault.identity import principals
-from vault.models import ErasureItem, ErasureRequest, RecordingPurpose, RecordingStatus, Role
+from vault.models import (
+    AuditCheckpoint,
+    ErasureItem,
+    ErasureRequest,
+    RecordingPurpose,
+    RecordingStatus,
+    Role,
+)
 from vault.recordings import metadata as recordings
 from vault.retention import erasure
 from vault.setup import initialise
@@ -65,10 +73,12 @@ def verify_receipt(ctx: Context, public: Any) -> dict[str, Any]:
     with ctx.db.session() as s:
         req = s.get(ErasureRequest, public.id)
         assert req is not None and req.receipt is not None
-    canonical = req.receipt.encode("utf-8")
-    key = Ed25519PublicKey.from_public_bytes(ctx.keys.signing_public_key())  # type: ignore[attr-defined]
-    key.verify(bytes.fromhex(public.receipt_signature), canonical)  # raises if forged
-    assert json.loads(canonical) == public.receipt
+    # Raises if forged, or if the signed text is not a receipt.
+    doc = erasure.verify_receipt(
+        ctx.keys.signing_public_key(), req.receipt, public.receipt_signature
+    )
+    assert doc == public.receipt
+    assert (doc["type"], doc["version"]) == (signing.ERASURE_RECEIPT, 1)
     return public.receipt
 
 
@@ -118,13 +128,12 @@ def test_erasure_by_call_covers_derivatives_and_ends_with_a_signed_receipt(
         }  # fmt: skip
     assert row(ctx, other.id).status == S.stored
     # The copy still opens: crypto-shredding is not complete before the KEK is retired.
-    wrapped = envelope.decode_wrapped(backup)
-    envelope.unwrap_dek(ctx.keys, wrapped, tenant=str(tenant.id), recording_id=first.id)
+    ctx.keys.unwrap_dek(backup, tenant_id=tenant.id, recording_id=first.id)
 
     clock.advance(days=7)
     assert kek_cycle(ctx, clock())
     with pytest.raises(KeyDestroyedError):
-        envelope.unwrap_dek(ctx.keys, wrapped, tenant=str(tenant.id), recording_id=first.id)
+        ctx.keys.unwrap_dek(backup, tenant_id=tenant.id, recording_id=first.id)
     assert decrypt(ctx, row(ctx, other.id)).startswith(b"tiny body ")  # rewrapped, still fine
 
     clock.advance(minutes=5)
@@ -217,6 +226,68 @@ def test_erasure_input_permission_and_scope(ctx: Context) -> None:
     with ctx.db.session() as s, pytest.raises(NotFoundError):
         erasure.get_request(s, actor=privacy(other), request_id=nothing.id, now=ctx.now())
     assert row(ctx, rec.id).status == S.stored
+
+
+# --- the receipt as a signed document ------------------------------------------------------------
+
+
+def completed_receipt(ctx: Context, clock: FakeClock) -> ErasureRequest:
+    tenant = make_tenant(ctx)
+    kek_cycle(ctx, clock())
+    rec = ingest(ctx, tenant)
+    req = request(ctx, recording_ids=[rec.id])
+    erasure.process(ctx, now=clock())
+    kek_cycle(ctx, clock(), force=True)
+    assert erasure.process(ctx, now=clock()) == 1
+    with ctx.db.session() as s:
+        done = s.get(ErasureRequest, req.id)
+    assert done is not None and done.receipt and done.receipt_signature
+    return done
+
+
+def as_checkpoint(ctx: Context, statement: str, signature: str) -> dict[str, Any] | str:
+    """What the checkpoint verifier makes of a document signed with the same audit key."""
+    row = AuditCheckpoint(
+        chain_id="global", head_seq=1, head_hash="0" * 64, created_at=ctx.now(),
+        public_key="", statement=statement, signature=signature,
+    )  # fmt: skip
+    verifier = Ed25519PublicKey.from_public_bytes(ctx.keys.signing_public_key())
+    return checkpoints._parse_statement(row, verifier)
+
+
+def test_receipt_verifies_under_the_audit_key_and_only_as_a_receipt(
+    ctx: Context, clock: FakeClock
+) -> None:
+    done = completed_receipt(ctx, clock)
+    assert done.receipt is not None and done.receipt_signature is not None
+    text, signature = done.receipt, done.receipt_signature
+    assert text.endswith('"type":"callvault.erasure-receipt","version":1}')
+    receipt = erasure.verify_receipt(ctx.keys.signing_public_key(), text, signature)
+    assert receipt["request_id"] == str(done.id) and len(receipt["items"]) == 1
+    assert receipt["signature"] == {"alg": "Ed25519", "over": "the canonical JSON of this receipt"}
+
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    with pytest.raises(signing.SignedDocumentError, match="signature does not verify"):
+        erasure.verify_receipt(other, text, signature)
+    tampered = text.replace('"on_time":true', '"on_time":false')
+    assert tampered != text
+    with pytest.raises(signing.SignedDocumentError, match="signature does not verify"):
+        erasure.verify_receipt(ctx.keys.signing_public_key(), tampered, signature)
+    # Signed with the very key that signs checkpoints, yet no checkpoint.
+    assert as_checkpoint(ctx, text, signature) == (
+        "type is 'callvault.erasure-receipt', expected 'callvault.audit-checkpoint'"
+    )
+
+
+def test_receipt_from_before_typed_documents_reads_as_v1(ctx: Context, clock: FakeClock) -> None:
+    done = completed_receipt(ctx, clock)
+    assert done.receipt is not None
+    old = {k: v for k, v in json.loads(done.receipt).items() if k not in ("type", "version")}
+    legacy = audit.canonical_json({**old, "type": "callvault.erasure-receipt/v1"})
+    signature = ctx.keys.sign(legacy.encode()).hex()
+    receipt = erasure.verify_receipt(ctx.keys.signing_public_key(), legacy, signature)
+    assert receipt == {**old, "type": signing.ERASURE_RECEIPT, "version": 1}
+    assert "type is 'callvault.erasure-receipt/v1'" in str(as_checkpoint(ctx, legacy, signature))
 
 
 # --- HTTP ----------------------------------------------------------------------------------------

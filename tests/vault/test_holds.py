@@ -41,7 +41,7 @@ from vault.identity import principals
 from vault.models import RecordingStatus, Role
 from vault.recordings import metadata as recordings
 from vault.retention import disposal as retention
-from vault.retention import expiry, holds
+from vault.retention import expiry, holds, holds_mirror
 from vault.setup import initialise
 from vault.storage import S3BlobStore
 
@@ -212,7 +212,7 @@ def test_object_lock_is_set_on_every_version_and_refuses_outsiders(
     # A flag lost behind callvault's back (or never set: the store was down) is re-applied.
     s3_admin.disable_object_legal_hold(bucket, key, version_id=vs[0].version_id)
     assert sorted(flags(ctx, key)) == [False, True]
-    assert holds.sync_object_locks(ctx) == 2 and flags(ctx, key) == [True, True]
+    assert holds_mirror.sync_object_locks(ctx) == 2 and flags(ctx, key) == [True, True]
 
     release(ctx, h.id)
     assert flags(ctx, key) == [False, False]
@@ -243,15 +243,14 @@ def test_a_hold_placed_during_a_disposal_run_wins_on_postgres(
         listed.set()
         assert go.wait(20)
 
-    monkeypatch.setattr(retention, "_candidates_listed", pause)
-    with _background(lambda: retention.dispose(ctx, now=clock(), limit=1)) as outcome:
+    run = lambda: retention.dispose(ctx, now=clock(), limit=1, after_listing=pause)  # noqa: E731
+    with _background(run) as outcome:
         assert listed.wait(20)
         h1 = hold(ctx, recording_ids=[first.id, second.id])
         go.set()
     assert outcome["value"] == Result(disposed=0, deferred=2)
     assert row(ctx, first.id).status == row(ctx, second.id).status == S.stored
     release(ctx, h1.id)
-    monkeypatch.undo()
 
     # 2. The hold's transaction has locked the rows but not committed: disposal skips them.
     with ctx.db.transaction() as s:
@@ -259,7 +258,7 @@ def test_a_hold_placed_during_a_disposal_run_wins_on_postgres(
             s, actor=privacy(), store=ctx.store, case_ref="CASE-2", reason="subpoena",
             recording_ids=[first.id], now=clock(),
         )  # fmt: skip
-        with _background(lambda: retention._claim(ctx, now=clock(), only=[first.id], n=5)) as out:
+        with _background(lambda: retention.claim(ctx, now=clock(), only=[first.id], n=5)) as out:
             pass
         assert out["value"] == []  # SKIP LOCKED: no wait, no claim
     assert retention.dispose(ctx, now=clock()) == Result(disposed=1, deferred=1)

@@ -559,7 +559,7 @@ def test_key_provider_down_is_503(env: Env, monkeypatch: pytest.MonkeyPatch) -> 
     def down(*_: Any, **__: Any) -> bytes:
         raise KeyProviderError("unreachable")
 
-    monkeypatch.setattr(type(env.ctx.keys), "unwrap", down)
+    monkeypatch.setattr(type(env.ctx.keys.provider), "unwrap", down)
     _problem(env.get(grant=gid), 503, "key-provider-unavailable")
     assert env.events("recording.read") == [] and env.store.calls == []
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from crypto import envelope, streaming
+from crypto import streaming
 from crypto.errors import KeyProviderError
 from tests.support.clock import FakeClock
 from tests.support.net import free_port
@@ -40,7 +40,7 @@ from vault.models import AuditEvent, Recording, RecordingPurpose, RecordingStatu
 from vault.recordings import metadata as recordings
 from vault.recordings.ingest import ingest as ingest_recording
 from vault.recordings.sweep import sweep_orphans
-from vault.storage import BlobStore, LocalBlobStore, PutResult, S3BlobStore, StorageUnavailableError
+from vault.storage import BlobStore, LocalBlobStore, PutResult, S3BlobStore
 
 MIB = 1024 * 1024
 MARKER = b"PLAINTEXT-MARKER-7f3a9c"
@@ -126,12 +126,7 @@ def assert_nothing_stored(ctx: Context, store: BlobStore | None = None) -> None:
 
 def decrypt(ctx: Context, rec: Recording) -> bytes:
     assert rec.wrapped_dek is not None and rec.ciphertext_size is not None and rec.size is not None
-    dek = envelope.unwrap_dek(
-        ctx.keys,
-        envelope.decode_wrapped(rec.wrapped_dek),
-        tenant=str(rec.tenant_id),
-        recording_id=rec.id,
-    )
+    dek = ctx.keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
 
     def read_at(offset: int, length: int) -> bytes:
         return ctx.store.read_range(
@@ -175,11 +170,11 @@ class FailingStore:
             it = iter(chunks)
             for _ in range(self.after):
                 next(it)
-        raise StorageUnavailableError("store went away")
+        raise StoreUnavailableError("store went away")
 
     def delete_all_versions(self, key: str) -> int:
         if self.delete_fails:
-            raise StorageUnavailableError("store went away")
+            raise StoreUnavailableError("store went away")
         return self.inner.delete_all_versions(key)
 
     def __getattr__(self, name: str) -> Any:
@@ -332,7 +327,7 @@ def test_key_provider_failure(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> 
     def broken(*_a: Any, **_k: Any) -> Any:
         raise KeyProviderError("transit down")
 
-    monkeypatch.setattr(ctx.keys, "wrap", broken)
+    monkeypatch.setattr(ctx.keys.provider, "wrap", broken)
     with pytest.raises(KeyProviderUnavailableError):
         do_ingest(ctx, actor_for(tenant), tenant.name)
     assert_nothing_stored(ctx)
@@ -450,7 +445,13 @@ def test_sweeper(ctx: Context, clock: FakeClock) -> None:
         assert not ctx.store.exists(rows[rid].object_key)
     assert ctx.store.exists(rows[mid_disposal].object_key)
     assert decrypt(ctx, rows[stored.id]) == b"hello world"
-    assert len(events(ctx, "recording.sweep")) == 3  # claim + objects of stale, crashed
+    # One event per lifecycle edge, whoever moves the row: the stale ingest failed (swept), the
+    # crashed disposal finished as any disposal does; removing the failed row's objects is the
+    # sweeper's own act.
+    (failed,) = events(ctx, "recording.ingest.failed")
+    assert failed.target == str(stale) and '"reason":"swept"' in failed.canonical
+    assert [e.target for e in events(ctx, "media.destroy")] == [str(crashed)]
+    assert [e.target for e in events(ctx, "recording.sweep")] == [str(stale)]
 
     assert sweep_orphans(ctx, older_than=timedelta(hours=1), now=clock()) == 0
     assert_chain_ok(ctx)
@@ -472,8 +473,10 @@ def test_upload_outliving_the_sweeper_cleans_up_after_itself(
         do_ingest(ctx, actor_for(tenant), tenant.name, slow_body())
     assert swept == [1]
     assert_nothing_stored(ctx)
-    (event,) = events(ctx, "recording.ingest.failed")
-    assert "abandoned" in event.canonical
+    # The sweeper's pending -> failed, then the upload's own cleanup of row and object.
+    swept_event, cleanup = events(ctx, "recording.ingest.failed")
+    assert '"reason":"swept"' in swept_event.canonical
+    assert "abandoned" in cleanup.canonical and '"discarded":true' in cleanup.canonical
     assert len(events(ctx, "recording.ingest")) == 0
     assert_chain_ok(ctx)
 

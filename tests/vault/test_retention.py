@@ -226,7 +226,7 @@ def test_a_crash_after_the_dek_is_destroyed_is_finished_once(
     recs = [ingest(ctx, tenant) for _ in range(3)]
     clock.advance(days=31)
     # Step 1 alone, as if the worker died right after its commit.
-    claimed = retention._claim(ctx, now=clock(), only=None, n=2)
+    claimed = retention.claim(ctx, now=clock(), only=None, n=2)
     assert len(claimed) == 2
     for rid in claimed:
         half = row(ctx, rid)
@@ -254,7 +254,7 @@ def test_partial_version_removal_and_stale_flags_are_finished(
     # A stale Object Lock flag with no hold behind it (a release whose S3 call failed).
     assert ctx.store.set_legal_hold(flagged.object_key, on=True) == 1
     clock.advance(days=31)
-    assert set(retention._claim(ctx, now=clock(), only=None, n=10)) == {rec.id, flagged.id}
+    assert set(retention.claim(ctx, now=clock(), only=None, n=10)) == {rec.id, flagged.id}
     first = versions(ctx, rec.object_key)[0]  # a crash after part of the versions went
     ctx.store.client.remove_object(ctx.store.bucket, rec.object_key, version_id=first.version_id)
 
@@ -351,7 +351,7 @@ def _check_invariants(ctx: Context, tenant: Tenant, now: datetime) -> None:
                 assert rec.status == S.disposed  # nothing is left half-way
                 assert rec.call_id is None and rec.sha256 is None
             else:
-                due = not any(p.active(now) for p in ps)
+                due = not any(p.active_at(now) for p in ps)
                 # every unheld recording due at this run was disposed by it
                 assert not (due and rec.id not in active), rec.id
                 assert rec.id not in erased or rec.id in active

@@ -22,15 +22,8 @@ from minio.error import S3Error
 from tests.support.net import free_port
 from tests.support.weed import WeedServer
 from tests.vault.conftest import new_bucket_name
-from vault.storage import (
-    BlobLockedError,
-    BlobNotFoundError,
-    BlobStore,
-    InvalidKeyError,
-    LocalBlobStore,
-    S3BlobStore,
-    StorageUnavailableError,
-)
+from vault.errors import BlobLockedError, BlobNotFoundError, InvalidKeyError, StoreUnavailableError
+from vault.storage import BlobStore, LocalBlobStore, S3BlobStore
 from vault.storage.s3 import DEFAULT_PART_SIZE, PARTS_IN_FLIGHT
 
 MIB = 1024 * 1024
@@ -238,7 +231,7 @@ def test_local_store_has_no_versions_and_no_locks(local_store: LocalBlobStore) -
 
 
 def test_local_check_fails_without_root(tmp_path: Path) -> None:
-    with pytest.raises(StorageUnavailableError):
+    with pytest.raises(StoreUnavailableError):
         LocalBlobStore(tmp_path / "missing").check()
 
 
@@ -331,7 +324,7 @@ def test_s3_bucket_without_object_lock(weed: WeedServer) -> None:
         secret_key=weed.secret_key,
         bucket=new_bucket_name(),
     )
-    with pytest.raises(StorageUnavailableError):
+    with pytest.raises(StoreUnavailableError):
         store.check()  # bucket missing: not ready
     store.ensure_bucket(object_lock=False)
     store.ensure_bucket(object_lock=False)  # idempotent
@@ -374,7 +367,7 @@ def test_s3_anonymous_and_wrong_credentials_are_refused(
         secret_key="not-the-secret-key",
         bucket=s3_store.bucket,
     )
-    with pytest.raises(StorageUnavailableError):
+    with pytest.raises(StoreUnavailableError):
         wrong.check()
     assert not s3_store.exists("planted")
 
@@ -394,6 +387,6 @@ def test_s3_unreachable_endpoint_fails_fast() -> None:
         store.supports_object_lock,
     ):
         started = time.monotonic()
-        with pytest.raises(StorageUnavailableError):
+        with pytest.raises(StoreUnavailableError):
             call()
         assert time.monotonic() - started < 5

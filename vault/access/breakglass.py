@@ -16,40 +16,29 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
-from vault import audit
+from vault import audit, authz
 from vault.access import grants
 from vault.access.rules import (
-    REVIEW_OVERDUE,
     check_comment,
     check_duration,
     check_ids,
     check_openable,
     check_reason,
     check_ref,
-    ensure_scope,
     grant_tenants,
-    load_recordings,
-    owner_key,
+    lock_row,
     require_principal,
-    same_owner,
     single_tenant,
 )
-from vault.authz import Actor, Permission, ensure
-from vault.errors import ConflictError, NotFoundError, PermissionDeniedError
-from vault.models import Grant, GrantKind, Principal, Role
+from vault.authz import Actor, Permission, owner_key
+from vault.errors import ConflictError
+from vault.models import Grant, GrantKind, Principal
 from vault.policy import Policy
 from vault.tags import AuditAction
 
 MAX_BREAK_GLASS_MINUTES = 60.0
-
-
-def _ensure_security(actor: Actor, permission: Permission) -> None:
-    ensure(actor, permission)
-    # The local operator holds every permission, but break-glass is a person's act.
-    if actor.system or actor.role != Role.security:
-        raise PermissionDeniedError("break-glass is for security principals only")
 
 
 def open_break_glass(session: Session, owner: str) -> Grant | None:
@@ -57,7 +46,7 @@ def open_break_glass(session: Session, owner: str) -> Grant | None:
     the review is still owed)."""
     stmt = select(Grant).where(
         Grant.owner == owner_key(owner), Grant.kind == GrantKind.break_glass.value,
-        col(Grant.needs_review).is_(True), col(Grant.reviewed_at).is_(None),
+        Grant.review_open(),
     )  # fmt: skip
     return session.exec(stmt).first()
 
@@ -74,7 +63,7 @@ def break_glass(
     duration_minutes: float,
     now: datetime,
 ) -> Grant:
-    _ensure_security(actor, Permission.break_glass)
+    authz.authorize(session, actor, Permission.break_glass, now=now)
     rules = policy.purpose(purpose)
     ids = check_ids(recording_ids)
     limit = min(MAX_BREAK_GLASS_MINUTES, rules.max_access_minutes)
@@ -86,7 +75,9 @@ def break_glass(
     session.exec(
         select(Principal.id).where(Principal.owner == owner_key(actor.owner)).with_for_update()
     ).all()
-    recs = load_recordings(session, actor, ids)
+    recs = authz.get_visible_many(
+        session, actor, ids, permission=Permission.break_glass, now=now
+    )
     check_openable(session, recs, purpose, now)
     existing = open_break_glass(session, actor.owner)
     if existing is not None:
@@ -116,22 +107,21 @@ def review_break_glass(
     session: Session, *, actor: Actor, grant_id: uuid.UUID, comment: str, now: datetime
 ) -> Grant:
     """Close the after-review of a break-glass grant (another owner's, within scope)."""
-    _ensure_security(actor, Permission.break_glass_review)
+    authz.authorize(session, actor, Permission.break_glass_review, now=now)
     comment = check_comment(comment, required=True)
     require_principal(session, actor)
-    grant = session.get(Grant, grant_id, with_for_update=True, populate_existing=True)
-    if grant is None:
-        raise NotFoundError(f"no grant {grant_id}")
+    grant: Grant = lock_row(session, Grant, grant_id, "grant")
     tenants = grant_tenants(session, grant.id)
-    ensure_scope(actor, tenants, f"grant {grant.id}")
+    target = authz.objects(
+        tenants, grant.id, holder_id=grant.principal_id, holder_owner=grant.owner,
+        kind=grant.kind,
+    )  # fmt: skip
+    authz.authorize(session, actor, Permission.break_glass_review, target, now=now)
     if grant.kind != GrantKind.break_glass.value:
         raise ConflictError(f"grant {grant.id} is not a break-glass grant; nothing to review")
-    if actor.id == grant.principal_id or same_owner(actor.owner, grant.owner):
-        raise PermissionDeniedError(
-            "a break-glass grant is reviewed by a security principal of another owner"
-        )
     if grant.reviewed_at is not None:
         raise ConflictError(f"grant {grant.id} was already reviewed")
+    overdue = grant.review_overdue_at(now)
     grant.reviewed_at, grant.reviewed_by, grant.review_comment = now, actor.id, comment
     session.add(grant)
     session.flush()
@@ -141,6 +131,6 @@ def review_break_glass(
         grant_id=grant.id,
         details={"comment": comment, "holder": str(grant.principal_id),
                  "incident_ref": grant.incident_ref,
-                 "overdue": now - grant.created_at > REVIEW_OVERDUE},
+                 "overdue": overdue},
     )  # fmt: skip
     return grant

@@ -15,8 +15,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault.authz import Actor
-from vault.errors import GoneError, NotFoundError, PermissionDeniedError
+from vault import authz
+from vault.authz import Actor, Permission
+from vault.errors import GoneError, NotFoundError
 from vault.models import (
     Grant,
     GrantKind,
@@ -64,10 +65,6 @@ def issue_grant(
     return grant
 
 
-def is_active(grant: Grant, now: datetime) -> bool:
-    return grant.revoked_at is None and grant.not_before <= now < grant.expires_at
-
-
 def recording_ids(session: Session, grant_id: uuid.UUID) -> list[uuid.UUID]:
     rows = session.exec(
         select(GrantRecording.recording_id).where(GrantRecording.grant_id == grant_id)
@@ -75,27 +72,16 @@ def recording_ids(session: Session, grant_id: uuid.UUID) -> list[uuid.UUID]:
     return sorted(rows.all())
 
 
-def to_public(
-    session: Session, grant: Grant, *, now: datetime, overdue_after: float = 24 * 3600
-) -> GrantPublic:
-    open_review = grant.needs_review and grant.reviewed_at is None
-    overdue = open_review and (now - grant.created_at).total_seconds() > overdue_after
+def to_public(session: Session, grant: Grant, *, now: datetime) -> GrantPublic:
+    open_review = grant.review_open()
+    overdue = grant.review_overdue_at(now)
     return GrantPublic(
         id=grant.id, kind=GrantKind(grant.kind), principal_id=grant.principal_id,
         purpose=grant.purpose, recording_ids=recording_ids(session, grant.id),
         request_id=grant.request_id, not_before=grant.not_before, expires_at=grant.expires_at,
-        revoked_at=grant.revoked_at, active=is_active(grant, now), needs_review=open_review,
+        revoked_at=grant.revoked_at, active=grant.active_at(now), needs_review=open_review,
         review_overdue=overdue, reviewed_at=grant.reviewed_at, incident_ref=grant.incident_ref,
     )  # fmt: skip
-
-
-def _purpose_active(session: Session, recording_id: uuid.UUID, purpose: str, now: datetime) -> bool:
-    row = session.get(RecordingPurpose, (recording_id, purpose))
-    return row is not None and row.active(now)
-
-
-def _covers(session: Session, grant_id: uuid.UUID, recording_id: uuid.UUID) -> bool:
-    return session.get(GrantRecording, (grant_id, recording_id)) is not None
 
 
 def authorize_read(
@@ -108,38 +94,45 @@ def authorize_read(
 ) -> tuple[Grant, Recording]:
     """The grant that lets ``actor`` read this recording now, or a domain error.
 
-    Not found (missing or out of scope) → NotFoundError; disposed → GoneError; no usable grant →
-    PermissionDeniedError. Without ``grant_id`` the caller's active covering grant that lasts
-    longest is used.
+    Not found (missing or out of scope) -> NotFoundError; disposed -> GoneError; no usable grant
+    -> PermissionDeniedError, audited by :func:`vault.authz.authorize` (content is never a role
+    permission). Without ``grant_id`` the caller's active covering grant that lasts longest is
+    used.
     """
-    recording = session.get(Recording, recording_id)
-    if recording is None or not actor.in_scope(recording.tenant_id):
-        raise NotFoundError(f"no recording {recording_id}")
+    recording = authz.get_visible(
+        session, actor, Recording, recording_id, permission=Permission.recording_content_read,
+        now=now, what="recording",
+    )  # fmt: skip
     if recording.status in GONE:
         raise GoneError(f"recording {recording_id} has been disposed of")
     if recording.status in UNREADABLE:
         raise NotFoundError(f"no recording {recording_id}")
-    if grant_id is not None:
-        candidates = [g for g in [session.get(Grant, grant_id)] if g is not None]
-    else:
-        stmt = (
-            select(Grant)
-            .join(GrantRecording, col(GrantRecording.grant_id) == col(Grant.id))
-            .where(GrantRecording.recording_id == recording_id, Grant.principal_id == actor.id)
-            .order_by(col(Grant.expires_at).desc())
+    usable = (
+        select(Grant)
+        .join(GrantRecording, col(GrantRecording.grant_id) == col(Grant.id))
+        .join(
+            RecordingPurpose,
+            sa.and_(
+                col(RecordingPurpose.recording_id) == col(GrantRecording.recording_id),
+                col(RecordingPurpose.purpose) == col(Grant.purpose),
+            ),
         )
-        candidates = list(session.exec(stmt).all())
-    for grant in candidates:
-        if (
-            grant.principal_id == actor.id
-            and is_active(grant, now)
-            and _covers(session, grant.id, recording_id)
-            and _purpose_active(session, recording_id, grant.purpose, now)
-        ):
-            return grant, recording
-    raise PermissionDeniedError(
-        "no active grant of yours covers this recording for an active purpose"
+        .where(
+            GrantRecording.recording_id == recording_id,
+            Grant.principal_id == actor.id,
+            Grant.active_at(now),
+            RecordingPurpose.active_at(now),
+        )
+        .order_by(col(Grant.expires_at).desc())
     )
+    if grant_id is not None:
+        usable = usable.where(Grant.id == grant_id)
+    grant = session.exec(usable).first()
+    if grant is None:
+        target = authz.objects([recording.tenant_id], recording_id)
+        authz.authorize(session, actor, Permission.recording_content_read, target, now=now)
+    assert grant is not None
+    return grant, recording
 
 
 def still_valid(
@@ -147,10 +140,7 @@ def still_valid(
 ) -> bool:
     """The per-segment re-check during a stream: one indexed query, and it fails closed."""
     stmt = (
-        sa.select(
-            Grant.revoked_at, Grant.not_before, Grant.expires_at, Recording.status,
-            RecordingPurpose.ended_at, RecordingPurpose.expires_at,
-        )
+        sa.select(sa.literal(1))
         .select_from(Grant)
         .join(GrantRecording, col(GrantRecording.grant_id) == col(Grant.id))
         .join(Recording, col(Recording.id) == col(GrantRecording.recording_id))
@@ -161,16 +151,12 @@ def still_valid(
                 col(RecordingPurpose.purpose) == col(Grant.purpose),
             ),
         )
-        .where(col(Grant.id) == grant_id, col(GrantRecording.recording_id) == recording_id)
+        .where(
+            col(Grant.id) == grant_id,
+            col(GrantRecording.recording_id) == recording_id,
+            Grant.active_at(now),
+            col(Recording.status).not_in(GONE),
+            RecordingPurpose.active_at(now),
+        )
     )  # fmt: skip
-    row = session.execute(stmt).first()
-    if row is None:
-        return False
-    revoked_at, not_before, grant_expires, status, ended_at, purpose_expires = row
-    return (
-        revoked_at is None
-        and not_before <= now < grant_expires
-        and status not in GONE
-        and ended_at is None
-        and purpose_expires > now
-    )
+    return session.execute(stmt).first() is not None

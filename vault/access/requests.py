@@ -1,13 +1,16 @@
-"""Access requests, four-eyes reviews, revocation, listings and the expiry sweep.
+"""Access requests, four-eyes reviews, revocation and the expiry sweep.
 
-Rules (DESIGN.md "Access invariants"):
+Rules (DESIGN.md "Access invariants"), decided by :func:`vault.authz.authorize` and its object
+rules where they are about *who*, here where they are about *state*:
 - a request names 1..100 stored recordings in the requester's scope, one purpose active on all of
   them, a duration within the purpose's ``max_access_minutes``, a reason and a ticket;
 - four-eyes compares *owners*: the requester's owner never reviews, and one owner counts once
   however many principals it holds;
 - a reviewer holds one of the purpose's ``approver_roles`` and has scope over every recording's
   tenant; the purpose is re-checked at approval time;
-- a state change and its audit event share the caller's transaction (the caller commits).
+- a state change and its audit event share the caller's unit of work. An expiry noticed while
+  refusing a review is written in a short transaction of its own (``vault.db.detached``), so it
+  survives the refusal's rollback.
 
 Input rules and shared look-ups live in :mod:`vault.access.rules`, the listings in
 :mod:`vault.access.queries`, break-glass in :mod:`vault.access.breakglass`.
@@ -22,10 +25,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from vault import audit
+from vault import audit, authz
 from vault.access import grants
 from vault.access.rules import (
-    REVIEW_OVERDUE,
     approving_owners,
     check_comment,
     check_duration,
@@ -34,49 +36,41 @@ from vault.access.rules import (
     check_reason,
     check_ref,
     effective_status,
-    ensure_scope,
     grant_tenants,
-    load_recordings,
     lock_row,
-    owner_key,
     request_recording_ids,
     request_tenants,
     require_principal,
-    same_owner,
     single_tenant,
 )
-from vault.authz import Actor, Permission, ensure
-from vault.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from vault.authz import Actor, Permission, owner_key
+from vault.db import detached
+from vault.errors import ConflictError, InvalidInputError
 from vault.leases import claim
 from vault.models import (
     AccessRequest,
     AccessRequestRecording,
     AccessRequestStatus,
     Grant,
-    GrantKind,
     Review,
     ReviewDecision,
-    Role,
 )
 from vault.policy import Policy
 from vault.tags import AuditAction
 
 __all__ = [
-    "EXPIRE_ACTOR", "RequestExpiredError", "create_request",
-    "expire", "review", "revoke_grant", "revoke_request",
+    "EXPIRE_ACTOR", "RequestExpiredError", "create_request", "expire", "review", "revoke_grant",
+    "revoke_request",
 ]  # fmt: skip
 
 S = AccessRequestStatus
 P = Permission
 EXPIRE_ACTOR = "system:expire-grants"
-# Roles that may revoke grants they do not hold (within their scope).
-REVOKER_ROLES = frozenset({Role.approver, Role.security})
 EXPIRE_BATCH = 500
 
 
 class RequestExpiredError(ConflictError):
-    """The request outlived its TTL. It has been marked expired (and audited) in the session:
-    the caller commits that before answering."""
+    """The request outlived its TTL; its expiry is recorded in a transaction of its own."""
 
 
 def _audit(session: Session, action: AuditAction, actor: str, now: datetime, **kw: Any) -> None:
@@ -99,7 +93,7 @@ def create_request(
     request_ttl: timedelta,
     now: datetime,
 ) -> AccessRequest:
-    ensure(actor, P.access_request)
+    authz.authorize(session, actor, P.access_request, now=now)
     require_principal(session, actor)
     rules = policy.purpose(purpose)
     ids = check_ids(recording_ids)
@@ -107,7 +101,7 @@ def create_request(
     reason, ticket = check_reason(reason), check_ref(ticket)
     if request_ttl <= timedelta(0):
         raise ValueError("request_ttl must be positive")
-    recs = load_recordings(session, actor, ids)
+    recs = authz.get_visible_many(session, actor, ids, permission=P.access_request, now=now)
     check_openable(session, recs, purpose, now)
     req = AccessRequest(
         purpose=purpose, reason=reason, ticket=ticket, duration_minutes=duration,
@@ -143,6 +137,23 @@ def _mark_expired(session: Session, req: AccessRequest, actor: str, now: datetim
     )  # fmt: skip
 
 
+def _expire_detached(request_id: uuid.UUID, actor: str, now: datetime) -> Any:
+    def write(session: Session) -> None:
+        req = lock_row(session, AccessRequest, request_id, "access request")
+        if req.lapsed_at(now):  # still pending: nobody recorded the expiry meanwhile
+            _mark_expired(session, req, actor, now)
+
+    return write
+
+
+def _request_resource(session: Session, req: AccessRequest, policy: Policy) -> authz.Resource:
+    return authz.objects(
+        request_tenants(session, req.id), req.id, holder_id=req.requester_id,
+        holder_owner=req.requester_owner,
+        approver_roles=frozenset(policy.purpose(req.purpose).approver_roles),
+    )  # fmt: skip
+
+
 def review(
     session: Session,
     *,
@@ -154,7 +165,7 @@ def review(
     now: datetime,
 ) -> AccessRequest:
     """Approve or deny; the grant is issued once enough distinct owners approve."""
-    ensure(actor, P.access_review)
+    authz.authorize(session, actor, P.access_review, now=now)
     try:
         decision = ReviewDecision(decision)
     except ValueError:
@@ -163,20 +174,10 @@ def review(
     require_principal(session, actor)
     req: AccessRequest = lock_row(session, AccessRequest, request_id, "access request")
     # Authority before state, so nobody learns a request's state without the right to review it.
-    if actor.id == req.requester_id or same_owner(actor.owner, req.requester_owner):
-        raise PermissionDeniedError(
-            "self-approval: the requester's owner can never review this request"
-        )
-    tenants = request_tenants(session, req.id)
-    ensure_scope(actor, tenants, f"access request {req.id}")
-    rules = policy.purpose(req.purpose)
-    if actor.role not in rules.approver_roles:
-        raise PermissionDeniedError(
-            f"role {actor.role} may not review {req.purpose!r} requests "
-            f"(approver roles: {', '.join(rules.approver_roles)})"
-        )
-    if effective_status(req, now) == S.expired and req.status == S.pending:
-        _mark_expired(session, req, actor.audit_name, now)
+    target = _request_resource(session, req, policy)
+    authz.authorize(session, actor, P.access_review, target, now=now)
+    if req.lapsed_at(now):
+        detached(session, _expire_detached(req.id, actor.audit_name, now))
         raise RequestExpiredError(f"access request {req.id} has expired")
     if req.status != S.pending:
         raise ConflictError(f"access request {req.id} is {req.status}, not pending")
@@ -187,10 +188,13 @@ def review(
     if prior is not None:
         raise ConflictError("your owner has already reviewed this request; an owner counts once")
 
-    tenant, ids = single_tenant(tenants), request_recording_ids(session, req.id)
+    rules = policy.purpose(req.purpose)
+    tenant = single_tenant(target.tenants)
+    ids = request_recording_ids(session, req.id)
     if decision == ReviewDecision.approve:
         # Re-check now: the purpose may have ended, or the recording gone, since the request.
-        check_openable(session, load_recordings(session, actor, ids), req.purpose, now)
+        recs = authz.get_visible_many(session, actor, ids, permission=P.access_review, now=now)
+        check_openable(session, recs, req.purpose, now)
         check_duration(req.duration_minutes, rules.max_access_minutes, req.purpose)
     session.add(
         Review(
@@ -200,18 +204,14 @@ def review(
     )  # fmt: skip
     session.flush()
     approvals = approving_owners(session, req.id)
-    action = (
-        AuditAction.access_approve
-        if decision == ReviewDecision.approve
-        else (AuditAction.access_deny)
-    )
+    approved = decision == ReviewDecision.approve
     _audit(
-        session, action, actor.audit_name, now, tenant_id=tenant, target=str(req.id),
-        purpose=req.purpose,
+        session, AuditAction.access_approve if approved else AuditAction.access_deny,
+        actor.audit_name, now, tenant_id=tenant, target=str(req.id), purpose=req.purpose,
         details={"comment": comment, "approvals": approvals,
                  "approvals_required": req.approvals_required},
     )  # fmt: skip
-    if decision == ReviewDecision.deny:
+    if not approved:
         req.status, req.decided_at = S.denied, now
     elif approvals >= req.approvals_required:
         grant = grants.issue_grant(
@@ -233,20 +233,6 @@ def review(
 
 
 # --- revocation -----------------------------------------------------------------------------------
-
-
-def _ensure_may_revoke(
-    actor: Actor, *, holder_id: uuid.UUID, holder_owner: str, tenants: set[uuid.UUID], what: str
-) -> None:
-    """The holder themself (any of their principals), or an approver/security with full scope.
-    Revoking only ever reduces access, so the local operator may too."""
-    if actor.system or actor.id == holder_id or same_owner(actor.owner, holder_owner):
-        return
-    if actor.role not in REVOKER_ROLES:
-        if not any(actor.in_scope(t) for t in tenants):
-            raise NotFoundError(f"no {what}")
-        raise PermissionDeniedError("only the holder, an approver or security may revoke this")
-    ensure_scope(actor, tenants, what)
 
 
 def _revoke(session: Session, actor: Actor, grant: Grant, reason: str, now: datetime) -> Grant:
@@ -276,14 +262,14 @@ def revoke_grant(
     session: Session, *, actor: Actor, grant_id: uuid.UUID, reason: str = "", now: datetime
 ) -> Grant:
     """Revoke any grant, break-glass included. Revoking twice is a conflict."""
-    ensure(actor, P.grant_revoke)
+    authz.authorize(session, actor, P.grant_revoke, now=now)
     reason = check_comment(reason)
     grant: Grant = lock_row(session, Grant, grant_id, "grant")
-    tenants = grant_tenants(session, grant.id)
-    _ensure_may_revoke(
-        actor, holder_id=grant.principal_id, holder_owner=grant.owner, tenants=tenants,
-        what=f"grant {grant.id}",
+    target = authz.objects(
+        grant_tenants(session, grant.id), grant.id, holder_id=grant.principal_id,
+        holder_owner=grant.owner,
     )  # fmt: skip
+    authz.authorize(session, actor, P.grant_revoke, target, now=now)
     return _revoke(session, actor, grant, reason, now)
 
 
@@ -291,14 +277,14 @@ def revoke_request(
     session: Session, *, actor: Actor, request_id: uuid.UUID, reason: str = "", now: datetime
 ) -> AccessRequest:
     """Withdraw a pending request, or revoke the grant of an approved one."""
-    ensure(actor, P.grant_revoke)
+    authz.authorize(session, actor, P.grant_revoke, now=now)
     reason = check_comment(reason)
     req: AccessRequest = lock_row(session, AccessRequest, request_id, "access request")
     tenants = request_tenants(session, req.id)
-    _ensure_may_revoke(
-        actor, holder_id=req.requester_id, holder_owner=req.requester_owner, tenants=tenants,
-        what=f"access request {req.id}",
-    )  # fmt: skip
+    target = authz.objects(
+        tenants, req.id, holder_id=req.requester_id, holder_owner=req.requester_owner
+    )
+    authz.authorize(session, actor, P.grant_revoke, target, now=now)
     status = effective_status(req, now)
     if status == S.approved and req.grant_id is not None:
         _revoke(session, actor, lock_row(session, Grant, req.grant_id, "grant"), reason, now)
@@ -329,9 +315,7 @@ def expire(session: Session, *, now: datetime, actor: str = EXPIRE_ACTOR) -> int
     """Mark lapsed requests and grants, and flag overdue break-glass reviews once. Idempotent:
     every step only selects rows it has not marked yet. Returns the number of changes."""
     changed = 0
-    lapsed = select(AccessRequest).where(
-        AccessRequest.status == S.pending, col(AccessRequest.expires_at) <= now
-    )
+    lapsed = select(AccessRequest).where(AccessRequest.lapsed_at(now))
     while rows := _claim(session, lapsed):
         for req in rows:
             _mark_expired(session, req, actor, now)
@@ -353,10 +337,8 @@ def expire(session: Session, *, now: datetime, actor: str = EXPIRE_ACTOR) -> int
             )  # fmt: skip
         changed += len(rows)
     overdue = select(Grant).where(
-        Grant.kind == GrantKind.break_glass.value, col(Grant.needs_review).is_(True),
-        col(Grant.reviewed_at).is_(None), col(Grant.overdue_flagged_at).is_(None),
-        col(Grant.created_at) < now - REVIEW_OVERDUE,
-    )  # fmt: skip
+        Grant.review_overdue_at(now), col(Grant.overdue_flagged_at).is_(None)
+    )
     while rows := _claim(session, overdue):
         for grant in rows:
             grant.overdue_flagged_at = now

@@ -1,24 +1,22 @@
 """/v1/access-requests, /v1/grants and /v1/break-glass.
 
-``require()`` does the role check (and audits denials); every finer rule (owners, approver roles,
-scope, state) lives in :mod:`vault.access.requests` and :mod:`vault.access.breakglass`. Routes
-commit explicitly before answering.
+Routes parse and shape; every rule (roles, owners, approver roles, scope, state) is decided by the
+services through :func:`vault.authz.authorize`, and the request's unit of work commits.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body
 from sqlmodel import Field, Session, SQLModel
 
 from vault.access import breakglass, grants, queries
 from vault.access import requests as access
-from vault.api.deps import CtxDep, CurrentActor, SessionDep, require
-from vault.authz import Actor, Permission
+from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep, SessionDep
+from vault.authz import Actor
 from vault.context import Context
 from vault.models import (
     AccessRequestCreate,
@@ -31,33 +29,12 @@ from vault.models import (
 )
 
 router = APIRouter(tags=["access"])
-P = Permission
 
 
 class RevokeCreate(SQLModel):
     reason: str = Field(default="", max_length=2000)
 
 
-def _require_any(*permissions: Permission) -> Callable[..., Actor]:
-    """Like ``require()``, satisfied by any one of ``permissions``; a denial goes through the
-    first one's ``require()``, so it is audited the same way."""
-    fallback = require(permissions[0])
-
-    def dependency(ctx: CtxDep, actor: CurrentActor) -> Actor:
-        if any(actor.can(p) for p in permissions):
-            return actor
-        return fallback(ctx, actor)
-
-    return dependency
-
-
-Requester = Annotated[Actor, Depends(require(P.access_request))]
-Reviewer = Annotated[Actor, Depends(require(P.access_review))]
-Revoker = Annotated[Actor, Depends(require(P.grant_revoke))]
-RequestLister = Annotated[Actor, Depends(_require_any(P.access_request, P.access_review))]
-GrantLister = Annotated[
-    Actor, Depends(_require_any(P.access_request, P.grant_read_all, P.grant_revoke))
-]
 ReviewBody = Annotated[ReviewCreate | None, Body()]
 RevokeBody = Annotated[RevokeCreate | None, Body()]
 
@@ -67,7 +44,7 @@ RevokeBody = Annotated[RevokeCreate | None, Body()]
 
 @router.post("/v1/access-requests", status_code=201, response_model=AccessRequestPublic)
 def create_request(
-    ctx: CtxDep, session: SessionDep, actor: Requester, body: AccessRequestCreate
+    ctx: CtxDep, session: SessionDep, actor: CurrentActor, body: AccessRequestCreate
 ) -> AccessRequestPublic:
     now = ctx.now()
     req = access.create_request(
@@ -76,16 +53,14 @@ def create_request(
         duration_minutes=body.duration_minutes,
         request_ttl=timedelta(hours=ctx.settings.access_request_ttl_hours), now=now,
     )  # fmt: skip
-    out = queries.to_public_request(session, req, now)
-    session.commit()
-    return out
+    return queries.to_public_request(session, req, now)
 
 
 @router.get("/v1/access-requests", response_model=list[AccessRequestPublic])
 def list_requests(
     ctx: CtxDep,
-    session: SessionDep,
-    actor: RequestLister,
+    session: ReadSessionDep,
+    actor: CurrentActor,
     status: AccessRequestStatus | None = None,
 ) -> list[AccessRequestPublic]:
     return queries.list_requests(session, actor=actor, status=status, now=ctx.now())
@@ -100,24 +75,18 @@ def _review(
     body: ReviewCreate | None,
 ) -> AccessRequestPublic:
     now = ctx.now()
-    try:
-        req = access.review(
-            session, actor=actor, policy=ctx.policy, request_id=request_id, decision=decision,
-            comment=(body or ReviewCreate()).comment, now=now,
-        )  # fmt: skip
-    except access.RequestExpiredError:
-        session.commit()  # keep the expiry (and its audit event) before answering 409
-        raise
-    out = queries.to_public_request(session, req, now)
-    session.commit()
-    return out
+    req = access.review(
+        session, actor=actor, policy=ctx.policy, request_id=request_id, decision=decision,
+        comment=(body or ReviewCreate()).comment, now=now,
+    )  # fmt: skip
+    return queries.to_public_request(session, req, now)
 
 
 @router.post("/v1/access-requests/{request_id}/approve", response_model=AccessRequestPublic)
 def approve(
     ctx: CtxDep,
     session: SessionDep,
-    actor: Reviewer,
+    actor: CurrentActor,
     request_id: uuid.UUID,
     body: ReviewBody = None,
 ) -> AccessRequestPublic:
@@ -128,7 +97,7 @@ def approve(
 def deny(
     ctx: CtxDep,
     session: SessionDep,
-    actor: Reviewer,
+    actor: CurrentActor,
     request_id: uuid.UUID,
     body: ReviewBody = None,
 ) -> AccessRequestPublic:
@@ -137,16 +106,18 @@ def deny(
 
 @router.post("/v1/access-requests/{request_id}/revoke", response_model=AccessRequestPublic)
 def revoke_request(
-    ctx: CtxDep, session: SessionDep, actor: Revoker, request_id: uuid.UUID, body: RevokeBody = None
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: CurrentActor,
+    request_id: uuid.UUID,
+    body: RevokeBody = None,
 ) -> AccessRequestPublic:
     now = ctx.now()
     req = access.revoke_request(
         session, actor=actor, request_id=request_id, reason=(body or RevokeCreate()).reason,
         now=now,
     )  # fmt: skip
-    out = queries.to_public_request(session, req, now)
-    session.commit()
-    return out
+    return queries.to_public_request(session, req, now)
 
 
 # --- grants ---------------------------------------------------------------------------------------
@@ -155,8 +126,8 @@ def revoke_request(
 @router.get("/v1/grants", response_model=list[GrantPublic])
 def list_grants(
     ctx: CtxDep,
-    session: SessionDep,
-    actor: GrantLister,
+    session: ReadSessionDep,
+    actor: CurrentActor,
     active: bool | None = None,
     needs_review: bool | None = None,
 ) -> list[GrantPublic]:
@@ -167,22 +138,24 @@ def list_grants(
 
 @router.post("/v1/grants/{grant_id}/revoke", response_model=GrantPublic)
 def revoke_grant(
-    ctx: CtxDep, session: SessionDep, actor: Revoker, grant_id: uuid.UUID, body: RevokeBody = None
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: CurrentActor,
+    grant_id: uuid.UUID,
+    body: RevokeBody = None,
 ) -> GrantPublic:
     now = ctx.now()
     grant = access.revoke_grant(
         session, actor=actor, grant_id=grant_id, reason=(body or RevokeCreate()).reason, now=now
     )
-    out = grants.to_public(session, grant, now=now)
-    session.commit()
-    return out
+    return grants.to_public(session, grant, now=now)
 
 
 @router.post("/v1/break-glass", status_code=201, response_model=GrantPublic)
 def break_glass(
     ctx: CtxDep,
     session: SessionDep,
-    actor: Annotated[Actor, Depends(require(P.break_glass))],
+    actor: CurrentActor,
     body: BreakGlassCreate,
 ) -> GrantPublic:
     now = ctx.now()
@@ -191,16 +164,14 @@ def break_glass(
         purpose=body.purpose, incident_ref=body.incident_ref, reason=body.reason,
         duration_minutes=body.duration_minutes, now=now,
     )  # fmt: skip
-    out = grants.to_public(session, grant, now=now)
-    session.commit()
-    return out
+    return grants.to_public(session, grant, now=now)
 
 
 @router.post("/v1/grants/{grant_id}/review", response_model=GrantPublic)
 def review_break_glass(
     ctx: CtxDep,
     session: SessionDep,
-    actor: Annotated[Actor, Depends(require(P.break_glass_review))],
+    actor: CurrentActor,
     grant_id: uuid.UUID,
     body: ReviewBody = None,
 ) -> GrantPublic:
@@ -208,6 +179,4 @@ def review_break_glass(
     grant = breakglass.review_break_glass(
         session, actor=actor, grant_id=grant_id, comment=(body or ReviewCreate()).comment, now=now
     )
-    out = grants.to_public(session, grant, now=now)
-    session.commit()
-    return out
+    return grants.to_public(session, grant, now=now)

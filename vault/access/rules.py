@@ -3,8 +3,7 @@
 Input rules: a reason has at least 10 non-space characters and at least 3 distinct ones
 ("aaaaaaaaaa" and "ababababab" are refused); a ticket (and a break-glass ``incident_ref``) is a
 tracker key such as ``OPS-1234`` (``^[A-Za-z][A-Za-z0-9_]*-[0-9]+$``) or an ``https://`` URL.
-Recording ids (1..100) must not repeat. A recording outside the actor's scope is reported exactly
-like a missing one.
+Recording ids (1..100) must not repeat.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, func, select
@@ -38,8 +37,6 @@ MAX_RECORDINGS = 100
 MIN_REASON, MAX_REASON, MAX_REF = 10, 2000, 256
 TICKET_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*-[0-9]+")
 URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/\S*)?")
-# A break-glass review still open after this is audited (once) and listed as overdue.
-REVIEW_OVERDUE = timedelta(hours=24)
 
 
 # --- input checks ---------------------------------------------------------------------------------
@@ -112,15 +109,6 @@ def check_ids(values: object) -> list[uuid.UUID]:
 # --- shared look-ups ------------------------------------------------------------------------------
 
 
-def owner_key(owner: str) -> str:
-    # Owners are normalised at creation; casefold again so a stray capital never splits a person.
-    return owner.strip().casefold()
-
-
-def same_owner(a: str, b: str) -> bool:
-    return owner_key(a) == owner_key(b)
-
-
 def require_principal(session: Session, actor: Actor) -> Principal:
     """The actor's live principal row: requests, reviews and grants name real principals (the
     local operator has none, and acts on nobody's behalf)."""
@@ -128,16 +116,6 @@ def require_principal(session: Session, actor: Actor) -> Principal:
     if row is None or row.revoked_at is not None:
         raise PermissionDeniedError("only a registered principal may do this")
     return row
-
-
-def load_recordings(session: Session, actor: Actor, ids: Sequence[uuid.UUID]) -> list[Recording]:
-    """The recordings, in order; a missing or out-of-scope one is the same NotFoundError."""
-    rows = {r.id: r for r in session.exec(select(Recording).where(col(Recording.id).in_(ids)))}
-    for rid in ids:
-        rec = rows.get(rid)
-        if rec is None or not actor.in_scope(rec.tenant_id):
-            raise NotFoundError(f"no recording {rid}")
-    return [rows[rid] for rid in ids]
 
 
 def check_openable(
@@ -158,7 +136,7 @@ def check_openable(
         tag = by_id.get(rec.id)
         if tag is None:
             raise InvalidInputError(f"recording {rec.id} was not collected for {purpose!r}")
-        if not tag.active(now):
+        if not tag.active_at(now):
             raise ConflictError(f"purpose {purpose!r} is no longer active on recording {rec.id}")
 
 
@@ -184,16 +162,6 @@ def grant_tenants(session: Session, grant_id: uuid.UUID) -> set[uuid.UUID]:
     return _tenants(session, GrantRecording, GrantRecording.grant_id, grant_id)
 
 
-def ensure_scope(actor: Actor, tenant_ids: set[uuid.UUID], what: str) -> None:
-    """Full scope, or: not found when none of it is visible, forbidden when only part is."""
-    inside = [actor.in_scope(t) for t in tenant_ids]
-    if all(inside):
-        return
-    if not any(inside):
-        raise NotFoundError(f"no {what}")
-    raise PermissionDeniedError(f"{what} covers a recording outside your tenant scope")
-
-
 def lock_row(session: Session, model: Any, ident: uuid.UUID, what: str) -> Any:
     # Row lock (PostgreSQL): concurrent reviews and revocations of one object serialise here and
     # each sees the other's committed result. SQLite: BEGIN IMMEDIATE already serialises.
@@ -204,7 +172,7 @@ def lock_row(session: Session, model: Any, ident: uuid.UUID, what: str) -> Any:
 
 
 def effective_status(request: AccessRequest, now: datetime) -> AccessRequestStatus:
-    if request.status == AccessRequestStatus.pending and request.expires_at <= now:
+    if request.lapsed_at(now):
         return AccessRequestStatus.expired  # the sweep may not have run yet
     return AccessRequestStatus(request.status)
 

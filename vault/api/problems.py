@@ -1,8 +1,10 @@
 """The one map from errors to HTTP: every error answer is ``application/problem+json``.
 
-Domain errors carry a stable ``code``; this module alone decides their status. Errors from lower
-layers that escape a service (store or key provider down) are mapped here too, and anything
-unexpected becomes an opaque 500 that leaks nothing.
+Domain errors carry a stable ``code``; this module alone decides their status. It knows only the
+domain's errors: the store, the key provider and the settings translate their own failures into
+them at their boundary. Errors marked ``public_detail = False`` answer with their title only
+(the detail is logged); anything unexpected becomes an opaque 500 that leaks nothing. Every
+problem carries the same restrictive headers as media responses.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crypto.errors import KeyProviderError
 from vault import errors as e
-from vault.config import ConfigError
-from vault.storage import StorageError, StorageUnavailableError
 
 log = logging.getLogger("callvault.api")
 
 PROBLEM_BASE = "https://callvault.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
 
 STATUS: dict[type[e.VaultError], int] = {
     e.AuthenticationError: 401,
@@ -41,10 +46,11 @@ STATUS: dict[type[e.VaultError], int] = {
     e.IncompleteBodyError: 400,
     e.ChecksumMismatchError: 422,
     e.RangeNotSatisfiableError: 416,
-    e.StoreUnavailableError: 503,
+    e.StorageError: 503,
     e.KeyProviderUnavailableError: 503,
     e.AuditUnavailableError: 503,
     e.IntegrityError: 500,
+    e.MisconfiguredError: 500,
 }
 
 _HTTP_CODES = {
@@ -64,7 +70,9 @@ def problem(
     if detail:
         body["detail"] = detail
     body.update({k: v for k, v in extra.items() if k not in body})
-    headers = {"WWW-Authenticate": 'Bearer realm="callvault"'} if status == 401 else None
+    headers = dict(SECURITY_HEADERS)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="callvault"'
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -85,8 +93,13 @@ async def _vault_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.VaultError)
     extra = dict(exc.extra)
     headers = extra.pop("headers", None)
-    extra = _json_safe(extra)
-    resp = problem(status_of(exc), exc.code, exc.title, exc.detail, **extra)
+    status = status_of(exc)
+    if exc.public_detail:
+        resp = problem(status, exc.code, exc.title, exc.detail, **_json_safe(extra))
+    else:
+        # Operator detail (object keys, provider messages, settings) stays in the log.
+        log.warning("%s (%s): %s", exc.code, type(exc).__name__, exc.detail)
+        resp = problem(status, exc.code, exc.title)
     if isinstance(headers, dict):
         resp.headers.update(headers)
     return resp
@@ -111,22 +124,6 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, str(exc.detail))
 
 
-async def _store_down(_: Request, exc: Exception) -> JSONResponse:
-    err = e.StoreUnavailableError()
-    return problem(503, err.code, err.title)
-
-
-async def _keys_down(_: Request, exc: Exception) -> JSONResponse:
-    err = e.KeyProviderUnavailableError()
-    return problem(503, err.code, err.title)
-
-
-async def _misconfigured(_: Request, exc: Exception) -> JSONResponse:
-    # The operator's mistake, not the client's: say so without echoing the setting.
-    log.error("configuration error: %s", exc)
-    return problem(500, "misconfigured", "The vault is misconfigured; see its log")
-
-
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal-error", "Internal error")
@@ -136,8 +133,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(e.VaultError, _vault_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(StorageUnavailableError, _store_down)
-    app.add_exception_handler(StorageError, _store_down)
-    app.add_exception_handler(KeyProviderError, _keys_down)
-    app.add_exception_handler(ConfigError, _misconfigured)
     app.add_exception_handler(Exception, _unexpected)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -190,8 +190,14 @@ def record(
 
 
 def list_events(
-    session: Session, *, after_seq: int = 0, limit: int = 100, chain_id: str = GLOBAL_CHAIN
+    session: Session,
+    *,
+    after_seq: int = 0,
+    limit: int = 100,
+    chain_id: str = GLOBAL_CHAIN,
+    restrict: Callable[[Any], Any] | None = None,
 ) -> list[AuditEvent]:
+    """Events after ``after_seq``; ``restrict`` narrows the query (the caller's scope filter)."""
     if after_seq < 0:
         raise InvalidInputError("after_seq must be >= 0")
     if not 1 <= limit <= MAX_LIST_LIMIT:
@@ -199,6 +205,8 @@ def list_events(
     query = select(AuditEvent).where(
         AuditEvent.chain_id == chain_id, col(AuditEvent.seq) > after_seq
     )
+    if restrict is not None:
+        query = restrict(query)
     return list(session.exec(query.order_by(col(AuditEvent.seq)).limit(limit)).all())
 
 

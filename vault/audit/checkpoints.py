@@ -9,6 +9,10 @@ so a deleted or reordered checkpoint row is caught too.
 Each checkpoint is anchored in the chain itself: its ``audit.checkpoint`` event is written first
 and is the head the statement signs. Re-running with no new events is therefore a no-op.
 
+Statements are signed documents (:mod:`vault.audit.signing`) of type ``CHECKPOINT``: version 2
+today; version 1 is the legacy form (``"format": "callvault-checkpoint/1"``, no type) that older
+rows still carry, and is verified as before.
+
 Copies go to ``audit/checkpoints/{chain_id}/{head_seq:020d}.json`` (COMPLIANCE retention where the
 bucket has Object Lock) for outsiders, with the signer's public key beside them in
 ``audit/checkpoints/public-key.json``. Verification never trusts either copy: the key comes from
@@ -25,21 +29,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, col, select
 
 from vault import audit
+from vault.audit import signing
 from vault.config import ConfigError
 from vault.context import Context
-from vault.errors import IntegrityError, InvalidInputError
+from vault.errors import IntegrityError, InvalidInputError, StorageError
 from vault.models import AuditCheckpoint, AuditCheckpointPublic, AuditEvent
-from vault.storage import StorageError
 from vault.tags import AuditAction
 
 log = logging.getLogger("callvault.audit")
 
-FORMAT = "callvault-checkpoint/1"
+DOC_TYPE, VERSION = signing.CHECKPOINT, 2
 ACTOR = "system:audit-checkpoint"
 EXPORT_PREFIX = "audit/checkpoints"
 PUBLIC_KEY_OBJECT = f"{EXPORT_PREFIX}/public-key.json"
@@ -47,9 +50,13 @@ PUBLIC_KEY_OBJECT = f"{EXPORT_PREFIX}/public-key.json"
 # nobody (root credential included) can shorten this, so keep it finite.
 EXPORT_RETENTION = timedelta(days=3650)
 MAX_LIST_LIMIT, VERIFY_BATCH = 1000, 500
-_STATEMENT_FIELDS = frozenset(
-    {"chain_id", "head_seq", "head_hash", "ts", "prev_checkpoint", "format"}
-)
+_BODY_FIELDS = frozenset({"chain_id", "head_seq", "head_hash", "ts", "prev_checkpoint"})
+# The exact fields of a verified statement, per version. v1 rows carry "format" instead of
+# type/version; signing.LEGACY reads that marker as type + version, so both look alike here.
+_STATEMENT_FIELDS: dict[int, frozenset[str]] = {
+    1: _BODY_FIELDS | {"type", "version"},
+    2: _BODY_FIELDS | {"type", "version"},
+}
 
 
 def export_key(chain_id: str, head_seq: int) -> str:
@@ -79,15 +86,20 @@ def _event_hash(session: Session, chain_id: str, seq: int) -> str | None:
 
 
 def write_checkpoint(ctx: Context, *, now: datetime) -> AuditCheckpoint | None:
-    """Sign the global chain's head; None when the newest checkpoint already covers it.
+    """Checkpoint the global chain's head; None when the newest checkpoint already covers it.
 
-    Pending exports (from earlier runs whose upload failed) are retried either way.
+    No transaction is open while the key provider signs: the ``audit.checkpoint`` event and the
+    statement are committed first (the row waiting for its signature), then the statement is
+    signed and the signature recorded. A run that dies in between is finished by the next one,
+    which signs what is waiting before it writes anything new. Exports that failed earlier are
+    retried either way.
     """
     chain_id = audit.GLOBAL_CHAIN
+    sign_pending(ctx)
     public_key = ctx.keys.signing_public_key().hex()
-    checkpoint: AuditCheckpoint | None = None
+    pending: AuditCheckpoint | None = None
     with ctx.db.transaction() as session:
-        # The append lock keeps the head still while we sign it, and serialises two workers.
+        # The append lock keeps the head still, and serialises two workers.
         audit.acquire_append_lock(session)
         head_seq, head_hash = audit.head(session, chain_id)
         prev = _latest(session, chain_id)
@@ -97,43 +109,56 @@ def write_checkpoint(ctx: Context, *, now: datetime) -> AuditCheckpoint | None:
                 f"audit chain no longer matches checkpoint {prev.id} at seq {prev.head_seq}; "
                 "run `callvault audit verify`"
             )
-        if prev is None or (prev.head_seq, prev.head_hash) != (head_seq, head_hash):
+        waiting = prev is not None and prev.signature is None  # another run is signing it
+        covered = prev is not None and (prev.head_seq, prev.head_hash) == (head_seq, head_hash)
+        if not waiting and not covered:
             event = audit.record(
-                session,
-                action=AuditAction.audit_checkpoint,
-                actor=ACTOR,
-                now=now,
-                details={
-                    "public_key": public_key,
-                    "prev_checkpoint_seq": None if prev is None else prev.head_seq,
-                },
-            )
-            statement = audit.canonical_json(
-                {
-                    "chain_id": chain_id,
-                    "head_seq": event.seq,
-                    "head_hash": event.hash,
-                    "ts": audit.format_ts(now),
-                    "prev_checkpoint": _prev_link(prev),
-                    "format": FORMAT,
-                }
-            )
-            signature = ctx.keys.sign(statement.encode("utf-8"))
-            checkpoint = AuditCheckpoint(
-                chain_id=chain_id,
-                head_seq=event.seq,
-                head_hash=event.hash,
-                created_at=now,
-                public_key=public_key,
-                signature=signature.hex(),
-                statement=statement,
-            )
-            session.add(checkpoint)
+                session, action=AuditAction.audit_checkpoint, actor=ACTOR, now=now,
+                details={"public_key": public_key,
+                         "prev_checkpoint_seq": None if prev is None else prev.head_seq},
+            )  # fmt: skip
+            statement = signing.prepare_document(
+                doc_type=DOC_TYPE, version=VERSION,
+                body={"chain_id": chain_id, "head_seq": event.seq, "head_hash": event.hash,
+                      "ts": audit.format_ts(now), "prev_checkpoint": _prev_link(prev)},
+            )  # fmt: skip
+            pending = AuditCheckpoint(
+                chain_id=chain_id, head_seq=event.seq, head_hash=event.hash, created_at=now,
+                public_key=public_key, signature=None, statement=statement,
+            )  # fmt: skip
+            session.add(pending)
             session.flush()
+    signed = sign_pending(ctx)
     exported = export_pending(ctx, now=now)
-    if checkpoint is not None and checkpoint.id in exported:
+    if pending is None:
+        return None
+    checkpoint = signed.get(pending.id or 0, pending)
+    if checkpoint.id in exported:
         checkpoint.object_key, checkpoint.version_id = exported[checkpoint.id]
     return checkpoint
+
+
+def sign_pending(ctx: Context) -> dict[int, AuditCheckpoint]:
+    """Sign every statement still waiting for its signature (outside any transaction), and
+    record each signature with a compare-and-set; returns the rows signed, by id."""
+    with ctx.db.reading() as session:
+        waiting = session.exec(
+            select(AuditCheckpoint)
+            .where(col(AuditCheckpoint.signature).is_(None))
+            .order_by(col(AuditCheckpoint.id))
+        ).all()
+    done: dict[int, AuditCheckpoint] = {}
+    for row in waiting:
+        signature = signing.sign_canonical(ctx.keys, row.statement).signature
+        with ctx.db.transaction() as session:
+            session.execute(
+                sa.update(AuditCheckpoint)
+                .where(col(AuditCheckpoint.id) == row.id, col(AuditCheckpoint.signature).is_(None))
+                .values(signature=signature)
+            )
+        row.signature = signature
+        done[int(row.id or 0)] = row
+    return done
 
 
 def export_document(checkpoint: AuditCheckpoint) -> bytes:
@@ -151,10 +176,13 @@ def export_pending(ctx: Context, *, now: datetime) -> dict[int, tuple[str, str |
 
     A store outage is logged and left for the next run: the DB checkpoint stands on its own.
     """
-    with ctx.db.session() as session:
+    with ctx.db.reading() as session:
         pending = session.exec(
             select(AuditCheckpoint)
-            .where(col(AuditCheckpoint.object_key).is_(None))
+            .where(
+                col(AuditCheckpoint.object_key).is_(None),
+                col(AuditCheckpoint.signature).is_not(None),
+            )
             .order_by(col(AuditCheckpoint.id))
         ).all()
     done: dict[int, tuple[str, str | None]] = {}
@@ -244,16 +272,15 @@ def _checkpoints(session: Session, chain_id: str) -> Iterator[AuditCheckpoint]:
 
 
 def _parse_statement(cp: AuditCheckpoint, verifier: Ed25519PublicKey) -> dict[str, Any] | str:
-    """The signed statement, or why it cannot be trusted."""
+    """The signed statement (v1 read through the legacy rule), or why it cannot be trusted."""
     try:
-        verifier.verify(bytes.fromhex(cp.signature), cp.statement.encode("utf-8"))
-    except (InvalidSignature, ValueError):
-        return "signature does not verify under the trusted public key"
-    try:
-        stmt = json.loads(cp.statement)
-    except ValueError:
-        return "statement is not JSON"
-    if not isinstance(stmt, dict) or set(stmt) != _STATEMENT_FIELDS or stmt["format"] != FORMAT:
+        stmt = signing.verify_document(
+            verifier, cp.statement, cp.signature,
+            doc_type=DOC_TYPE, versions=_STATEMENT_FIELDS.keys(),
+        )  # fmt: skip
+    except signing.SignedDocumentError as exc:
+        return exc.reason
+    if set(stmt) != _STATEMENT_FIELDS[stmt["version"]]:
         return "statement does not have the checkpoint fields"
     signed = (stmt["chain_id"], stmt["head_seq"], stmt["head_hash"])
     if signed != (cp.chain_id, cp.head_seq, cp.head_hash):
@@ -294,7 +321,14 @@ def _check_checkpoints(
 ) -> tuple[int, int | None, list[_Finding]]:
     checked, good, findings = 0, 0, []
     prev: AuditCheckpoint | None = None
+    unsigned: AuditCheckpoint | None = None
     for cp in _checkpoints(session, chain_id):
+        if unsigned is not None:  # only the newest may still wait for its signature
+            findings.append(_Finding(unsigned.head_seq, unsigned.id, "checkpoint was never signed"))
+            unsigned = None
+        if cp.signature is None:
+            unsigned = cp  # its run is signing it now, or died before: the next run signs it
+            continue
         checked += 1
         stmt = _parse_statement(cp, verifier)
         if isinstance(stmt, str):

@@ -1,22 +1,37 @@
-"""Unauthenticated denials: audited one by one up to a burst, then in aggregate per window.
+"""Denials: audited one by one up to a burst, then in aggregate per window.
 
-A flood of bad keys must not serialise the chain: :class:`DenialLimiter` counts per key and per
-window, :func:`record_denial` writes the individual events (each in its own short transaction)
-and :func:`flush_denials` the aggregates of closed windows.
+A flood of bad keys, or a scan of random ids, must not serialise the chain. :class:`DenialLimiter`
+counts per key and per window; the first denials of a window are audited individually, the rest
+only counted and later written as one aggregate event per key and window by
+:func:`flush_denials`. Two kinds go through it:
+
+- failed authentications (:func:`record_denial`, keyed by the presented key's public prefix),
+  written in a short transaction of their own;
+- authorization denials (:func:`deny`, keyed by actor, permission, reason and tenant), written by
+  the unit of work *after* the caller's transaction has ended, whatever its outcome, so a denial
+  survives the rollback of the request it refused.
+
+The limiter is the process's (built with the runtime context); every session carries it in
+``session.info[LIMITER]``.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlmodel import Session
+
 from vault.audit.chain import format_ts, record
-from vault.db import Database
+from vault.db import Database, detached
 from vault.tags import AuditAction, Outcome
 
 OVERFLOW_KEY = "overflow"
+LIMITER = "callvault.denial_limiter"
+_FORBIDDEN = "permission.denied"
 Closed = tuple[str, int, datetime, datetime]  # key, suppressed count, window start, window end
 
 
@@ -112,14 +127,61 @@ def flush_denials(
 def _write_denials(
     db: Database, closed: list[Closed], now: datetime, *, single: dict[str, Any] | None
 ) -> None:
-    entries = [] if single is None else [(AuditAction.auth_denied, single)]
-    for key, count, start, end in closed:
-        window = {"window_start": format_ts(start), "window_end": format_ts(end)}
-        entries.append((AuditAction.auth_denied_aggregate, {"key": key, "count": count, **window}))
-    if not entries:
+    if single is None and not closed:
         return
     with db.transaction() as session:
-        for action, details in entries:
+        if single is not None:
             record(
-                session, action=action, actor=None, now=now, outcome=Outcome.denied, details=details
-            )
+                session, action=AuditAction.auth_denied, actor=None, now=now,
+                outcome=Outcome.denied, details=single,
+            )  # fmt: skip
+        _write_aggregates(session, closed, now)
+
+
+def _write_aggregates(session: Session, closed: list[Closed], now: datetime) -> None:
+    for key, count, start, end in closed:
+        window = {"count": count, "window_start": format_ts(start), "window_end": format_ts(end)}
+        kind, _, rest = key.partition("|")
+        if kind == _FORBIDDEN:
+            actor, permission, reason, tenant = rest.split("|")
+            record(
+                session, action=AuditAction.permission_denied_aggregate, actor=actor, now=now,
+                outcome=Outcome.denied, tenant_id=uuid.UUID(tenant) if tenant else None,
+                details={"permission": permission, "reason": reason, **window},
+            )  # fmt: skip
+        else:
+            record(
+                session, action=AuditAction.auth_denied_aggregate, actor=None, now=now,
+                outcome=Outcome.denied, details={"key": key, **window},
+            )  # fmt: skip
+
+
+def deny(
+    session: Session,
+    *,
+    actor: str,
+    role: str,
+    permission: str,
+    reason: str,
+    target: str | None,
+    tenant_id: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    """Audit an authorization denial once the caller's unit of work has ended (see the module
+    docstring); beyond the burst only counted, for an aggregate event."""
+    limiter: DenialLimiter | None = session.info.get(LIMITER)
+    about = "" if tenant_id is None else str(tenant_id)
+    key = "|".join((_FORBIDDEN, actor, permission, reason, about))
+    if limiter is not None and not limiter.note(key, now):
+        return
+    details = {"permission": permission, "role": role, "reason": reason}
+
+    def write(own: Session) -> None:
+        record(
+            own, action=AuditAction.permission_denied, actor=actor, now=now,
+            outcome=Outcome.denied, tenant_id=tenant_id, target=target, details=details,
+        )  # fmt: skip
+        if limiter is not None:
+            _write_aggregates(own, limiter.drain(now), now)
+
+    detached(session, write)

@@ -18,13 +18,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault import audit
-from vault.authz import Actor, Permission, ensure, ensure_tenant
+from vault import audit, authz
+from vault.authz import Actor, Permission
 from vault.errors import (
     AuthenticationError,
     ConflictError,
     InvalidInputError,
-    PermissionDeniedError,
     UnknownPrincipalError,
 )
 from vault.identity.tenants import resolve_tenant, tenant_names
@@ -115,7 +114,7 @@ def add_principal(
     rng: Rng | None = None,
 ) -> tuple[Principal, str]:
     """Create a principal and its first API key; the key is returned once and never stored."""
-    ensure(actor, Permission.principal_manage)
+    authz.authorize(session, actor, Permission.principal_manage, now=now)
     if not isinstance(name, str) or not _PRINCIPAL_RE.fullmatch(name):
         raise InvalidInputError(
             "principal name: 1-128 characters, letters, digits, '.', '_', '@' or '-'"
@@ -126,10 +125,13 @@ def add_principal(
         raise InvalidInputError(SCOPE_REQUIRED if not tenants else f"{SCOPE_REQUIRED}, not both")
     tenant_ids = sorted({resolve_tenant(session, ref).id for ref in tenants}, key=str)
     # No escalation: an admin hands out only the scope it holds itself.
-    if all_tenants and not actor.all_tenants:
-        raise PermissionDeniedError("only an all-tenants principal may grant --all-tenants")
+    if all_tenants:
+        authz.authorize(
+            session, actor, Permission.principal_manage, authz.tenant(None, every_tenant=True),
+            now=now,
+        )  # fmt: skip
     for tid in tenant_ids:
-        ensure_tenant(actor, tid)
+        authz.authorize(session, actor, Permission.principal_manage, authz.tenant(tid), now=now)
     if session.exec(select(Principal.id).where(Principal.name == name)).first() is not None:
         raise ConflictError(f"principal {name!r} already exists")
 
@@ -201,7 +203,7 @@ def issue_key(
 
 def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime) -> Principal:
     """Revoke the principal and every key it holds. Revoking twice changes nothing."""
-    ensure(actor, Permission.principal_manage)
+    authz.authorize(session, actor, Permission.principal_manage, now=now)
     principal = get_principal(session, name)
     if principal.revoked_at is not None:
         return principal
@@ -227,7 +229,7 @@ def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime
 def set_role(
     session: Session, *, actor: Actor, name: str, role: Role | str, now: datetime
 ) -> Principal:
-    ensure(actor, Permission.principal_manage)
+    authz.authorize(session, actor, Permission.principal_manage, now=now)
     new_role = _parse_role(role)
     principal = get_principal(session, name)
     if principal.revoked_at is not None:

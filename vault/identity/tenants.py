@@ -10,8 +10,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault import audit
-from vault.authz import Actor, Permission, ensure
+from vault import audit, authz
+from vault.authz import Actor, Permission
 from vault.errors import ConflictError, InvalidInputError, UnknownTenantError
 from vault.models import Tenant
 from vault.tags import AuditAction
@@ -22,7 +22,7 @@ _TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def create_tenant(
     session: Session, *, actor: Actor, name: str, region: str | None, now: datetime
 ) -> Tenant:
-    ensure(actor, Permission.tenant_create)
+    authz.authorize(session, actor, Permission.tenant_create, now=now)
     if not isinstance(name, str) or not _TENANT_RE.fullmatch(name):
         raise InvalidInputError(
             "tenant name: 1-64 characters, letters, digits, '.', '_' or '-', "

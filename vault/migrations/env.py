@@ -14,6 +14,12 @@ target_metadata = SQLModel.metadata
 def run_migrations_online() -> None:
     engine = config.attributes["engine"]
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A batch migration rebuilds a table (copy, drop, rename); with foreign keys on, the
+            # drop fails on a populated database wherever other tables point at it. Off for the
+            # migration (outside any transaction, where SQLite honours it), checked after.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -22,7 +28,13 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left dangling foreign keys: {broken[:5]}")
         connection.commit()
+        if sqlite:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 run_migrations_online()

@@ -1,18 +1,19 @@
-"""Metadata tables (SQLModel) and their API shapes.
+"""The schema: metadata tables (SQLModel) and their API shapes, one module per domain.
 
-Families follow ``XBase`` / ``XCreate`` / ``XPublic`` / ``X(table=True)``: routes return
-``XPublic`` and never table rows. Times are stored in UTC and always come back timezone-aware.
+The schema sits beneath the owners (lifecycle, authorization, audit) because they work on its
+tables; the domain packages above own the behaviour. Families follow ``XBase`` / ``XCreate`` /
+``XPublic`` / ``X(table=True)``: routes return ``XPublic`` and never table rows. Times are stored
+in UTC and always come back timezone-aware.
 """
 
 from vault.models._types import UTCDateTime, utcnow
 from vault.models.access import (
+    REVIEW_OVERDUE,
     AccessRequest,
     AccessRequestCreate,
     AccessRequestPublic,
     AccessRequestRecording,
     AccessRequestStatus,
-    AuditCheckpoint,
-    AuditCheckpointPublic,
     BreakGlassCreate,
     Grant,
     GrantKind,
@@ -22,28 +23,32 @@ from vault.models.access import (
     ReviewCreate,
     ReviewDecision,
 )
-from vault.models.core import (
-    ApiKey,
+from vault.models.audit import (
+    AuditCheckpoint,
+    AuditCheckpointPublic,
     AuditEvent,
     AuditEventPublic,
-    IngestParams,
-    KekVersion,
+)
+from vault.models.identity import (
+    ApiKey,
     Principal,
     PrincipalBase,
-    PrincipalCreate,
     PrincipalPublic,
     PrincipalTenant,
+    Role,
+    Tenant,
+    TenantBase,
+    TenantCreate,
+    TenantPublic,
+)
+from vault.models.operations import JobLease, KekVersion
+from vault.models.recordings import (
     PurposePublic,
     Recording,
     RecordingPage,
     RecordingPublic,
     RecordingPurpose,
     RecordingStatus,
-    Role,
-    Tenant,
-    TenantBase,
-    TenantCreate,
-    TenantPublic,
 )
 from vault.models.retention import (
     ErasureItem,
@@ -52,7 +57,6 @@ from vault.models.retention import (
     ErasureRequestPublic,
     ErasureStatus,
     HoldMembership,
-    JobLease,
     LegalHold,
     LegalHoldCreate,
     LegalHoldPublic,
@@ -60,53 +64,14 @@ from vault.models.retention import (
 )
 
 __all__ = [
-    "AccessRequest",
-    "AccessRequestCreate",
-    "AccessRequestPublic",
-    "AccessRequestRecording",
-    "AccessRequestStatus",
-    "ApiKey",
-    "AuditCheckpoint",
-    "AuditCheckpointPublic",
-    "AuditEvent",
-    "AuditEventPublic",
-    "BreakGlassCreate",
-    "ErasureItem",
-    "ErasureRequest",
-    "ErasureRequestCreate",
-    "ErasureRequestPublic",
-    "ErasureStatus",
-    "Grant",
-    "GrantKind",
-    "GrantPublic",
-    "GrantRecording",
-    "HoldMembership",
-    "IngestParams",
-    "JobLease",
-    "KekVersion",
-    "LegalHold",
-    "LegalHoldCreate",
-    "LegalHoldPublic",
-    "LegalHoldRelease",
-    "Principal",
-    "PrincipalBase",
-    "PrincipalCreate",
-    "PrincipalPublic",
-    "PrincipalTenant",
-    "PurposePublic",
-    "Recording",
-    "RecordingPage",
-    "RecordingPublic",
-    "RecordingPurpose",
-    "RecordingStatus",
-    "Review",
-    "ReviewCreate",
-    "ReviewDecision",
-    "Role",
-    "Tenant",
-    "TenantBase",
-    "TenantCreate",
-    "TenantPublic",
-    "UTCDateTime",
-    "utcnow",
+    "REVIEW_OVERDUE", "AccessRequest", "AccessRequestCreate", "AccessRequestPublic",
+    "AccessRequestRecording", "AccessRequestStatus", "ApiKey", "AuditCheckpoint",
+    "AuditCheckpointPublic", "AuditEvent", "AuditEventPublic", "BreakGlassCreate", "ErasureItem",
+    "ErasureRequest", "ErasureRequestCreate", "ErasureRequestPublic", "ErasureStatus", "Grant",
+    "GrantKind", "GrantPublic", "GrantRecording", "HoldMembership", "JobLease", "KekVersion",
+    "LegalHold", "LegalHoldCreate", "LegalHoldPublic", "LegalHoldRelease", "Principal",
+    "PrincipalBase", "PrincipalPublic", "PrincipalTenant", "PurposePublic", "Recording",
+    "RecordingPage", "RecordingPublic", "RecordingPurpose", "RecordingStatus", "Review",
+    "ReviewCreate", "ReviewDecision", "Role", "Tenant", "TenantBase", "TenantCreate",
+    "TenantPublic", "UTCDateTime", "utcnow",
 ]  # fmt: skip

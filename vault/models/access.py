@@ -1,15 +1,22 @@
-"""Access: requests, reviews, grants (break-glass included) and signed audit checkpoints."""
+"""Access tables: requests, reviews and grants (break-glass included), with the rules "grant
+active" and "break-glass review overdue" usable in Python and in SQL."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from pydantic import ConfigDict
+from sqlalchemy.ext.hybrid import hybrid_method
+from sqlmodel import Field, SQLModel, col
 
 from vault.models._types import _ts
+
+# A break-glass review still open after this is flagged (audited once) and listed as overdue.
+REVIEW_OVERDUE = timedelta(hours=24)
 
 
 class AccessRequestStatus(StrEnum):
@@ -69,6 +76,20 @@ class AccessRequest(AccessRequestBase, table=True):
     expires_at: datetime = _ts(index=True)
     decided_at: datetime | None = _ts(nullable=True)
     grant_id: uuid.UUID | None = Field(default=None)
+
+    model_config = ConfigDict(ignored_types=(hybrid_method,))  # type: ignore[assignment]
+
+    @hybrid_method
+    def lapsed_at(self, now: datetime) -> bool:
+        """Still pending past its TTL: expired, whether or not the sweep has marked it yet."""
+        return self.status == AccessRequestStatus.pending and self.expires_at <= now
+
+    @lapsed_at.inplace.expression
+    @classmethod
+    def _lapsed_at(cls, now: datetime) -> Any:
+        return sa.and_(
+            col(cls.status) == AccessRequestStatus.pending.value, col(cls.expires_at) <= now
+        )
 
 
 class AccessRequestRecording(SQLModel, table=True):
@@ -143,37 +164,42 @@ class Grant(SQLModel, table=True):
     review_comment: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     overdue_flagged_at: datetime | None = _ts(nullable=True)
 
+    model_config = ConfigDict(ignored_types=(hybrid_method,))  # type: ignore[assignment]
+
+    @hybrid_method
+    def active_at(self, now: datetime) -> bool:
+        """The grant opens content now: started, not ended, not revoked."""
+        return self.revoked_at is None and self.not_before <= now < self.expires_at
+
+    @active_at.inplace.expression
+    @classmethod
+    def _active_at(cls, now: datetime) -> Any:
+        return sa.and_(
+            col(cls.revoked_at).is_(None), col(cls.not_before) <= now, col(cls.expires_at) > now
+        )
+
+    @hybrid_method
+    def review_open(self) -> bool:
+        """A break-glass after-review is still owed (expired or revoked grants included)."""
+        return self.needs_review and self.reviewed_at is None
+
+    @review_open.inplace.expression
+    @classmethod
+    def _review_open(cls) -> Any:
+        return sa.and_(col(cls.needs_review).is_(True), col(cls.reviewed_at).is_(None))
+
+    @hybrid_method
+    def review_overdue_at(self, now: datetime) -> bool:
+        """The after-review has been owed for longer than ``REVIEW_OVERDUE``."""
+        return self.review_open() and self.created_at < now - REVIEW_OVERDUE
+
+    @review_overdue_at.inplace.expression
+    @classmethod
+    def _review_overdue_at(cls, now: datetime) -> Any:
+        return sa.and_(cls._review_open(), col(cls.created_at) < now - REVIEW_OVERDUE)
+
 
 class GrantRecording(SQLModel, table=True):
     __tablename__ = "grant_recording"
     grant_id: uuid.UUID = Field(foreign_key="access_grant.id", primary_key=True)
     recording_id: uuid.UUID = Field(foreign_key="recording.id", primary_key=True, index=True)
-
-
-# --- signed audit checkpoints ---------------------------------------------------------------------
-
-
-class AuditCheckpointPublic(SQLModel):
-    id: int
-    chain_id: str
-    head_seq: int
-    head_hash: str
-    created_at: datetime
-    public_key: str
-    signature: str
-    object_key: str | None
-
-
-class AuditCheckpoint(SQLModel, table=True):
-    __tablename__ = "audit_checkpoint"
-    id: int | None = Field(default=None, primary_key=True)
-    chain_id: str = Field(max_length=64)
-    head_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
-    head_hash: str = Field(max_length=64)
-    created_at: datetime = _ts()
-    # Hex Ed25519 public key and signature over the canonical checkpoint statement.
-    public_key: str = Field(max_length=64)
-    signature: str = Field(max_length=128)
-    statement: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
-    object_key: str | None = Field(default=None, max_length=512)
-    version_id: str | None = Field(default=None, max_length=256)

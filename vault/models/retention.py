@@ -1,4 +1,4 @@
-"""Retention: legal holds and their memberships, erasure requests and job leases."""
+"""Retention tables: legal holds and their memberships, erasure requests and their items."""
 
 from __future__ import annotations
 
@@ -124,16 +124,3 @@ class ErasureItem(SQLModel, table=True):
     dek_destroyed_at: datetime | None = _ts(nullable=True)
     media_destroyed_at: datetime | None = _ts(nullable=True)
     kek_retired_at: datetime | None = _ts(nullable=True)
-
-
-# --- jobs -------------------------------------------------------------------------------------
-
-
-class JobLease(SQLModel, table=True):
-    """A DB lease so that one worker at a time runs a job such as kek-cycle."""
-
-    __tablename__ = "job_lease"
-    name: str = Field(primary_key=True, max_length=64)
-    holder: str = Field(max_length=128)
-    expires_at: datetime = _ts()
-    last_run_at: datetime | None = _ts(nullable=True)

@@ -9,7 +9,8 @@ Headers: ``Accept-Ranges: bytes``, the ingest Content-Type, a strong ETag (the c
 ``Content-Length``, ``Content-Range`` on 206, ``Cache-Control: no-store``, ``nosniff``, a CSP of
 ``default-src 'none'; sandbox`` and ``Content-Disposition: inline`` (players need inline; the
 Content-Type is only ever video/*, audio/* or octet-stream, and the CSP sandboxes the rest).
-HEAD is not offered. A 416 is problem+json with ``Content-Range: bytes */SIZE``.
+HEAD is not offered. A 416 is problem+json with ``Content-Range: bytes */SIZE`` (built by the
+error table from the error's headers).
 
 A stream that must stop after its headers went out (grant revoked or expired, a segment failing
 authentication) is aborted: the connection closes short of Content-Length, so no client can
@@ -26,19 +27,10 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response, StreamingResponse
 
 from vault.api.deps import CtxDep, CurrentActor
-from vault.api.problems import PROBLEM_JSON, problem
-from vault.errors import RangeNotSatisfiableError
+from vault.api.problems import PROBLEM_JSON, SECURITY_HEADERS
 from vault.recordings import playback
 
 router = APIRouter(prefix="/v1/recordings", tags=["content"])
-
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; sandbox",
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-}
-
 
 def _body(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
     if first is not None:
@@ -63,17 +55,11 @@ def get_content(
     range_: Annotated[str | None, Header(alias="range", max_length=1024)] = None,
     if_range: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Response:
-    try:
-        plan = playback.open_read(
-            ctx, actor=actor, recording_id=recording_id, grant_id=grant, range_header=range_,
-            if_range=if_range, now=ctx.now(),
-        )  # fmt: skip
-    except RangeNotSatisfiableError as exc:
-        # Built here: the 416 needs its Content-Range header next to the problem body.
-        resp = problem(416, exc.code, exc.title, exc.detail)
-        resp.headers.update(SECURITY_HEADERS)
-        resp.headers["Content-Range"] = f"bytes */{exc.extra.get('size', '*')}"
-        return resp
+    # A 416 (with its Content-Range) and every other refusal go through the one error table.
+    plan = playback.open_read(
+        ctx, actor=actor, recording_id=recording_id, grant_id=grant, range_header=range_,
+        if_range=if_range, now=ctx.now(),
+    )  # fmt: skip
     chunks = playback.stream(ctx, plan)
     # Pull the first segment before any header is sent: a store outage or a bad header/first
     # segment still becomes a proper problem response instead of a cut connection.

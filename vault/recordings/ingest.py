@@ -1,55 +1,41 @@
-"""Ingest: validate, then encrypt a client's stream into the blob store in two phases.
+"""Ingest: validate, then encrypt a client's stream into the blob store in three phases.
 
-Phase 1 commits a ``pending`` row that holds the wrapped DEK; phase 2 streams the body through the
-segmented AEAD into the store in constant memory; phase 3 flips the row ``pending -> stored`` with
-a compare-and-set, together with its audit event. A row is never ``stored`` without its object.
-Whatever fails in between is cleaned up here, or else left ``pending``/``failed`` for
-:func:`vault.recordings.metadata.sweep_orphans`.
+Phase 1 commits a ``pending`` row that holds the wrapped DEK (wrapped outside any transaction;
+see :mod:`vault.kek`); phase 2 streams the body through the segmented AEAD into the store in
+constant memory, with no transaction open; phase 3 moves the row ``pending -> stored`` through
+the lifecycle (compare-and-set and audit event together). A row is never ``stored`` without its
+object. Whatever fails in between is cleaned up here, or else left ``pending``/``failed`` for
+:func:`vault.recordings.sweep.sweep_orphans`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlmodel import Session
 
-from crypto import envelope, streaming
-from crypto.errors import KeyProviderError
-from vault import audit
-from vault.authz import Actor, Permission, ensure
+from crypto import streaming
+from crypto.keys.base import WrappedKey
+from vault import authz, kek, lifecycle
+from vault.authz import Actor, Permission
 from vault.context import Context
 from vault.errors import (
-    ChecksumMismatchError,
     EmptyBodyError,
-    IncompleteBodyError,
     InvalidInputError,
-    KeyProviderUnavailableError,
-    PermissionDeniedError,
+    StorageError,
     StoreUnavailableError,
     UnknownTenantError,
     UnsupportedMediaTypeError,
     VaultError,
 )
 from vault.identity.tenants import resolve_tenant
-from vault.kek import wrap_new_dek
-from vault.models import (
-    HoldMembership,
-    Principal,
-    Recording,
-    RecordingPurpose,
-    RecordingStatus,
-    Tenant,
-)
-from vault.recordings.pipeline import pipelined
-from vault.retention import holds
-from vault.storage import StorageError
-from vault.tags import AuditAction, Outcome
+from vault.models import Principal, Recording, RecordingPurpose, RecordingStatus, Tenant
+from vault.recordings.pipeline import Tally, ciphertext, pipelined
+from vault.retention import holds, holds_mirror
 
 __all__ = ["ingest"]
 
@@ -79,10 +65,10 @@ def ingest(
 ) -> Recording:
     """Store one recording; return its ``stored`` row. Nothing is stored on any error."""
     # --- checks, in the documented order, before anything is written --------------------------
-    ensure(actor, Permission.recording_ingest)
-    content_type = _check_content_type(content_type)
-    with ctx.db.session() as session:
-        target = _resolve_tenant_for(session, actor, tenant)
+    with ctx.db.reading() as session:
+        authz.authorize(session, actor, Permission.recording_ingest, now=ctx.now())
+        content_type = _check_content_type(content_type)
+        target = _target_tenant(session, actor, tenant, ctx.now())
     names = _check_purposes(ctx, purposes)
     if call_id is not None and (not isinstance(call_id, str) or len(call_id) > MAX_CALL_ID):
         raise InvalidInputError(f"call_id must be a string of at most {MAX_CALL_ID} characters")
@@ -101,48 +87,35 @@ def ingest(
 
     # --- phase 1: a pending row with the wrapped DEK -----------------------------------------
     rid = uuid.UUID(bytes=ctx.rng(16), version=4) if ctx.rng else uuid.uuid4()
-    dek = envelope.new_dek(ctx.rng)
+    dek = ctx.keys.new_dek(ctx.rng)
     now = ctx.now()
-    rec = Recording(
-        id=rid,
-        tenant_id=target.id,
-        call_id=call_id,
-        status=S.pending,
-        content_type=content_type,
-        # Only callvault's own ids: nothing the client sent (call ids, file names) leaks to S3.
-        object_key=f"{target.id}/{rid}",
-        recorded_at=recorded_at or now,
-        ingested_at=now,
-        updated_at=now,
-    )
-    with ctx.db.transaction() as session:
-        # Wrapped inside this transaction, under the lock KEK retirement takes, with the newest
-        # version the DB records: no retirement can destroy it before this row is committed.
-        try:
-            wrapped = wrap_new_dek(ctx, session, dek=dek, tenant=str(target.id), recording_id=rid)
-        except KeyProviderError as exc:
-            raise KeyProviderUnavailableError() from exc
-        rec.wrapped_dek = envelope.encode_wrapped(wrapped)
-        rec.kek_version = wrapped.kek_version
-        # created_by is a foreign key: the operator and ad-hoc actors have no principal row.
-        if not actor.system and session.get(Principal, actor.id) is not None:
-            rec.created_by = actor.id
-        session.add(rec)
+
+    def insert(session: Session, wrapped: WrappedKey) -> Recording:
+        rec = Recording(
+            id=rid, tenant_id=target.id, call_id=call_id,
+            content_type=content_type,
+            # Only callvault's own ids: nothing the client sent (call ids, names) reaches S3.
+            object_key=f"{target.id}/{rid}", recorded_at=recorded_at or now, ingested_at=now,
+            updated_at=now, wrapped_dek=ctx.keys.encode(wrapped), kek_version=wrapped.kek_version,
+            # created_by is a foreign key: the operator and ad-hoc actors have no principal row.
+            created_by=actor.id if not actor.system and session.get(Principal, actor.id) else None,
+        )  # fmt: skip
+        lifecycle.create(session, rec)
         for name in names:
-            session.add(
-                RecordingPurpose(
-                    recording_id=rid,
-                    purpose=name,
-                    expires_at=now + ctx.policy.purpose(name).retention,
-                )
-            )
+            expires = now + ctx.policy.purpose(name).retention
+            session.add(RecordingPurpose(recording_id=rid, purpose=name, expires_at=expires))
         session.flush()
-        _holds_for_new_recording(session, rec, now)
+        # Under the shared hold lock: a hold created afterwards sees the row, one created
+        # before is found here.
+        holds.memberships_for_new_recording(session, rec, now)
+        return rec
+
+    rec = kek.store_new_dek(ctx, dek=dek, tenant_id=target.id, recording_id=rid, write=insert)
 
     # --- phase 2: encrypt and stream to the store --------------------------------------------
-    tally = _Tally()
+    tally = Tally()
     enc = streaming.Encryptor(dek=dek, recording_id=rid, rng=ctx.rng)
-    body = _ciphertext(first, source, enc, tally, expected_sha256, expected_length)
+    body = ciphertext(first, source, enc, tally, expected_sha256, expected_length)
     hint = streaming.ciphertext_size(expected_length) if expected_length is not None else None
     try:
         # Encrypt and hash in this thread while a helper thread uploads: the two overlap.
@@ -161,40 +134,23 @@ def ingest(
         _abandon(ctx, rec, actor, reason="internal-error")
         raise
 
-    # --- phase 3: compare-and-set pending -> stored, audited in the same transaction ---------
+    # --- phase 3: pending -> stored, audited in the same transaction -------------------------
     try:
         with ctx.db.transaction() as session:
-            now = ctx.now()
-            done = session.exec(
-                sa.update(Recording)
-                .where(Recording.id == rid, Recording.status == S.pending)  # type: ignore[arg-type]
-                .values(
-                    status=S.stored,
-                    size=tally.size,
-                    ciphertext_size=tally.cipher_bytes,
-                    sha256=tally.plain.hexdigest(),
-                    ciphertext_sha256=tally.cipher.hexdigest(),
-                    version_id=result.version_id,
-                    updated_at=now,
-                )
-            )
-            if done.rowcount != 1:
-                raise _Abandoned()
-            audit.record(
-                session,
-                action=AuditAction.recording_ingest,
-                actor=actor.audit_name,
-                now=now,
-                tenant_id=target.id,
-                target=str(rid),
-                details={
+            moved = lifecycle.transition(
+                session, rid, from_=S.pending, to=S.stored, actor=actor.audit_name,
+                now=ctx.now(),
+                values={
+                    "size": tally.size, "ciphertext_size": tally.cipher_bytes,
+                    "sha256": tally.plain.hexdigest(),
                     "ciphertext_sha256": tally.cipher.hexdigest(),
-                    "size": tally.size,
-                    "purposes": names,
-                    "content_type": content_type,
+                    "version_id": result.version_id,
                 },
-            )
-            stored = session.get(Recording, rid)
+                details={"size": tally.size, "purposes": names, "content_type": content_type},
+            )  # fmt: skip
+            if not moved:
+                raise _Abandoned()
+            stored = session.get(Recording, rid, populate_existing=True)
             assert stored is not None
     except _Abandoned:
         # The sweeper took the row while we were uploading (an upload slower than its
@@ -214,20 +170,9 @@ def _mirror_holds(ctx: Context, rid: uuid.UUID) -> None:
     Never fails the ingest: the recording is stored, and the DB hold is what blocks disposal.
     """
     try:
-        holds.mirror_new_recording(ctx, rid)
+        holds_mirror.mirror_new_recording(ctx, rid)
     except Exception:
         log.warning("ingest: could not mirror legal holds of %s to the store", rid, exc_info=True)
-
-
-def _holds_for_new_recording(
-    session: Session, recording: Recording, now: datetime
-) -> list[uuid.UUID]:
-    """Memberships of open legal holds that match a new recording.
-
-    Called in the transaction that inserts the pending row, under the shared hold lock, so a
-    hold created afterwards sees the row and one created before is found here.
-    """
-    return holds.memberships_for_new_recording(session, recording, now)
 
 
 # --- validation -----------------------------------------------------------------------------------
@@ -246,17 +191,19 @@ def _check_content_type(content_type: str) -> str:
     return value
 
 
-def _resolve_tenant_for(session: Session, actor: Actor, ref: str) -> Tenant:
-    if actor.all_tenants:
-        return resolve_tenant(session, ref)
-    # A scoped actor learns nothing about tenants outside its scope, not even their existence.
+def _target_tenant(session: Session, actor: Actor, ref: str, now: datetime) -> Tenant:
+    """The tenant named in the ingest, authorised: outside the actor's scope (or unknown, for a
+    scoped actor, so that it cannot probe names) is an audited 403."""
     try:
-        tenant = resolve_tenant(session, ref)
+        found: Tenant | None = resolve_tenant(session, ref)
     except UnknownTenantError:
-        tenant = None
-    if tenant is None or not actor.in_scope(tenant.id):
-        raise PermissionDeniedError("tenant outside the principal's scope")
-    return tenant
+        if actor.all_tenants:
+            raise
+        found = None
+    named = authz.tenant(None if found is None else found.id)
+    authz.authorize(session, actor, Permission.recording_ingest, named, now=now)
+    assert found is not None
+    return found
 
 
 def _check_purposes(ctx: Context, purposes: list[str]) -> list[str]:
@@ -281,65 +228,8 @@ def _first_nonempty(source: Iterator[bytes]) -> bytes | None:
     return None
 
 
-# --- streaming ------------------------------------------------------------------------------------
-
-
 class _Abandoned(Exception):
     """The pending -> stored compare-and-set found the row no longer pending."""
-
-
-class _Tally:
-    """Running hashes and counts, filled in while the store pulls the ciphertext."""
-
-    def __init__(self) -> None:
-        self.plain = hashlib.sha256()
-        self.cipher = hashlib.sha256()
-        self.size = 0
-        self.cipher_bytes = 0
-        # The exception that the client's side caused, to tell it apart from store failures.
-        self.client_error: BaseException | None = None
-
-    def fail(self, exc: BaseException) -> BaseException:
-        self.client_error = exc
-        return exc
-
-
-def _ciphertext(
-    first: bytes,
-    source: Iterator[bytes],
-    enc: streaming.Encryptor,
-    tally: _Tally,
-    expected_sha256: str | None,
-    expected_length: int | None,
-) -> Iterator[bytes]:
-    chunk: bytes = first
-    while True:
-        if chunk:
-            tally.plain.update(chunk)
-            tally.size += len(chunk)
-            if expected_length is not None and tally.size > expected_length:
-                raise tally.fail(InvalidInputError("the body is longer than its declared length"))
-            out = enc.update(chunk)
-            if out:
-                tally.cipher.update(out)
-                tally.cipher_bytes += len(out)
-                yield out
-        try:
-            chunk = next(source)
-        except StopIteration:
-            break
-        except BaseException as exc:  # a cut-off body, a client disconnect: the client's failure
-            tally.fail(exc)
-            raise
-    # Verified before the last segment is sealed, so a bad body never becomes a whole object.
-    if expected_length is not None and tally.size != expected_length:
-        raise tally.fail(IncompleteBodyError())
-    if expected_sha256 is not None and tally.plain.hexdigest() != expected_sha256:
-        raise tally.fail(ChecksumMismatchError())
-    out = enc.finalize()
-    tally.cipher.update(out)
-    tally.cipher_bytes += len(out)
-    yield out
 
 
 # --- failure cleanup ------------------------------------------------------------------------------
@@ -357,61 +247,30 @@ def _abandon(
         if may_be_stored:
             # The commit of phase 3 may have gone through before the error: then the row is
             # stored and its object must stay.
-            with ctx.db.session() as session:
+            with ctx.db.reading() as session:
                 current = session.get(Recording, rec.id)
                 if current is None or current.status == S.stored:
                     return
-        deleted = True
         try:
             ctx.store.delete_all_versions(rec.object_key)
         except Exception:
-            log.warning("ingest cleanup: could not delete %s", rec.object_key, exc_info=True)
-            deleted = False
-        now = ctx.now()
-        if deleted:
+            log.warning("ingest cleanup: could not delete the object of %s", rec.id, exc_info=True)
+        else:
             try:
                 with ctx.db.transaction() as session:
-                    _delete_rows(session, rec.id)
-                    _audit_failed(session, rec, actor, reason, now)
-                return
+                    if lifecycle.discard(
+                        session, rec.id, actor=actor.audit_name, now=ctx.now(), reason=reason
+                    ):
+                        return
             except Exception:  # e.g. a row that something else references by now
                 log.warning("ingest cleanup: could not delete row %s", rec.id, exc_info=True)
         # The object may still be there: keep a failed row without its DEK so that the media is
         # unreadable at once and the sweeper removes the object later.
         with ctx.db.transaction() as session:
-            session.exec(
-                sa.update(Recording)
-                .where(Recording.id == rec.id, Recording.status == S.pending)  # type: ignore[arg-type]
-                .values(status=S.failed, wrapped_dek=None, dek_destroyed_at=now, updated_at=now)
-            )
-            _audit_failed(session, rec, actor, reason, now)
+            lifecycle.transition(
+                session, rec.id, from_=S.pending, to=S.failed, actor=actor.audit_name,
+                now=ctx.now(), details={"reason": reason},
+            )  # fmt: skip
     except Exception:
         # Never mask the caller's error; a pending row left behind is the sweeper's job.
         log.warning("ingest cleanup of %s failed", rec.id, exc_info=True)
-
-
-def _delete_rows(session: Session, rid: uuid.UUID) -> None:
-    # A hold's membership of a recording that never existed means nothing: it goes too.
-    session.exec(sa.delete(HoldMembership).where(HoldMembership.recording_id == rid))  # type: ignore[arg-type]
-    session.exec(sa.delete(RecordingPurpose).where(RecordingPurpose.recording_id == rid))  # type: ignore[arg-type]
-    session.exec(
-        sa.delete(Recording).where(
-            Recording.id == rid,  # type: ignore[arg-type]
-            Recording.status.in_([S.pending, S.failed]),  # type: ignore[union-attr]
-        )
-    )
-
-
-def _audit_failed(
-    session: Session, rec: Recording, actor: Actor, reason: str, now: datetime
-) -> None:
-    audit.record(
-        session,
-        action=AuditAction.recording_ingest_failed,
-        actor=actor.audit_name,
-        now=now,
-        outcome=Outcome.failed,
-        tenant_id=rec.tenant_id,
-        target=str(rec.id),
-        details={"reason": reason},
-    )

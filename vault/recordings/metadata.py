@@ -17,8 +17,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault import audit
-from vault.authz import Actor, Permission, ensure
+from vault import audit, authz
+from vault.authz import Actor, Permission
 from vault.errors import ConflictError, InvalidInputError, NotFoundError, UnknownTenantError
 from vault.identity.tenants import resolve_tenant, tenant_names
 from vault.models import (
@@ -65,7 +65,7 @@ def _to_public_many(
                 purpose=p.purpose,
                 expires_at=p.expires_at,
                 ended_at=p.ended_at,
-                active=p.active(now),
+                active=p.active_at(now),
             )
         )
     derivatives: dict[uuid.UUID, list[uuid.UUID]] = {rid: [] for rid in ids}
@@ -76,7 +76,7 @@ def _to_public_many(
     ).all():
         derivatives[parent].append(child)  # type: ignore[index]
     names = tenant_names(session, {r.tenant_id for r in recordings})
-    holds = _holds_of(session, ids, now)
+    holds = active_holds_of(session, ids)
     return [
         RecordingPublic(
             id=r.id,
@@ -100,29 +100,26 @@ def _to_public_many(
     ]
 
 
-def _holds_of(
-    session: Session, ids: Sequence[uuid.UUID], now: datetime
-) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """Active legal holds per recording."""
-    return active_holds_of(session, ids)
-
-
 # --- reads ----------------------------------------------------------------------------------------
 
 
-def _visible(session: Session, actor: Actor, recording_id: uuid.UUID) -> Recording:
-    rec = session.get(Recording, recording_id)
-    # The same error for "missing" and "not yours": existence must not leak across tenants.
-    if rec is None or not actor.in_scope(rec.tenant_id):
-        raise NotFoundError(f"no recording {recording_id}")
-    return rec
+def _get(
+    session: Session, actor: Actor, recording_id: uuid.UUID, permission: Permission, now: datetime
+) -> Recording:
+    # The same answer for "missing" and "not yours": existence must not leak across tenants.
+    return authz.get_visible(
+        session, actor, Recording, recording_id, permission=permission, now=now, what="recording"
+    )
 
 
 def get_recording(
     session: Session, *, actor: Actor, recording_id: uuid.UUID, now: datetime
 ) -> RecordingPublic:
-    ensure(actor, Permission.recording_metadata_read)
-    return to_public(session, _visible(session, actor, recording_id), now=now)
+    authz.authorize(session, actor, Permission.recording_metadata_read, now=now)
+    return to_public(
+        session, _get(session, actor, recording_id, Permission.recording_metadata_read, now),
+        now=now,
+    )  # fmt: skip
 
 
 def _encode_cursor(rec: Recording) -> str:
@@ -156,7 +153,7 @@ def list_recordings(
     now: datetime,
 ) -> RecordingPage:
     """Metadata of the recordings in scope, oldest first, by keyset on (ingested_at, id)."""
-    ensure(actor, Permission.recording_metadata_read)
+    authz.authorize(session, actor, Permission.recording_metadata_read, now=now)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_LIMIT:
         raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE_LIMIT}")
     if status is not None and status not in {s.value for s in S}:
@@ -164,7 +161,7 @@ def list_recordings(
     after = _decode_cursor(cursor) if cursor is not None else None
     empty = RecordingPage(items=[], next_cursor=None)
 
-    query = select(Recording)
+    query = authz.visible(select(Recording), actor)  # a filtered page, never an error
     if tenant is not None:
         try:
             target = resolve_tenant(session, tenant)
@@ -172,13 +169,7 @@ def list_recordings(
             if actor.all_tenants:
                 raise
             return empty  # a scoped actor learns nothing about other tenants
-        if not actor.in_scope(target.id):
-            return empty
         query = query.where(Recording.tenant_id == target.id)
-    elif not actor.all_tenants:
-        if not actor.tenant_ids:
-            return empty
-        query = query.where(col(Recording.tenant_id).in_(actor.tenant_ids))
     if status is not None:
         query = query.where(Recording.status == status)
     if call_id is not None:
@@ -188,8 +179,7 @@ def list_recordings(
             sa.exists().where(
                 RecordingPurpose.recording_id == Recording.id,
                 RecordingPurpose.purpose == purpose,
-                col(RecordingPurpose.ended_at).is_(None),
-                col(RecordingPurpose.expires_at) > now,
+                RecordingPurpose.active_at(now),
             )
         )
     if after is not None:
@@ -221,12 +211,12 @@ def end_purpose(
     now: datetime,
 ) -> RecordingPublic:
     """End one purpose early, audited in the caller's transaction."""
-    ensure(actor, Permission.recording_purpose_end)
+    authz.authorize(session, actor, Permission.recording_purpose_end, now=now)
     if reason is not None:
         reason = reason.strip() or None
     if reason is not None and len(reason) > MAX_REASON:
         raise InvalidInputError(f"reason must be at most {MAX_REASON} characters")
-    rec = _visible(session, actor, recording_id)
+    rec = _get(session, actor, recording_id, Permission.recording_purpose_end, now)
     # Row lock: two concurrent ends must not both succeed (SQLite: BEGIN IMMEDIATE already).
     row = session.exec(
         select(RecordingPurpose)

@@ -1,4 +1,9 @@
-"""Overlap producing a body (read, encrypt, hash) with uploading it.
+"""Ingest's body path: encrypt and hash the client's stream, overlapped with the upload.
+
+:func:`ciphertext` turns the plaintext chunks into the encrypted stream while :class:`Tally`
+keeps the hashes and counts, checking the declared length and ``X-Content-SHA256`` before the
+last segment is sealed (a bad body never becomes a whole object). :func:`pipelined` overlaps
+producing that body (read, encrypt, hash) with uploading it.
 
 The caller's thread runs the producer — it must, because an HTTP body can only be pulled from
 the worker thread anyio gave us — while a helper thread feeds the store. A small bounded queue
@@ -8,10 +13,15 @@ aborts the upload, and an upload error (store down) stops production.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
+
+from crypto import streaming
+from vault.db import carry
+from vault.errors import ChecksumMismatchError, IncompleteBodyError, InvalidInputError
 
 T = TypeVar("T")
 
@@ -48,7 +58,8 @@ def pipelined(
         finally:
             consumer_done.set()
 
-    worker = threading.Thread(target=run, name="callvault-upload", daemon=True)
+    # carry: the upload counts as this thread's work for the no-transaction guard.
+    worker = threading.Thread(target=carry(run), name="callvault-upload", daemon=True)
     worker.start()
 
     def put(item: object) -> bool:
@@ -75,3 +86,57 @@ def pipelined(
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["result"]  # type: ignore[return-value]
+
+
+class Tally:
+    """Running hashes and counts, filled in while the store pulls the ciphertext."""
+
+    def __init__(self) -> None:
+        self.plain = hashlib.sha256()
+        self.cipher = hashlib.sha256()
+        self.size = 0
+        self.cipher_bytes = 0
+        # The exception that the client's side caused, to tell it apart from store failures.
+        self.client_error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> BaseException:
+        self.client_error = exc
+        return exc
+
+
+def ciphertext(
+    first: bytes,
+    source: Iterator[bytes],
+    enc: streaming.Encryptor,
+    tally: Tally,
+    expected_sha256: str | None,
+    expected_length: int | None,
+) -> Iterator[bytes]:
+    chunk: bytes = first
+    while True:
+        if chunk:
+            tally.plain.update(chunk)
+            tally.size += len(chunk)
+            if expected_length is not None and tally.size > expected_length:
+                raise tally.fail(InvalidInputError("the body is longer than its declared length"))
+            out = enc.update(chunk)
+            if out:
+                tally.cipher.update(out)
+                tally.cipher_bytes += len(out)
+                yield out
+        try:
+            chunk = next(source)
+        except StopIteration:
+            break
+        except BaseException as exc:  # a cut-off body, a client disconnect: the client's failure
+            tally.fail(exc)
+            raise
+    # Verified before the last segment is sealed, so a bad body never becomes a whole object.
+    if expected_length is not None and tally.size != expected_length:
+        raise tally.fail(IncompleteBodyError())
+    if expected_sha256 is not None and tally.plain.hexdigest() != expected_sha256:
+        raise tally.fail(ChecksumMismatchError())
+    out = enc.finalize()
+    tally.cipher.update(out)
+    tally.cipher_bytes += len(out)
+    yield out

@@ -27,94 +27,34 @@ Choices:
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import sqlalchemy as sa
-
-from crypto import envelope, streaming
-from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
-from vault import audit
+from crypto import streaming
+from crypto.errors import DecryptionError
+from vault import audit, lifecycle
 from vault.access import grants
-from vault.authz import Actor, Permission
+from vault.authz import Actor
 from vault.context import Context
 from vault.errors import (
     AuditUnavailableError,
+    BlobNotFoundError,
     GoneError,
     IntegrityError,
-    KeyProviderUnavailableError,
     PermissionDeniedError,
-    RangeNotSatisfiableError,
+    StorageError,
     StoreUnavailableError,
 )
 from vault.models import Recording, RecordingStatus
+from vault.recordings.ranges import parse_range
 from vault.recordings.windows import WindowReader, ciphertext_span
-from vault.storage import BlobNotFoundError, StorageError
-from vault.tags import AuditAction, Outcome
+from vault.tags import AuditAction
 
-__all__ = ["ReadPlan", "ciphertext_span", "open_read", "parse_range", "stream"]
+__all__ = ["ReadPlan", "open_read", "stream"]
 
 log = logging.getLogger(__name__)
-
-# One range-spec: "a-b", "a-" or "-n" (RFC 9110 §14.1.1), digits ASCII only.
-_SPEC_RE = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
-# Longer numbers are clamped: no recording comes near 10**18 bytes, and int() of a few thousand
-# digits would raise (or burn CPU) on hostile input.
-_MAX_DIGITS = 18
-_HUGE = 10**18
-
-
-# --- Range ----------------------------------------------------------------------------------------
-
-
-def _number(digits: str) -> int:
-    return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The half-open plaintext range ``[start, end)`` a ``Range`` header asks for, or None.
-
-    None means "send the whole body with 200": no header, a unit other than ``bytes`` (RFC 9110
-    §14.2: a server MUST ignore units it does not understand), or several ranges (the RFC lets a
-    server ignore Range; multipart/byteranges would only help clients players are not). Raises
-    ``RangeNotSatisfiableError`` (416) for a malformed ``bytes`` specifier (the RFC lets us
-    reject it), a first byte at or past the end, ``last < first`` and a zero suffix. A suffix of a
-    zero-length body is served whole. The end of ``a-b`` is clamped to the size.
-    """
-    if header is None or not header.strip():
-        return None
-    unit, sep, ranges = header.strip().partition("=")
-    if not sep:
-        raise RangeNotSatisfiableError("malformed Range header", size=size)
-    if unit.strip().lower() != "bytes":
-        return None
-    specs = [s.strip() for s in ranges.split(",") if s.strip()]
-    if not specs:
-        raise RangeNotSatisfiableError("malformed Range header", size=size)
-    for spec in specs:
-        if _SPEC_RE.fullmatch(spec) is None or spec == "-":
-            raise RangeNotSatisfiableError("malformed Range header", size=size)
-    if len(specs) > 1:
-        return None
-    first, last = _SPEC_RE.fullmatch(specs[0]).groups()  # type: ignore[union-attr]
-    if not first:  # suffix: the final n bytes
-        n = _number(last)
-        if n == 0:
-            raise RangeNotSatisfiableError("a suffix range of 0 bytes selects nothing", size=size)
-        if size == 0:
-            return None
-        return max(size - n, 0), size
-    start = _number(first)
-    end = size if not last else _number(last) + 1
-    if last and end <= start:
-        raise RangeNotSatisfiableError("the last byte is before the first", size=size)
-    if start >= size:
-        raise RangeNotSatisfiableError(f"the first byte is past the end ({size} bytes)", size=size)
-    return start, min(end, size)
-
 
 # --- opening a read -------------------------------------------------------------------------------
 
@@ -155,21 +95,6 @@ def _etag(rec: Recording) -> str:
     return f'"{rec.ciphertext_sha256 or rec.id.hex}"'
 
 
-def _audit_denied(
-    ctx: Context, actor: Actor, recording_id: uuid.UUID, grant_id: uuid.UUID | None, now: datetime
-) -> None:
-    """Best effort: the denial stands whether or not its event can be written."""
-    try:
-        with ctx.db.transaction() as session:
-            audit.record(
-                session, action=AuditAction.permission_denied, actor=actor.audit_name, now=now,
-                outcome=Outcome.denied, target=str(recording_id), grant_id=grant_id,
-                details={"permission": str(Permission.recording_content_read)},
-            )  # fmt: skip
-    except Exception:
-        log.warning("could not audit a denied content read of %s", recording_id, exc_info=True)
-
-
 def open_read(
     ctx: Context,
     *,
@@ -186,15 +111,11 @@ def open_read(
     (strong comparison, RFC 9110 §13.1.5); an HTTP-date never matches, as we send no
     Last-Modified.
     """
-    # 1. Authorise in a short read-only session.
-    try:
-        with ctx.db.session() as session:
-            grant, rec = grants.authorize_read(
-                session, actor=actor, recording_id=recording_id, grant_id=grant_id, now=now
-            )
-    except PermissionDeniedError:
-        _audit_denied(ctx, actor, recording_id, grant_id, now)
-        raise
+    # 1. Authorise in a short read-only session (a denial is audited once it has closed).
+    with ctx.db.reading() as session:
+        grant, rec = grants.authorize_read(
+            session, actor=actor, recording_id=recording_id, grant_id=grant_id, now=now
+        )
     if rec.status == RecordingStatus.integrity_failed:
         raise IntegrityError("this recording failed an integrity check and is not served")
     if rec.wrapped_dek is None:
@@ -213,16 +134,8 @@ def open_read(
     chosen = parse_range(range_header, size)
     start, end = chosen if chosen is not None else (0, size)
 
-    # 3. The DEK.
-    try:
-        wrapped = envelope.decode_wrapped(rec.wrapped_dek)
-        dek = envelope.unwrap_dek(ctx.keys, wrapped, tenant=str(rec.tenant_id), recording_id=rec.id)
-    except KeyDestroyedError:
-        raise GoneError(f"recording {recording_id} has been crypto-shredded") from None
-    except KeyProviderError as exc:
-        raise KeyProviderUnavailableError() from exc
-    except (DecryptionError, ValueError):
-        raise IntegrityError("the recording's wrapped key does not open") from None
+    # 3. The DEK (a retired KEK answers 410, a provider outage 503: see vault.keys).
+    dek = ctx.keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
 
     # 4. The read event, committed on its own before any byte leaves. The grant is checked
     # again inside this transaction, so a revocation that landed since step 1 still wins.
@@ -263,7 +176,7 @@ def open_read(
 
 def _still_valid(ctx: Context, plan: ReadPlan) -> bool:
     try:
-        with ctx.db.read_session() as session:
+        with ctx.db.reading() as session:
             return grants.still_valid(
                 session, grant_id=plan.grant_id, recording_id=plan.recording_id, now=ctx.now()
             )
@@ -285,24 +198,13 @@ def _reader(ctx: Context, plan: ReadPlan) -> WindowReader:
 
 
 def _raise_alarm(ctx: Context, plan: ReadPlan, *, offset: int, reason: str) -> None:
-    """Audit an integrity alarm and mark the recording, in one transaction of their own."""
-    now = ctx.now()
+    """The lifecycle's integrity alarm, in a transaction of its own."""
     try:
         with ctx.db.transaction() as session:
-            session.exec(
-                sa.update(Recording)
-                .where(
-                    Recording.id == plan.recording_id,  # type: ignore[arg-type]
-                    Recording.status == RecordingStatus.stored,  # type: ignore[arg-type]
-                )
-                .values(status=RecordingStatus.integrity_failed, updated_at=now)
-            )
-            audit.record(
-                session, action=AuditAction.integrity_alarm, actor=plan.actor, now=now,
-                outcome=Outcome.failed, tenant_id=plan.tenant_id, target=str(plan.recording_id),
-                purpose=plan.purpose, grant_id=plan.grant_id,
-                details={"source": "playback", "reason": reason, "plaintext_offset": offset,
-                         "ciphertext_sha256": plan.ciphertext_sha256},
+            lifecycle.integrity_alarm(
+                session, plan.recording_id, actor=plan.actor, now=ctx.now(), source="playback",
+                reason=reason, details={"plaintext_offset": offset},
+                event={"purpose": plan.purpose, "grant_id": plan.grant_id},
             )  # fmt: skip
     except Exception:
         # The stream is aborted regardless; the scrub job will find the object again.

@@ -9,11 +9,10 @@ from typing import Annotated
 
 import anyio
 import anyio.from_thread
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from starlette.requests import ClientDisconnect
 
-from vault.api.deps import CtxDep, SessionDep, require
-from vault.authz import Actor, Permission
+from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep, SessionDep
 from vault.errors import IncompleteBodyError, InvalidInputError
 from vault.models import RecordingPage, RecordingPublic
 from vault.recordings import metadata as recordings
@@ -58,7 +57,7 @@ def _purposes(raw: list[str]) -> list[str]:
 async def ingest(
     request: Request,
     ctx: CtxDep,
-    actor: Annotated[Actor, Depends(require(Permission.recording_ingest))],
+    actor: CurrentActor,
     tenant: Annotated[str, Query(min_length=1, max_length=64)],
     purposes: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     call_id: Annotated[str | None, Query(max_length=256)] = None,
@@ -84,7 +83,7 @@ async def ingest(
             expected_sha256=x_content_sha256,
             expected_length=content_length,
         )
-        with ctx.db.session() as session:
+        with ctx.db.reading() as session:
             return recordings.to_public(session, rec, now=ctx.now())
 
     return await anyio.to_thread.run_sync(run)
@@ -93,8 +92,8 @@ async def ingest(
 @router.get("", response_model=RecordingPage)
 def list_recordings(
     ctx: CtxDep,
-    session: SessionDep,
-    actor: Annotated[Actor, Depends(require(Permission.recording_metadata_read))],
+    session: ReadSessionDep,
+    actor: CurrentActor,
     tenant: str | None = None,
     purpose: str | None = None,
     call_id: str | None = None,
@@ -111,8 +110,8 @@ def list_recordings(
 @router.get("/{recording_id}", response_model=RecordingPublic)
 def get_recording(
     ctx: CtxDep,
-    session: SessionDep,
-    actor: Annotated[Actor, Depends(require(Permission.recording_metadata_read))],
+    session: ReadSessionDep,
+    actor: CurrentActor,
     recording_id: uuid.UUID,
 ) -> RecordingPublic:
     return recordings.get_recording(session, actor=actor, recording_id=recording_id, now=ctx.now())
@@ -122,14 +121,12 @@ def get_recording(
 def end_purpose(
     ctx: CtxDep,
     session: SessionDep,
-    actor: Annotated[Actor, Depends(require(Permission.recording_purpose_end))],
+    actor: CurrentActor,
     recording_id: uuid.UUID,
     purpose: str,
     reason: Annotated[str | None, Query(max_length=500)] = None,
 ) -> RecordingPublic:
-    out = recordings.end_purpose(
+    return recordings.end_purpose(
         session, actor=actor, recording_id=recording_id, purpose=purpose, reason=reason,
         now=ctx.now(),
     )  # fmt: skip
-    session.commit()
-    return out

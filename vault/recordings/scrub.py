@@ -20,15 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlmodel import col, select
 
-from crypto import envelope, streaming
-from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
-from vault import audit
+from crypto import streaming
+from crypto.errors import DecryptionError
+from vault import audit, lifecycle
 from vault.context import Context
+from vault.errors import (
+    BlobNotFoundError,
+    KeyDestroyedError,
+    KeyProviderUnavailableError,
+    StorageError,
+    WrappedKeyInvalidError,
+)
 from vault.models import Recording, RecordingStatus
-from vault.storage import BlobNotFoundError, StorageError
 from vault.tags import AuditAction, Outcome
 
 __all__ = ["ScrubResult", "scrub"]
@@ -66,7 +71,7 @@ def scrub(ctx: Context, *, now: datetime, sample: int = 10, rng: Rng | None = No
         result.sampled += 1
         try:
             problem = _check(ctx, rec, rng)
-        except (StorageError, KeyProviderError, KeyDestroyedError) as exc:
+        except (StorageError, KeyProviderUnavailableError, KeyDestroyedError) as exc:
             # Unreachable store or provider, or a DEK rewrapped and retired under our feet.
             log.warning("scrub: could not check recording %s: %s", rec.id, exc)
             result.errors += 1
@@ -98,7 +103,7 @@ def _sample(ctx: Context, n: int, rng: Rng) -> list[Recording]:
         return []
     pivot = uuid.UUID(bytes=rng(16))
     stored = select(Recording).where(Recording.status == S.stored).order_by(col(Recording.id))
-    with ctx.db.session() as session:
+    with ctx.db.reading() as session:
         rows = list(session.exec(stored.where(col(Recording.id) >= pivot).limit(n)).all())
         if len(rows) < n:
             wrap = stored.where(col(Recording.id) < pivot).limit(n - len(rows))
@@ -125,9 +130,10 @@ def _check(ctx: Context, rec: Recording, rng: Rng) -> str | None:
     if digest.hexdigest() != rec.ciphertext_sha256:
         return "ciphertext-hash-mismatch"
     try:
-        wrapped = envelope.decode_wrapped(rec.wrapped_dek or "")
-        dek = envelope.unwrap_dek(ctx.keys, wrapped, tenant=str(rec.tenant_id), recording_id=rec.id)
-    except (ValueError, DecryptionError):
+        dek = ctx.keys.unwrap_dek(
+            rec.wrapped_dek or "", tenant_id=rec.tenant_id, recording_id=rec.id
+        )
+    except WrappedKeyInvalidError:
         return "wrapped-dek-invalid"
 
     def read_at(off: int, length: int) -> bytes:
@@ -159,28 +165,10 @@ def _random_segment(ciphertext_size: int, rng: Rng) -> tuple[int, int]:
 def _alarm(ctx: Context, rec: Recording, reason: str, now: datetime) -> bool:
     """``stored -> integrity_failed`` with its alarm; False if the row moved on meanwhile."""
     with ctx.db.transaction() as session:
-        done = session.exec(
-            sa.update(Recording)
-            .where(
-                col(Recording.id) == rec.id,
-                col(Recording.status) == S.stored,
-                col(Recording.version_id) == rec.version_id
-                if rec.version_id is not None
-                else col(Recording.version_id).is_(None),
-            )
-            .values(status=S.integrity_failed, updated_at=now)
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        audit.record(
-            session,
-            action=AuditAction.integrity_alarm,
-            actor=SCRUB_ACTOR,
-            now=now,
-            outcome=Outcome.failed,
-            tenant_id=rec.tenant_id,
-            target=str(rec.id),
-            details={"reason": reason, "ciphertext_sha256": rec.ciphertext_sha256},
-        )
-    log.error("integrity alarm: recording %s failed the scrub (%s)", rec.id, reason)
-    return True
+        raised = lifecycle.integrity_alarm(
+            session, rec.id, actor=SCRUB_ACTOR, now=now, source="scrub", reason=reason,
+            version_id=rec.version_id,
+        )  # fmt: skip
+    if raised:
+        log.error("integrity alarm: recording %s failed the scrub (%s)", rec.id, reason)
+    return raised

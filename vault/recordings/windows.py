@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from crypto import streaming
+from vault.db import carry
 
 # Segment reads are served from windows of whole segments, each fetched with one ranged GET: a
 # GET has milliseconds of fixed cost on S3 (SeaweedFS: ~4 ms for 1 MiB, ~10 ms for 8 MiB), so one
@@ -40,7 +41,8 @@ class _Fetch(threading.Thread):
     def __init__(self, read: Callable[[int, int], bytes], offset: int, length: int) -> None:
         super().__init__(name="callvault-prefetch", daemon=True)
         self.offset, self.length = offset, length
-        self._read = read
+        # carry: the GET counts as the reader's own work for the no-transaction guard.
+        self._read = carry(read)
         self._data = b""
         self._error: BaseException | None = None
         self.start()

@@ -3,18 +3,19 @@
 A recording is *due* once none of its purposes is active (each expired or ended). Disposal of a
 due recording has two steps, each idempotent, so a crash between them loses nothing:
 
-1. **Claim** (one transaction): list candidates, lock them (``FOR UPDATE SKIP LOCKED`` on
-   PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already makes us the single writer), re-check the
-   memberships of active holds *after* the locks, and compare-and-set ``stored|integrity_failed
-   -> disposing`` only where no hold is active. The same statement destroys the wrapped DEK and
-   turns the row into a tombstone (``call_id`` and plaintext ``sha256`` cleared; id, tenant,
-   times, reason and ciphertext hash kept), audited as ``dek.destroy``. Under READ COMMITTED each
-   statement sees what was committed before it started, so a hold committed after the listing is
-   seen by the re-check and wins.
-2. **Finish** (one transaction per batch, rows locked while their objects go): remove every
-   object version, then ``disposing -> disposed``, audited as ``media.destroy``. A ``disposing``
-   row with a NULL DEK is all a crash leaves behind; the next :func:`dispose` (or the sweeper)
-   finishes it, and the compare-and-set keeps the audit event single.
+1. **Claim** (:func:`claim`, one transaction): list candidates, lock them (``FOR UPDATE SKIP
+   LOCKED`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already makes us the single writer),
+   re-check the memberships of active holds *after* the locks, and move ``stored|integrity_failed
+   -> disposing`` through the lifecycle only where no hold is active. That transition destroys
+   the wrapped DEK and turns the row into a tombstone, audited as ``dek.destroy``. Under READ
+   COMMITTED each statement sees what was committed before it started, so a hold committed after
+   the listing is seen by the re-check and wins.
+2. **Finish** (:func:`finish`, the one owner of ``disposing -> disposed``): with no transaction
+   open, remove every object version of rows already ``disposing`` with their DEK gone (overlapped
+   in a small thread pool); then one short transaction moves them to ``disposed``, audited as
+   ``media.destroy``. A ``disposing`` row with a NULL DEK is all a crash leaves behind; the next
+   run finishes it, and the compare-and-set keeps the audit event single even when two workers
+   remove the same (idempotent) objects.
 
 The third step of crypto-shredding, retiring the KEK version that wrapped the DEK, belongs to the
 kek-cycle job; :mod:`vault.retention.erasure` waits for it.
@@ -25,21 +26,21 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-import urllib3
-from minio.error import MinioException, S3Error, ServerError
 from sqlmodel import Session, col, select
 
-from vault import audit
+from vault import audit, lifecycle
 from vault.context import Context
 from vault.crashpoints import AFTER_DEK_DESTROYED, AFTER_PARTIAL_OBJECT_DELETE, crashpoint
-from vault.leases import claim
+from vault.db import carry
+from vault.errors import BlobLockedError, StorageError, StoreUnavailableError
+from vault.leases import claim as claim_rows
 from vault.models import (
     AuditEvent,
     ErasureItem,
@@ -50,18 +51,12 @@ from vault.models import (
     RecordingStatus,
 )
 from vault.retention import holds
-from vault.storage import (
-    BlobLockedError,
-    BlobStore,
-    S3BlobStore,
-    StorageError,
-    StorageUnavailableError,
-)
+from vault.storage import BlobStore
 from vault.tags import AuditAction
 
 __all__ = [
-    "DISPOSE_ACTOR", "RETENTION_REASON", "DisposeResult", "dispose", "dispose_recordings",
-    "due_condition",
+    "DISPOSE_ACTOR", "RETENTION_REASON", "DisposeResult", "claim", "dispose",
+    "dispose_recordings", "due_condition", "finish",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -73,6 +68,8 @@ DISPOSE_ACTOR = "system:dispose"
 REMOVE_WORKERS = 8
 BATCH = 100
 
+Listed = Callable[[list[uuid.UUID]], None]
+
 
 @dataclass(frozen=True, slots=True)
 class DisposeResult:
@@ -83,18 +80,19 @@ class DisposeResult:
 def due_condition(now: datetime) -> sa.ColumnElement[bool]:
     """SQL: the recording has no active purpose at ``now``."""
     return ~sa.exists().where(
-        RecordingPurpose.recording_id == Recording.id,
-        col(RecordingPurpose.ended_at).is_(None),
-        col(RecordingPurpose.expires_at) > now,
+        RecordingPurpose.recording_id == Recording.id, RecordingPurpose.active_at(now)
     )
 
 
-# --- disposal -------------------------------------------------------------------------------------
+def dispose(
+    ctx: Context, *, now: datetime, limit: int = 500, after_listing: Listed | None = None
+) -> DisposeResult:
+    """Dispose of up to ``limit`` due, unheld recordings, and finish interrupted disposals.
 
-
-def dispose(ctx: Context, *, now: datetime, limit: int = 500) -> DisposeResult:
-    """Dispose of up to ``limit`` due, unheld recordings, and finish interrupted disposals."""
-    return _dispose(ctx, now=now, limit=limit, only=None)
+    ``after_listing`` is called between listing candidates and locking them (the window a hold
+    placed concurrently must win); tests use it to place one there.
+    """
+    return _dispose(ctx, now=now, limit=limit, only=None, after_listing=after_listing)
 
 
 def dispose_recordings(
@@ -104,35 +102,43 @@ def dispose_recordings(
     ids = sorted(set(recording_ids))
     if not ids:
         return DisposeResult(0, 0)
-    return _dispose(ctx, now=now, limit=len(ids), only=ids)
+    return _dispose(ctx, now=now, limit=len(ids), only=ids, after_listing=None)
 
 
 def _dispose(
-    ctx: Context, *, now: datetime, limit: int, only: list[uuid.UUID] | None
+    ctx: Context,
+    *,
+    now: datetime,
+    limit: int,
+    only: list[uuid.UUID] | None,
+    after_listing: Listed | None,
 ) -> DisposeResult:
-    disposed = _finish(ctx, now=now, only=only, limit=limit)  # what a crash left behind
+    disposed = len(finish(ctx, now=now, only=only, limit=limit))  # what a crash left behind
     claimed_total = 0
     while claimed_total < limit:
-        claimed = _claim(ctx, now=now, only=only, n=min(BATCH, limit - claimed_total))
+        n = min(BATCH, limit - claimed_total)
+        claimed = claim(ctx, now=now, only=only, n=n, after_listing=after_listing)
         if not claimed:
             break
         crashpoint(AFTER_DEK_DESTROYED)  # committed: DEKs gone, objects still there
-        disposed += _finish(ctx, now=now, only=claimed, limit=len(claimed))
+        disposed += len(finish(ctx, now=now, only=claimed, limit=len(claimed)))
         claimed_total += len(claimed)
     return DisposeResult(disposed, _defer_held(ctx, now=now, only=only))
 
 
-def _candidates_listed(ids: list[uuid.UUID]) -> None:
-    """Test seam: called between listing candidates and locking them (the race window)."""
-
-
-def _claim(ctx: Context, *, now: datetime, only: list[uuid.UUID] | None, n: int) -> list[uuid.UUID]:
+def claim(
+    ctx: Context,
+    *,
+    now: datetime,
+    only: list[uuid.UUID] | None,
+    n: int,
+    after_listing: Listed | None = None,
+) -> list[uuid.UUID]:
     """Step 1 for up to ``n`` rows; returns the ids moved to ``disposing``."""
     disposable = col(Recording.status).in_(DISPOSABLE)
+    unheld = ~holds.held_condition(Recording.id)
     with ctx.db.transaction() as session:
-        query = select(Recording.id).where(
-            disposable, due_condition(now), ~holds.held_condition(Recording.id)
-        )
+        query = select(Recording.id).where(disposable, due_condition(now), unheld)
         if only is not None:
             query = query.where(col(Recording.id).in_(only))
         ids = list(
@@ -140,127 +146,97 @@ def _claim(ctx: Context, *, now: datetime, only: list[uuid.UUID] | None, n: int)
         )
         if not ids:
             return []
-        _candidates_listed(ids)
+        if after_listing is not None:
+            after_listing(ids)
         rows = session.exec(
-            claim(session, select(Recording).where(col(Recording.id).in_(ids), disposable))
+            claim_rows(session, select(Recording).where(col(Recording.id).in_(ids), disposable))
             .order_by(col(Recording.id))
             .execution_options(populate_existing=True)
         ).all()
         # The re-check, after the locks: a new statement, so it sees holds committed meanwhile.
         held = holds.active_holds_of(session, [r.id for r in rows])
         reasons = _reasons(session, [r.id for r in rows])
-        free = [r for r in rows if r.id not in held]
-        claimed = []
-        for rec in free:
-            done = session.exec(
-                sa.update(Recording)
-                .where(
-                    col(Recording.id) == rec.id,
-                    disposable,
-                    ~holds.held_condition(Recording.id),
-                )
-                .values(
-                    status=S.disposing,
-                    wrapped_dek=None,
-                    dek_destroyed_at=now,
-                    disposal_reason=reasons.get(rec.id, RETENTION_REASON),
-                    call_id=None,
-                    sha256=None,
-                    updated_at=now,
-                )
-            )
-            if done.rowcount == 1:
-                claimed.append(rec)
-        for rec in claimed:  # audited after every row change: the audit lock comes last
-            audit.record(
-                session,
-                action=AuditAction.dek_destroy,
-                actor=DISPOSE_ACTOR,
-                now=now,
-                tenant_id=rec.tenant_id,
-                target=str(rec.id),
-                details={
-                    "reason": reasons.get(rec.id, RETENTION_REASON),
-                    "kek_version": rec.kek_version,
-                    "ciphertext_sha256": rec.ciphertext_sha256,
-                },
-            )
+        free = [r.id for r in rows if r.id not in held]
+        by_reason: dict[str, list[uuid.UUID]] = {}
+        for rid in free:
+            by_reason.setdefault(reasons.get(rid, RETENTION_REASON), []).append(rid)
+        claimed: list[uuid.UUID] = []
+        for reason, group in sorted(by_reason.items()):
+            moved = lifecycle.transition_many(
+                session, group, from_=DISPOSABLE, to=S.disposing, actor=DISPOSE_ACTOR, now=now,
+                details={"reason": reason}, values={"disposal_reason": reason}, where=[unheld],
+            )  # fmt: skip
+            claimed.extend(m.id for m in moved)
         _audit_deferrals(
             session, {r.id: (r.tenant_id, held[r.id]) for r in rows if r.id in held}, reasons, now
         )
-        return [r.id for r in claimed]
+        return sorted(claimed)
 
 
-def _finish(ctx: Context, *, now: datetime, only: list[uuid.UUID] | None, limit: int) -> int:
-    """Step 2: remove the objects of ``disposing`` rows whose DEK is gone, then mark them."""
-    done, failed = 0, set()
-    while done < limit:
-        with ctx.db.transaction() as session:
-            query = select(Recording).where(
-                Recording.status == S.disposing, col(Recording.wrapped_dek).is_(None)
-            )
-            if only is not None:
-                query = query.where(col(Recording.id).in_(only))
-            if failed:
-                query = query.where(col(Recording.id).not_in(failed))
-            size = min(BATCH, limit - done)
+def finish(
+    ctx: Context,
+    *,
+    now: datetime,
+    limit: int,
+    only: Sequence[uuid.UUID] | None = None,
+    older_than: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Step 2: remove the objects of ``disposing`` rows whose DEK is gone, then mark them
+    ``disposed``; returns the ids that reached ``disposed``. ``older_than`` leaves alone rows a
+    live disposal touched since then (the sweeper's view)."""
+    done: list[uuid.UUID] = []
+    skip: set[uuid.UUID] = set()
+    while len(done) < limit:
+        query = select(Recording.id, Recording.object_key).where(
+            Recording.status == S.disposing, col(Recording.wrapped_dek).is_(None)
+        )
+        if only is not None:
+            query = query.where(col(Recording.id).in_(list(only)))
+        if older_than is not None:
+            query = query.where(col(Recording.updated_at) < older_than)
+        if skip:
+            query = query.where(col(Recording.id).not_in(skip))
+        size = min(BATCH, limit - len(done))
+        with ctx.db.reading() as session:
             rows = session.exec(
-                claim(
-                    session,
-                    query.order_by(col(Recording.updated_at), col(Recording.id)).limit(size),
-                ).execution_options(populate_existing=True)
+                query.order_by(col(Recording.updated_at), col(Recording.id)).limit(size)
             ).all()
-            removed: dict[uuid.UUID, int] = {}
-            unavailable = False
-            # Object removal is round trips to the store: overlap them. Every row is locked by
-            # this transaction, and a removal is idempotent, so a failure just retries next run.
-            with ThreadPoolExecutor(max_workers=REMOVE_WORKERS) as pool:
-                futures = [
-                    (rec, pool.submit(_remove_media, ctx.store, rec.object_key)) for rec in rows
-                ]
-                for rec, future in futures:
-                    try:
-                        removed[rec.id] = future.result()
-                    except StorageUnavailableError:
-                        unavailable = True
-                    except StorageError:  # e.g. COMPLIANCE retention set from outside
-                        log.warning(
-                            "dispose: cannot remove the objects of %s", rec.id, exc_info=True
-                        )
-                        failed.add(rec.id)
-            if unavailable:
-                log.warning("dispose: object store unavailable; retrying next run")
-            # The rows are locked by this transaction, so one statement moves them all.
-            finished = [rec for rec in rows if rec.id in removed]
-            if finished:
-                session.exec(
-                    sa.update(Recording)
-                    .where(
-                        col(Recording.id).in_([rec.id for rec in finished]),
-                        Recording.status == S.disposing,
-                    )
-                    .values(
-                        status=S.disposed, disposed_at=now, updated_at=now, call_id=None,
-                        sha256=None,
-                    )
+        removed, unavailable = _remove_all(ctx.store, rows, skip)
+        if removed:
+            with ctx.db.transaction() as session:
+                moved = lifecycle.transition_many(
+                    session, list(removed), from_=S.disposing, to=S.disposed, actor=DISPOSE_ACTOR,
+                    now=now, details=lambda m, r=removed: {"objects_removed": r[m.id]},
                 )  # fmt: skip
-            for rec in finished:
-                audit.record(
-                    session,
-                    action=AuditAction.media_destroy,
-                    actor=DISPOSE_ACTOR,
-                    now=now,
-                    tenant_id=rec.tenant_id,
-                    target=str(rec.id),
-                    details={
-                        "objects_removed": removed[rec.id],
-                        "ciphertext_sha256": rec.ciphertext_sha256,
-                    },
-                )
-            done += len(finished)
-        if unavailable or len(rows) < size:
+            done.extend(m.id for m in moved)
+        if unavailable:
+            log.warning("dispose: object store unavailable; retrying next run")
             return done
+        if len(rows) < size:
+            return done
+        skip.update(rid for rid, _ in rows)
     return done
+
+
+def _remove_all(
+    store: BlobStore, rows: Sequence[Any], failed: set[uuid.UUID]
+) -> tuple[dict[uuid.UUID, int], bool]:
+    """Remove the objects of ``rows`` (round trips to the store: overlapped, no transaction
+    open); ({id: versions removed}, whether the store was unavailable). Rows that cannot be
+    removed (e.g. COMPLIANCE retention set from outside) are added to ``failed``."""
+    removed: dict[uuid.UUID, int] = {}
+    unavailable = False
+    with ThreadPoolExecutor(max_workers=REMOVE_WORKERS) as pool:
+        futures = [(rid, pool.submit(carry(_remove_media), store, key)) for rid, key in rows]
+        for rid, future in futures:
+            try:
+                removed[rid] = future.result()
+            except StoreUnavailableError:
+                unavailable = True
+            except StorageError:
+                log.warning("dispose: cannot remove the objects of %s", rid, exc_info=True)
+                failed.add(rid)
+    return removed, unavailable
 
 
 def _remove_media(store: BlobStore, key: str) -> int:
@@ -269,60 +245,15 @@ def _remove_media(store: BlobStore, key: str) -> int:
     Callers have checked the DB's holds (the authority); the DEK is already destroyed, so a
     flag left by a failed release or a rolled-back hold protects nothing and is cleared.
     """
+
+    def partial() -> None:
+        crashpoint(AFTER_PARTIAL_OBJECT_DELETE)
+
     try:
-        return _remove_versions(store, key)
+        return store.delete_all_versions(key, between_versions=partial)
     except BlobLockedError:
         store.set_legal_hold(key, on=False)
-        return _remove_versions(store, key)
-
-
-def _remove_versions(store: BlobStore, key: str) -> int:
-    if not isinstance(store, S3BlobStore):
-        return store.delete_all_versions(key)
-    # Version by version (the same S3 calls as the store makes), so that a crash point can sit
-    # between two versions: a partial removal must be finished by the next run.
-    versions = _s3(
-        key,
-        lambda: [
-            obj.version_id
-            for obj in store.client.list_objects(store.bucket, prefix=key, include_version=True)
-            if obj.object_name == key and not obj.is_dir
-        ],
-    )
-    removed, locked = 0, []
-    for i, version in enumerate(versions):
-        if i == 1:
-            crashpoint(AFTER_PARTIAL_OBJECT_DELETE)
-        try:
-            _s3(key, lambda v=version: store.client.remove_object(store.bucket, key, version_id=v))
-        except BlobLockedError:
-            locked.append(str(version))
-            continue
-        except _Gone:
-            continue
-        removed += 1
-    if locked:
-        raise BlobLockedError(f"{len(locked)} version(s) of {key!r} are under Object Lock")
-    return removed
-
-
-class _Gone(Exception):
-    """The version was removed concurrently: still gone, still idempotent."""
-
-
-def _s3(key: str, call: Any) -> Any:
-    try:
-        return call()
-    except S3Error as exc:
-        if exc.code in {"NoSuchKey", "NoSuchVersion", "NoSuchObject"}:
-            raise _Gone() from exc
-        if exc.code == "AccessDenied":
-            raise BlobLockedError(f"S3 refused to delete {key!r}") from exc
-        raise StorageError(f"S3 refused {key!r}: {exc.code}") from exc
-    except (ServerError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
-        raise StorageUnavailableError(f"S3 unavailable for {key!r}") from exc
-    except MinioException as exc:
-        raise StorageError(f"S3 client error for {key!r}: {exc}") from exc
+        return store.delete_all_versions(key, between_versions=partial)
 
 
 # --- deferrals and reasons ------------------------------------------------------------------------

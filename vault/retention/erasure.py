@@ -17,6 +17,10 @@ Each :func:`process` run, per open request:
    retired is the request ``complete``: the receipt is built, signed with the audit key and
    recorded, hashed, in the audit chain, in the same transaction.
 
+Receipts are signed documents (:mod:`vault.audit.signing`) of type ``ERASURE_RECEIPT``, version
+``RECEIPT_VERSION``; :func:`verify_receipt` checks one. Receipts signed before the type/version
+fields existed say ``"type": "callvault.erasure-receipt/v1"`` and are read as version 1.
+
 Neither audit events nor receipts ever carry the call id.
 """
 
@@ -29,12 +33,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, col, select
 
-from vault import audit
-from vault.authz import Actor, Permission, ensure
+from vault import audit, authz
+from vault.audit import signing
+from vault.authz import Actor, Permission
 from vault.context import Context
-from vault.errors import InvalidInputError, NotFoundError
+from vault.errors import InvalidInputError
 from vault.leases import claim
 from vault.models import (
     ErasureItem,
@@ -52,13 +58,16 @@ from vault.retention import disposal as retention
 from vault.retention import holds
 from vault.tags import AuditAction
 
-__all__ = ["ERASURE_ACTOR", "RECEIPT_TYPE", "create_request", "get_request", "process"]
+__all__ = [
+    "ERASURE_ACTOR", "RECEIPT_TYPE", "RECEIPT_VERSION", "create_request", "get_request",
+    "process", "verify_receipt",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 E = ErasureStatus
 ERASURE_ACTOR = "system:erasure"
-RECEIPT_TYPE = "callvault.erasure-receipt/v1"
+RECEIPT_TYPE, RECEIPT_VERSION = signing.ERASURE_RECEIPT, 1
 MAX_IDS = 10_000
 
 
@@ -95,7 +104,7 @@ def create_request(
     now: datetime,
 ) -> ErasureRequest:
     """Record a request in the caller's transaction (the caller commits); work happens later."""
-    ensure(actor, Permission.erasure_manage)
+    authz.authorize(session, actor, Permission.erasure_manage, now=now)
     reason = reason.strip() if isinstance(reason, str) else ""
     if not reason or len(reason) > 2000:
         raise InvalidInputError("reason: 1-2000 characters")
@@ -113,14 +122,11 @@ def create_request(
     tenant_id = None
     if by_call:
         assert tenant is not None and call_id is not None
-        tenant_id = holds.scoped_tenant(session, actor, tenant)
+        tenant_id = holds.scoped_tenant(session, actor, tenant, Permission.erasure_manage, now)
         matched = _by_call(session, tenant_id, call_id)
     else:
-        rows = session.exec(select(Recording).where(col(Recording.id).in_(ids))).all()
-        found = {r.id for r in rows if actor.in_scope(r.tenant_id)}
-        missing = [rid for rid in ids if rid not in found]
-        if missing:  # the same answer for "missing" and "not yours"
-            raise NotFoundError(f"no recording {missing[0]}")
+        # The same answer for "missing" and "not yours".
+        authz.get_visible_many(session, actor, ids, permission=Permission.erasure_manage, now=now)
         matched = ids
     covered = _with_derivatives(session, matched)
     req = ErasureRequest(
@@ -156,7 +162,7 @@ def create_request(
 
 def process(ctx: Context, *, now: datetime) -> int:
     """Advance every open request; returns how many completed in this run. Idempotent."""
-    with ctx.db.session() as session:
+    with ctx.db.reading() as session:
         open_ids = session.exec(
             select(ErasureRequest.id)
             .where(ErasureRequest.status != E.complete)
@@ -168,7 +174,9 @@ def process(ctx: Context, *, now: datetime) -> int:
         if pending is None:
             continue  # complete, or another worker has it right now
         retention.dispose_recordings(ctx, pending, now=now)
-        completed += _settle(ctx, request_id, now)
+        ready = _settle(ctx, request_id, now)
+        if ready is not None:
+            completed += _sign_and_complete(ctx, request_id, ready, now)
     return completed
 
 
@@ -209,11 +217,7 @@ def _start(ctx: Context, request_id: uuid.UUID, now: datetime) -> list[uuid.UUID
         query = (
             select(RecordingPurpose, Recording.tenant_id)
             .join(Recording, col(Recording.id) == col(RecordingPurpose.recording_id))
-            .where(
-                col(RecordingPurpose.recording_id).in_(ids),
-                col(RecordingPurpose.ended_at).is_(None),
-                col(RecordingPurpose.expires_at) > now,
-            )
+            .where(col(RecordingPurpose.recording_id).in_(ids), RecordingPurpose.active_at(now))
             .order_by(col(RecordingPurpose.recording_id), col(RecordingPurpose.purpose))
         )
         if ctx.db.is_postgres:
@@ -246,12 +250,13 @@ def _start(ctx: Context, request_id: uuid.UUID, now: datetime) -> list[uuid.UUID
         return [i.recording_id for i in items if i.media_destroyed_at is None]
 
 
-def _settle(ctx: Context, request_id: uuid.UUID, now: datetime) -> int:
-    """Step 3: record the proof per item; complete and sign when every KEK is retired."""
+def _settle(ctx: Context, request_id: uuid.UUID, now: datetime) -> str | None:
+    """Step 3: record the proof per item; once every KEK is retired, the receipt's text (kept
+    with the request, to be signed outside the transaction by :func:`_sign_and_complete`)."""
     with ctx.db.transaction() as session:
         req = _lock_request(session, request_id)
         if req is None:
-            return 0
+            return None
         items = _items(session, req.id)
         ids = [i.recording_id for i in items]
         recs = {r.id: r for r in session.exec(select(Recording).where(col(Recording.id).in_(ids)))}
@@ -262,14 +267,17 @@ def _settle(ctx: Context, request_id: uuid.UUID, now: datetime) -> int:
         if any(i.dek_destroyed_at is None and i.recording_id in held for i in items):
             req.status = E.deferred
         elif all(i.kek_retired_at is not None and i.media_destroyed_at for i in items):
-            _complete(ctx, session, req, items, now)
-            return 1
+            if req.receipt is None:  # a run that died before signing left its text: keep it
+                req.receipt = _receipt(session, req, items, now)
+            req.status = E.awaiting_kek
+            session.add(req)
+            return req.receipt
         elif all(i.dek_destroyed_at and i.media_destroyed_at for i in items):
             req.status = E.awaiting_kek
         else:
             req.status = E.shredding
         session.add(req)
-        return 0
+        return None
 
 
 def _update_item(
@@ -293,9 +301,10 @@ def _update_item(
                 item.kek_retired_at = kek.retired_at
 
 
-def _complete(
-    ctx: Context, session: Session, req: ErasureRequest, items: list[ErasureItem], now: datetime
-) -> None:
+def _receipt(
+    session: Session, req: ErasureRequest, items: list[ErasureItem], now: datetime
+) -> str:
+    """The receipt's canonical text (see :mod:`vault.audit.signing`), not yet signed."""
     ids = [i.recording_id for i in items]
     checked: dict[uuid.UUID, list[str]] = {rid: [] for rid in ids}
     for rid, hid in session.exec(
@@ -309,7 +318,6 @@ def _complete(
         return None if value is None else audit.format_ts(value)
 
     receipt: dict[str, Any] = {
-        "type": RECEIPT_TYPE,
         "request_id": str(req.id),
         "tenant_id": None if req.tenant_id is None else str(req.tenant_id),
         "created_at": ts(req.created_at),
@@ -332,30 +340,48 @@ def _complete(
         "holds_checked": sorted({h for hs in checked.values() for h in hs}),
         "signature": {"alg": "Ed25519", "over": "the canonical JSON of this receipt"},
     }
-    canonical = audit.canonical_json(receipt)
+    return signing.prepare_document(doc_type=RECEIPT_TYPE, version=RECEIPT_VERSION, body=receipt)
+
+
+def _sign_and_complete(ctx: Context, request_id: uuid.UUID, canonical: str, now: datetime) -> int:
+    """Sign the receipt with the audit key (no transaction open), then complete the request
+    with a compare-and-set on the receipt's text; 1 if this call completed it."""
     # Every provider we ship signs with the audit key (local Ed25519, Transit ed25519).
-    signature = ctx.keys.sign(canonical.encode("utf-8")).hex()  # type: ignore[attr-defined]
-    req.status = E.complete
-    req.completed_at = now
-    req.call_id = None
-    req.receipt = canonical
-    req.receipt_signature = signature
-    session.add(req)
-    session.flush()
-    audit.record(
-        session,
-        action=AuditAction.erasure_complete,
-        actor=ERASURE_ACTOR,
-        now=now,
-        tenant_id=req.tenant_id,
-        target=str(req.id),
-        details={
-            "request_id": str(req.id),
-            "receipt_sha256": audit.hash_canonical(canonical),
-            "receipt_signature": signature,
-            "items": len(items),
-            "on_time": now <= req.due_at,
-        },
+    signature = signing.sign_canonical(ctx.keys, canonical).signature
+    body = json.loads(canonical)
+    with ctx.db.transaction() as session:
+        req = _lock_request(session, request_id)
+        if req is None or req.receipt != canonical:
+            return 0  # completed meanwhile by another worker
+        req.status = E.complete
+        req.completed_at = datetime.fromisoformat(body["completed_at"].replace("Z", "+00:00"))
+        req.call_id = None
+        req.receipt_signature = signature
+        session.add(req)
+        session.flush()
+        audit.record(
+            session, action=AuditAction.erasure_complete, actor=ERASURE_ACTOR, now=now,
+            tenant_id=req.tenant_id, target=str(req.id),
+            details={
+                "request_id": str(req.id), "receipt_sha256": audit.hash_canonical(canonical),
+                "receipt_signature": signature, "items": len(body["items"]),
+                "on_time": body["on_time"],
+            },
+        )  # fmt: skip
+    return 1
+
+
+def verify_receipt(
+    public_key: bytes | Ed25519PublicKey, canonical: str, signature: str
+) -> dict[str, Any]:
+    """The receipt, verified under the audit key (pass the trusted one, never a stored copy).
+
+    ``signing.SignedDocumentError`` when the signature, the canonical form, the type or the
+    version is wrong: a checkpoint or any other document signed with the same key is refused.
+    Receipts from before typed documents come back as version 1 with ``type`` ``RECEIPT_TYPE``.
+    """
+    return signing.verify_document(
+        public_key, canonical, signature, doc_type=RECEIPT_TYPE, versions=(RECEIPT_VERSION,)
     )
 
 
@@ -368,7 +394,8 @@ def to_public(session: Session, req: ErasureRequest) -> ErasureRequestPublic:
     return ErasureRequestPublic(
         id=req.id, status=E(req.status), created_at=req.created_at, due_at=req.due_at,
         completed_at=req.completed_at, recordings=len(items), deferred_by=deferred,
-        receipt=json.loads(req.receipt) if req.receipt else None,
+        # Shown once signed: a receipt waiting for its signature is not one yet.
+        receipt=json.loads(req.receipt) if req.receipt and req.receipt_signature else None,
         receipt_signature=req.receipt_signature,
     )  # fmt: skip
 
@@ -376,22 +403,9 @@ def to_public(session: Session, req: ErasureRequest) -> ErasureRequestPublic:
 def get_request(
     session: Session, *, actor: Actor, request_id: uuid.UUID, now: datetime
 ) -> ErasureRequestPublic:
-    ensure(actor, Permission.erasure_manage)
-    req = session.get(ErasureRequest, request_id)
-    if req is None or not _may_see(session, actor, req):
-        raise NotFoundError(f"no erasure request {request_id}")
+    authz.authorize(session, actor, Permission.erasure_manage, now=now)
+    req = authz.get_visible(
+        session, actor, ErasureRequest, request_id, permission=Permission.erasure_manage,
+        now=now, what="erasure request",
+    )  # fmt: skip
     return to_public(session, req)
-
-
-def _may_see(session: Session, actor: Actor, req: ErasureRequest) -> bool:
-    if actor.all_tenants:
-        return True
-    if req.tenant_id is not None:
-        return actor.in_scope(req.tenant_id)
-    tenants = session.exec(
-        select(Recording.tenant_id)
-        .join(ErasureItem, col(ErasureItem.recording_id) == col(Recording.id))
-        .where(ErasureItem.request_id == req.id)
-        .distinct()
-    ).all()
-    return all(actor.in_scope(t) for t in tenants)

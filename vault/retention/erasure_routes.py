@@ -4,36 +4,29 @@ and, once complete, the signed receipt (privacy)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from vault.api.deps import CtxDep, SessionDep, require
-from vault.authz import Actor, Permission
+from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep, SessionDep
 from vault.models import ErasureRequestCreate, ErasureRequestPublic
 from vault.retention import erasure
 
 router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure"])
 
-ErasureManager = Annotated[Actor, Depends(require(Permission.erasure_manage))]
-
 
 @router.post("", status_code=202, response_model=ErasureRequestPublic)
 def create_request(
-    ctx: CtxDep, session: SessionDep, actor: ErasureManager, body: ErasureRequestCreate
+    ctx: CtxDep, session: SessionDep, actor: CurrentActor, body: ErasureRequestCreate
 ) -> ErasureRequestPublic:
-    now = ctx.now()
     req = erasure.create_request(
         session, actor=actor, policy=ctx.policy, tenant=body.tenant, call_id=body.call_id,
-        recording_ids=body.recording_ids, reason=body.reason, now=now,
+        recording_ids=body.recording_ids, reason=body.reason, now=ctx.now(),
     )  # fmt: skip
-    out = erasure.to_public(session, req)
-    session.commit()
-    return out
+    return erasure.to_public(session, req)
 
 
 @router.get("/{request_id}", response_model=ErasureRequestPublic)
 def get_request(
-    ctx: CtxDep, session: SessionDep, actor: ErasureManager, request_id: uuid.UUID
+    ctx: CtxDep, session: ReadSessionDep, actor: CurrentActor, request_id: uuid.UUID
 ) -> ErasureRequestPublic:
     return erasure.get_request(session, actor=actor, request_id=request_id, now=ctx.now())

@@ -16,12 +16,11 @@ lock (see :mod:`vault.retention.disposal`). Concurrency:
   SQLite needs neither: ``BEGIN IMMEDIATE`` already makes every transaction the single writer.
 
 S3 Object Lock mirroring (defence in depth only; the DB decides): the legal-hold flag is set on
-every object version inside the creating transaction, while the row locks are held, so no
-concurrent release or disposal interleaves. Store failures are logged and tolerated, never fatal:
-a missing flag is repaired by :func:`sync_object_locks`, and a stale flag (left by a failed
-release, or by a transaction that rolled back) is cleared by disposal itself, which owns the
-decision and re-checks the memberships first. S3 keeps one flag per version, so a release clears
-it only where no other active hold covers the recording.
+every object version once the creating transaction has committed (never while it is open), and
+cleared once a release has committed, only where no other active hold covers the recording (S3
+keeps one flag per version). Store failures are logged and tolerated, never fatal: a missing flag
+is repaired by :func:`vault.retention.holds_mirror.sync_object_locks`, and a stale flag is cleared
+by disposal itself, which owns the decision and re-checks the memberships first.
 """
 
 from __future__ import annotations
@@ -35,15 +34,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault import audit
-from vault.authz import Actor, Permission, ensure
-from vault.context import Context
-from vault.db import is_postgres
+from vault import audit, authz
+from vault.authz import Actor, Permission
+from vault.db import after_commit, is_postgres
 from vault.errors import (
     ConflictError,
     InvalidInputError,
-    NotFoundError,
-    PermissionDeniedError,
+    StorageError,
     UnknownTenantError,
 )
 from vault.identity.tenants import resolve_tenant
@@ -53,14 +50,15 @@ from vault.models import (
     LegalHoldPublic,
     Recording,
     RecordingStatus,
+    Tenant,
 )
-from vault.storage import BlobStore, StorageError
+from vault.storage import BlobStore
 from vault.tags import AuditAction
 
 __all__ = [
-    "HOLDABLE", "active_holds", "active_holds_of", "create_hold", "get_hold", "held_condition",
-    "list_holds", "memberships_for_new_recording", "mirror_new_recording", "release_hold",
-    "scoped_tenant", "sync_object_locks", "to_public",
+    "FLAGGABLE", "HOLDABLE", "active_holds", "active_holds_of", "create_hold", "get_hold",
+    "held_condition", "list_holds", "memberships_for_new_recording", "release_hold",
+    "scoped_tenant", "set_flags", "to_public",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -69,7 +67,7 @@ S = RecordingStatus
 # Rows a hold can still protect. A disposing row is included (and locked) so that a hold racing
 # a disposal serialises with it, but its DEK is already gone, so no S3 flag is set on it.
 HOLDABLE = (S.pending, S.stored, S.integrity_failed, S.disposing)
-_FLAGGABLE = (S.pending, S.stored, S.integrity_failed)
+FLAGGABLE = (S.pending, S.stored, S.integrity_failed)
 MAX_IDS = 10_000
 MAX_TEXT = 2000
 # "cvholds" in ASCII: exclusive for hold creation, shared for ingest's look-up.
@@ -122,7 +120,7 @@ def _lock_holds(session: Session, *, shared: bool) -> None:
 # --- S3 mirroring --------------------------------------------------------------------------------
 
 
-def _set_flags(store: BlobStore, keys: Iterable[str], *, on: bool) -> int:
+def set_flags(store: BlobStore, keys: Iterable[str], *, on: bool) -> int:
     """Best effort: count the versions changed; failures are logged (see module docstring)."""
     changed = 0
     for key in keys:
@@ -131,41 +129,6 @@ def _set_flags(store: BlobStore, keys: Iterable[str], *, on: bool) -> int:
         except StorageError:
             log.warning("legal hold: could not set S3 flag on=%s for %s", on, key, exc_info=True)
     return changed
-
-
-def mirror_new_recording(ctx: Context, recording_id: uuid.UUID) -> int:
-    """After ingest stored the object: set the S3 flag if an open hold already covers it."""
-    with ctx.db.session() as session:
-        rec = session.get(Recording, recording_id)
-        if rec is None or rec.status not in _FLAGGABLE or not active_holds(session, rec.id):
-            return 0
-        key = rec.object_key
-    return _set_flags(ctx.store, [key], on=True)
-
-
-def sync_object_locks(ctx: Context, *, batch: int = 500) -> int:
-    """Re-apply the S3 flag to every object an active hold covers; idempotent repair path.
-
-    Cheap to skip where the store has no Object Lock. Returns the number of versions flagged.
-    """
-    if not ctx.store.supports_object_lock():
-        return 0
-    changed, last = 0, None
-    while True:
-        with ctx.db.session() as session:
-            query = (
-                select(Recording.id, Recording.object_key)
-                .where(col(Recording.status).in_(_FLAGGABLE), held_condition(Recording.id))
-                .order_by(col(Recording.id))
-                .limit(batch)
-            )
-            if last is not None:
-                query = query.where(col(Recording.id) > last)
-            rows = session.exec(query).all()
-        changed += _set_flags(ctx.store, [key for _, key in rows], on=True)
-        if len(rows) < batch:
-            return changed
-        last = rows[-1][0]
 
 
 # --- creation -------------------------------------------------------------------------------------
@@ -180,17 +143,20 @@ def _text(value: str | None, name: str, limit: int) -> str:
     return value
 
 
-def scoped_tenant(session: Session, actor: Actor, ref: str) -> uuid.UUID:
-    """The tenant's id; ``PermissionDeniedError`` outside scope (a scoped actor cannot probe)."""
+def scoped_tenant(
+    session: Session, actor: Actor, ref: str, permission: Permission, now: datetime
+) -> uuid.UUID:
+    """The id of a tenant named in a write; an audited 403 outside scope (a scoped actor cannot
+    probe names: unknown tenants look the same), 422 ``unknown-tenant`` for an all-tenants one."""
     try:
-        tenant = resolve_tenant(session, ref)
+        found: Tenant | None = resolve_tenant(session, ref)
     except UnknownTenantError:
         if actor.all_tenants:
             raise
-        tenant = None  # a scoped actor learns nothing about tenants outside its scope
-    if tenant is None or not actor.in_scope(tenant.id):
-        raise PermissionDeniedError("tenant outside the principal's scope")
-    return tenant.id
+        found = None
+    authz.authorize(session, actor, permission, authz.tenant(found and found.id), now=now)
+    assert found is not None
+    return found.id
 
 
 def create_hold(
@@ -207,8 +173,8 @@ def create_hold(
     recorded_to: datetime | None = None,
     now: datetime,
 ) -> LegalHold:
-    """Place a hold in the caller's transaction (the caller commits). See the module docstring."""
-    ensure(actor, Permission.hold_manage)
+    """Place a hold in the caller's unit of work. See the module docstring."""
+    authz.authorize(session, actor, Permission.hold_manage, now=now)
     case_ref = _text(case_ref, "case_ref", 256)
     reason = _text(reason, "reason", MAX_TEXT)
     ids = sorted(set(recording_ids or ()))
@@ -224,10 +190,12 @@ def create_hold(
     selective = any(v is not None for v in (tenant, call_id, recorded_from, recorded_to))
     if not ids and not selective:
         raise InvalidInputError("give recording_ids, tenant, call_id and/or a recorded-at range")
-    tenant_id = scoped_tenant(session, actor, tenant) if tenant is not None else None
-    if selective and tenant_id is None and not actor.all_tenants:
+    tenant_id = None
+    if tenant is not None:
+        tenant_id = scoped_tenant(session, actor, tenant, Permission.hold_manage, now)
+    elif selective:
         # Without a tenant the selector spans every tenant, those ingested later included.
-        raise PermissionDeniedError("a hold without a tenant needs scope over all tenants")
+        authz.authorize(session, actor, Permission.hold_manage, authz.EVERY_TENANT, now=now)
 
     _lock_holds(session, shared=False)
     hold = LegalHold(
@@ -241,17 +209,12 @@ def create_hold(
     # Lock every matching row: a disposal that has not claimed it yet will see the membership.
     matched: dict[uuid.UUID, Recording] = {}
     if ids:
-        rows = session.exec(
-            select(Recording)
-            .where(col(Recording.id).in_(ids))
-            .order_by(col(Recording.id))  # one lock order everywhere: no deadlocks
-            .with_for_update()
-        ).all()
-        found = {r.id: r for r in rows if actor.in_scope(r.tenant_id)}
-        missing = [rid for rid in ids if rid not in found]
-        if missing:  # the same answer for "missing" and "not yours"
-            raise NotFoundError(f"no recording {missing[0]}")
-        matched.update({r.id: r for r in found.values() if r.status in HOLDABLE})
+        # Locked in id order (one lock order everywhere: no deadlocks); missing and "not yours"
+        # get the same answer.
+        rows = authz.get_visible_many(
+            session, actor, ids, permission=Permission.hold_manage, now=now, lock=True
+        )
+        matched.update({r.id: r for r in rows if r.status in HOLDABLE})
     if selective:
         clause: list[Any] = [col(Recording.status).in_(HOLDABLE)]
         if tenant_id is not None:
@@ -270,8 +233,9 @@ def create_hold(
         session.add(HoldMembership(hold_id=hold.id, recording_id=rid, created_at=now))
     session.flush()
 
-    flag_keys = [r.object_key for r in matched.values() if r.status in _FLAGGABLE]
-    locked = _set_flags(store, flag_keys, on=True) if flag_keys else 0
+    flag_keys = [r.object_key for r in matched.values() if r.status in FLAGGABLE]
+    if flag_keys:
+        after_commit(session, lambda: log_flags(set_flags(store, flag_keys, on=True), "set"))
     disposing = sum(1 for r in matched.values() if r.status == S.disposing)
     audit.record(
         session,
@@ -296,7 +260,6 @@ def create_hold(
             },
             "selects_future": selective,
             "already_disposing": disposing,
-            "s3_versions_locked": locked,
         },
     )
     return hold
@@ -344,29 +307,6 @@ def _member_ids(session: Session, hold_id: uuid.UUID) -> list[uuid.UUID]:
     return sorted(rows)
 
 
-def _visible_hold(session: Session, actor: Actor, hold_id: uuid.UUID) -> LegalHold:
-    hold = session.get(LegalHold, hold_id)
-    if hold is None or not _may_see(session, actor, hold):
-        raise NotFoundError(f"no legal hold {hold_id}")
-    return hold
-
-
-def _may_see(session: Session, actor: Actor, hold: LegalHold) -> bool:
-    if actor.all_tenants:
-        return True
-    if hold.tenant_id is not None:
-        return actor.in_scope(hold.tenant_id)
-    if hold.selects_future:
-        return False  # spans every tenant
-    tenants = session.exec(
-        select(Recording.tenant_id)
-        .join(HoldMembership, col(HoldMembership.recording_id) == col(Recording.id))
-        .where(HoldMembership.hold_id == hold.id)
-        .distinct()
-    ).all()
-    return bool(tenants) and all(actor.in_scope(t) for t in tenants)
-
-
 def release_hold(
     session: Session,
     *,
@@ -376,18 +316,15 @@ def release_hold(
     reason: str,
     now: datetime,
 ) -> LegalHold:
-    """Release a hold in the caller's transaction; disposal resumes at the next run."""
-    ensure(actor, Permission.hold_manage)
+    """Release a hold in the caller's unit of work; disposal resumes at the next run."""
+    authz.authorize(session, actor, Permission.hold_manage, now=now)
     reason = _text(reason, "reason", MAX_TEXT)
-    _visible_hold(session, actor, hold_id)
     # Lock the hold row, then its recordings (the order creation uses), so a concurrent create
     # or release of another hold on the same recordings serialises with this one.
-    hold = session.exec(
-        select(LegalHold)
-        .where(LegalHold.id == hold_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)  # the row as of the lock, not as first read
-    ).one()
+    hold = authz.get_visible(
+        session, actor, LegalHold, hold_id, permission=Permission.hold_manage, now=now,
+        what="legal hold", lock=True,
+    )  # fmt: skip
     if hold.released_at is not None:
         raise ConflictError(f"legal hold {hold_id} is already released")
     members = _member_ids(session, hold.id)
@@ -404,62 +341,62 @@ def release_hold(
     session.add(hold)
     session.flush()
     still = active_holds_of(session, members)
-    free = [r.object_key for r in recs if r.id not in still and r.status in _FLAGGABLE]
-    unlocked = _set_flags(store, free, on=False) if free else 0
+    # Cleared once the release has committed, only where no other hold covers the recording.
+    free = [r.object_key for r in recs if r.id not in still and r.status in FLAGGABLE]
+    if free:
+        after_commit(session, lambda: log_flags(set_flags(store, free, on=False), "cleared"))
     audit.record(
-        session,
-        action=AuditAction.hold_release,
-        actor=actor.audit_name,
-        now=now,
-        tenant_id=hold.tenant_id,
-        target=str(hold.id),
+        session, action=AuditAction.hold_release, actor=actor.audit_name, now=now,
+        tenant_id=hold.tenant_id, target=str(hold.id),
         details={
-            "hold_id": str(hold.id),
-            "case_ref": hold.case_ref,
-            "reason": reason,
-            "recordings": len(members),
-            "still_held_by_other_holds": len(still),
-            "s3_versions_unlocked": unlocked,
+            "hold_id": str(hold.id), "case_ref": hold.case_ref, "reason": reason,
+            "recordings": len(members), "still_held_by_other_holds": len(still),
         },
-    )
+    )  # fmt: skip
     return hold
+
+
+def log_flags(changed: int, what: str) -> None:
+    log.info("legal hold: S3 flag %s on %d object version(s)", what, changed)
 
 
 # --- reads ----------------------------------------------------------------------------------------
 
 
-def to_public(session: Session, hold: LegalHold, *, actor: Actor | None = None) -> LegalHoldPublic:
-    members = _member_ids(session, hold.id)
-    if actor is not None and not actor.all_tenants and members:
-        tenants = dict(
-            session.exec(
-                select(Recording.id, Recording.tenant_id).where(col(Recording.id).in_(members))
-            ).all()
-        )
-        members = [m for m in members if actor.in_scope(tenants[m])]
+def to_public(session: Session, hold: LegalHold) -> LegalHoldPublic:
     return LegalHoldPublic(
         id=hold.id, case_ref=hold.case_ref, reason=hold.reason, tenant_id=hold.tenant_id,
         recorded_from=hold.recorded_from, recorded_to=hold.recorded_to,
-        created_at=hold.created_at, released_at=hold.released_at, recording_ids=members,
+        created_at=hold.created_at, released_at=hold.released_at,
+        recording_ids=_member_ids(session, hold.id),
     )  # fmt: skip
 
 
-def get_hold(session: Session, *, actor: Actor, hold_id: uuid.UUID) -> LegalHoldPublic:
-    ensure(actor, Permission.hold_manage)
-    return to_public(session, _visible_hold(session, actor, hold_id), actor=actor)
+def get_hold(
+    session: Session, *, actor: Actor, hold_id: uuid.UUID, now: datetime
+) -> LegalHoldPublic:
+    authz.authorize(session, actor, Permission.hold_manage, now=now)
+    hold = authz.get_visible(
+        session, actor, LegalHold, hold_id, permission=Permission.hold_manage, now=now,
+        what="legal hold",
+    )  # fmt: skip
+    return to_public(session, hold)
 
 
 def list_holds(
-    session: Session, *, actor: Actor, active: bool | None = None, limit: int = 1000
+    session: Session,
+    *,
+    actor: Actor,
+    active: bool | None = None,
+    now: datetime,
+    limit: int = 1000,
 ) -> list[LegalHoldPublic]:
     """Holds the actor may see, newest first."""
-    ensure(actor, Permission.hold_manage)
+    authz.authorize(session, actor, Permission.hold_manage, now=now)
     query = select(LegalHold)
     if active is True:
         query = query.where(col(LegalHold.released_at).is_(None))
     elif active is False:
         query = query.where(col(LegalHold.released_at).is_not(None))
-    rows = session.exec(
-        query.order_by(col(LegalHold.created_at).desc(), col(LegalHold.id)).limit(limit)
-    ).all()
-    return [to_public(session, h, actor=actor) for h in rows if _may_see(session, actor, h)]
+    query = query.order_by(col(LegalHold.created_at).desc(), col(LegalHold.id)).limit(limit)
+    return [to_public(session, h) for h in session.exec(authz.visible(query, actor))]

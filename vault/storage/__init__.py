@@ -1,30 +1,13 @@
-"""Blob stores: where encrypted recordings and audit exports live (floor 1: imports nothing else
-from ``vault``).
+"""Blob stores: where encrypted recordings and audit exports live (floor 1: imports only
+``vault.errors`` from ``vault``).
 
 ``BlobStore`` is the protocol the services use; ``S3BlobStore`` and ``LocalBlobStore`` implement
-it. All failures are ``StorageError`` subclasses.
+it. Every failure is translated here, once, into a ``vault.errors.StorageError`` subclass:
+nothing above this floor sees a minio or urllib3 exception.
 """
 
 from vault.storage.base import BlobStore, PutResult, validate_key
-from vault.storage.errors import (
-    BlobLockedError,
-    BlobNotFoundError,
-    InvalidKeyError,
-    StorageError,
-    StorageUnavailableError,
-)
 from vault.storage.local import LocalBlobStore
 from vault.storage.s3 import S3BlobStore
 
-__all__ = [
-    "BlobLockedError",
-    "BlobNotFoundError",
-    "BlobStore",
-    "InvalidKeyError",
-    "LocalBlobStore",
-    "PutResult",
-    "S3BlobStore",
-    "StorageError",
-    "StorageUnavailableError",
-    "validate_key",
-]
+__all__ = ["BlobStore", "LocalBlobStore", "PutResult", "S3BlobStore", "validate_key"]

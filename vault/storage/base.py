@@ -6,12 +6,12 @@ Both stores apply the same key rules, so a key that works locally also works on 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from vault.storage.errors import InvalidKeyError
+from vault.errors import InvalidKeyError
 
 MAX_KEY_BYTES = 1024  # the S3 limit on object names
 
@@ -49,7 +49,7 @@ def validate_key(key: str) -> str:
 class BlobStore(Protocol):
     """What the services need from an object store.
 
-    Every method raises ``StorageUnavailableError`` when the backend cannot be reached and
+    Every method raises ``StoreUnavailableError`` when the backend cannot be reached and
     ``InvalidKeyError`` for a malformed key.
     """
 
@@ -88,11 +88,14 @@ class BlobStore(Protocol):
         """Whether the key (latest version, or that exact version) exists."""
         ...
 
-    def delete_all_versions(self, key: str) -> int:
+    def delete_all_versions(
+        self, key: str, *, between_versions: Callable[[], None] | None = None
+    ) -> int:
         """Remove every version (and delete marker) of ``key``; return how many were removed.
 
         Idempotent: a missing key returns 0. Versions under Object Lock are skipped, the rest are
-        removed, and then ``BlobLockedError`` is raised.
+        removed, and then ``BlobLockedError`` is raised. ``between_versions`` runs between two
+        removals (a crash point: a partial removal must be finished by the next run).
         """
         ...
 
@@ -108,7 +111,7 @@ class BlobStore(Protocol):
         ...
 
     def check(self) -> None:
-        """Readiness probe: raise ``StorageUnavailableError`` quickly if the store is unusable."""
+        """Readiness probe: raise ``StoreUnavailableError`` quickly if the store is unusable."""
         ...
 
     def ensure_bucket(self, object_lock: bool = True) -> None:

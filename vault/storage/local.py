@@ -12,18 +12,18 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
-from vault.storage.base import PutResult, validate_key
-from vault.storage.errors import (
+from vault.errors import (
     BlobNotFoundError,
     InvalidKeyError,
     StorageError,
-    StorageUnavailableError,
+    StoreUnavailableError,
 )
+from vault.storage.base import PutResult, validate_key
 
 # Errors that mean "the disk is not usable right now" rather than "this request is wrong".
 _UNAVAILABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENODEV}
@@ -41,7 +41,7 @@ def _os_errors(key: str, *, reading: bool = True) -> Iterator[None]:
         raise StorageError(f"cannot write {key!r}: {exc.strerror}") from exc
     except OSError as exc:
         if exc.errno in _UNAVAILABLE_ERRNOS:
-            raise StorageUnavailableError(f"local store unusable: {exc.strerror}") from exc
+            raise StoreUnavailableError(f"local store unusable: {exc.strerror}") from exc
         raise StorageError(f"local store failed on {key!r}: {exc.strerror}") from exc
 
 
@@ -151,7 +151,10 @@ class LocalBlobStore:
 
     # -- deletion and holds -------------------------------------------------------------------
 
-    def delete_all_versions(self, key: str) -> int:
+    def delete_all_versions(
+        self, key: str, *, between_versions: Callable[[], None] | None = None
+    ) -> int:
+        # One version per key here, so ``between_versions`` never runs.
         path = self._path(key)
         try:
             path.unlink()
@@ -175,9 +178,9 @@ class LocalBlobStore:
     def check(self) -> None:
         root = self._root
         if not root.is_dir():
-            raise StorageUnavailableError(f"blob root {str(root)!r} is not a directory")
+            raise StoreUnavailableError(f"blob root {str(root)!r} is not a directory")
         if not os.access(root, os.W_OK | os.X_OK):
-            raise StorageUnavailableError(f"blob root {str(root)!r} is not writable")
+            raise StoreUnavailableError(f"blob root {str(root)!r} is not writable")
 
     def ensure_bucket(self, object_lock: bool = True) -> None:
         with _os_errors(str(self._root), reading=False):

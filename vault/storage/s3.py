@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import NoReturn
@@ -27,14 +27,14 @@ from minio.retention import Retention
 from minio.versioningconfig import VersioningConfig
 from urllib3.util import Retry, Timeout
 
-from vault.storage import _multipart
-from vault.storage.base import PutResult, validate_key
-from vault.storage.errors import (
+from vault.errors import (
     BlobLockedError,
     BlobNotFoundError,
     StorageError,
-    StorageUnavailableError,
+    StoreUnavailableError,
 )
+from vault.storage import _multipart
+from vault.storage.base import PutResult, validate_key
 
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 6 * MIB  # S3 minimum is 5 MiB; 10,000 parts without a size hint = 60 GB
@@ -53,20 +53,20 @@ def _translate(exc: BaseException, what: str) -> StorageError | None:
         if exc.code in _NOT_FOUND:
             return BlobNotFoundError(f"no blob {what!r} ({exc.code})")
         if exc.code in _UNAVAILABLE:
-            return StorageUnavailableError(f"S3 unavailable for {what!r}: {exc.code}")
+            return StoreUnavailableError(f"S3 unavailable for {what!r}: {exc.code}")
         return StorageError(f"S3 refused {what!r}: {exc.code}: {exc.message}")
     if isinstance(exc, ServerError):
-        return StorageUnavailableError(f"S3 server error {exc.status_code} for {what!r}")
+        return StoreUnavailableError(f"S3 server error {exc.status_code} for {what!r}")
     if isinstance(exc, InvalidResponseError):
         # Non-XML answers come from proxies and load balancers; a 5xx there is an outage.
         status = getattr(exc, "_code", 0) or 0
-        cls = StorageUnavailableError if status >= 500 else StorageError
+        cls = StoreUnavailableError if status >= 500 else StorageError
         return cls(f"unexpected S3 response for {what!r}: {exc}")
     if isinstance(exc, MinioException):
         return StorageError(f"S3 client error for {what!r}: {exc}")
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
         # Connection refused, DNS, timeouts and retries exhausted all surface here.
-        return StorageUnavailableError(f"S3 unreachable for {what!r}: {type(exc).__name__}")
+        return StoreUnavailableError(f"S3 unreachable for {what!r}: {type(exc).__name__}")
     return None
 
 
@@ -316,10 +316,14 @@ class S3BlobStore:
                 if obj.object_name == key and not obj.is_dir
             ]
 
-    def delete_all_versions(self, key: str) -> int:
+    def delete_all_versions(
+        self, key: str, *, between_versions: Callable[[], None] | None = None
+    ) -> int:
         removed = 0
         locked: list[str] = []
-        for obj in self._versions(key):
+        for i, obj in enumerate(self._versions(key)):
+            if i and between_versions is not None:
+                between_versions()
             try:
                 # A versioned DELETE removes that version for good; no governance bypass, so
                 # Object Lock (legal hold, retention) keeps its word against us too.
@@ -387,9 +391,9 @@ class S3BlobStore:
             with _s3_errors(self._bucket):
                 found = self._client.bucket_exists(self._bucket)
         except StorageError as exc:
-            raise StorageUnavailableError(f"S3 not ready: {exc}") from exc
+            raise StoreUnavailableError(f"S3 not ready: {exc}") from exc
         if not found:
-            raise StorageUnavailableError(f"S3 bucket {self._bucket!r} does not exist")
+            raise StoreUnavailableError(f"S3 bucket {self._bucket!r} does not exist")
 
     def ensure_bucket(self, object_lock: bool = True) -> None:
         with _s3_errors(self._bucket):

@@ -1,0 +1,193 @@
+"""The key-provider boundary: the vault's one door to the KEK provider and crypto's envelope.
+
+:func:`open_provider` builds the configured provider (local keyring or Transit) for the runtime
+context. :class:`Keys` is how every service uses it: the envelope recipe (DEKs bound to
+``tenant || recording_id``), key administration and audit signing, with each failure translated
+here, once, into a domain error, so nothing above this floor imports ``crypto.errors``:
+
+- ``KeyProviderError`` (unreachable, refused) -> ``KeyProviderUnavailableError`` (503);
+- ``KeyDestroyedError`` (its KEK version was retired) -> ``vault.errors.KeyDestroyedError``;
+- ``DecryptionError`` or a malformed stored wrap -> ``WrappedKeyInvalidError``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from crypto import envelope
+from crypto import errors as crypto_errors
+from crypto.keys.base import KeyProvider, WrappedKey
+from crypto.keys.local import LocalKeyring
+from vault.errors import (
+    KeyDestroyedError,
+    KeyProviderUnavailableError,
+    MisconfiguredError,
+    WrappedKeyInvalidError,
+)
+
+__all__ = ["KEYRING_FILE", "Keys", "open_provider"]
+
+KEYRING_FILE = "keyring.json"
+
+
+@contextmanager
+def _translated(what: str, *, stored: bool = False) -> Iterator[None]:
+    """``stored``: the call reads a wrap from the database, so a malformed one (``ValueError``
+    from decoding) is an integrity finding rather than a programming error."""
+    invalid: tuple[type[Exception], ...] = (crypto_errors.DecryptionError,)
+    if stored:
+        invalid += (ValueError,)
+    try:
+        yield
+    except crypto_errors.KeyDestroyedError:
+        raise KeyDestroyedError(f"{what}: its KEK version has been retired") from None
+    except crypto_errors.KeyProviderError as exc:
+        raise KeyProviderUnavailableError(f"{what}: {exc}") from exc
+    except invalid:
+        raise WrappedKeyInvalidError(f"{what}: the wrapped key does not open") from None
+
+
+class Keys:
+    """The configured provider as the services see it (see the module docstring)."""
+
+    # Methods that never reach the provider (safe inside a transaction).
+    LOCAL = frozenset({"new_dek", "encode", "version_of"})
+
+    def __init__(self, provider: KeyProvider) -> None:
+        self.provider = provider
+
+    # --- the envelope recipe ----------------------------------------------------------------
+
+    @staticmethod
+    def new_dek(rng: Callable[[int], bytes] | None = None) -> bytes:
+        return envelope.new_dek(rng)
+
+    def wrap_dek(self, dek: bytes, *, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> WrappedKey:
+        """Wrap under the provider's newest KEK version, bound to ``tenant || recording_id``."""
+        with _translated("wrap"):
+            return envelope.wrap_dek(
+                self.provider, dek, tenant=str(tenant_id), recording_id=recording_id
+            )
+
+    def unwrap_dek(self, stored: str, *, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> bytes:
+        """Open a wrapped DEK as stored in the recording row (``cvk1:...`` text)."""
+        with _translated("unwrap", stored=True):
+            return envelope.unwrap_dek(
+                self.provider, envelope.decode_wrapped(stored), tenant=str(tenant_id),
+                recording_id=recording_id,
+            )  # fmt: skip
+
+    def rewrap_dek(
+        self, stored: str, *, tenant_id: uuid.UUID, recording_id: uuid.UUID
+    ) -> WrappedKey:
+        """Move a stored wrap to the newest KEK version; the DEK itself never changes."""
+        with _translated("rewrap", stored=True):
+            return envelope.rewrap_dek(
+                self.provider, envelope.decode_wrapped(stored), tenant=str(tenant_id),
+                recording_id=recording_id,
+            )  # fmt: skip
+
+    @staticmethod
+    def encode(wrapped: WrappedKey) -> str:
+        """The text form kept in the recording row."""
+        return envelope.encode_wrapped(wrapped)
+
+    @staticmethod
+    def version_of(stored: str) -> int:
+        """The KEK version a stored wrap names (``WrappedKeyInvalidError`` if malformed)."""
+        with _translated("decode", stored=True):
+            return envelope.decode_wrapped(stored).kek_version
+
+    # --- key administration -----------------------------------------------------------------
+
+    def current_version(self) -> int:
+        with _translated("current version"):
+            return self.provider.current_version()
+
+    def live_versions(self) -> list[int]:
+        with _translated("live versions"):
+            return self.provider.live_versions()
+
+    def created_at(self, version: int) -> datetime:
+        with _translated("created_at"):
+            return self.provider.created_at(version)
+
+    def rotate(self) -> int:
+        with _translated("rotate"):
+            return self.provider.rotate()
+
+    def retire(self, version: int) -> None:
+        with _translated("retire"):
+            self.provider.retire(version)
+
+    def check(self) -> None:
+        with _translated("check"):
+            self.provider.check()
+
+    # --- audit signing ----------------------------------------------------------------------
+
+    def sign(self, message: bytes) -> bytes:
+        with _translated("sign"):
+            return self.provider.sign(message)
+
+    def signing_public_key(self) -> bytes:
+        with _translated("signing public key"):
+            return self.provider.signing_public_key()
+
+
+def open_provider(
+    spec: str,
+    *,
+    transit_token: str | None = None,
+    transit_mount: str = "transit",
+    create: bool = False,
+) -> KeyProvider:
+    """Build a provider from ``CALLVAULT_KEY_PROVIDER``.
+
+    ``local:DIR`` opens ``DIR/keyring.json`` (``create=True`` makes it if missing, for ``init``);
+    ``transit:http(s)://HOST:PORT`` talks to OpenBao / Vault Transit with ``transit_token``.
+    A bad spec is a ``MisconfiguredError``.
+    """
+    if not isinstance(spec, str):
+        raise MisconfiguredError("key provider spec must be a string")
+    kind, sep, rest = spec.partition(":")
+    if kind == "local" and sep and rest:
+        try:
+            return LocalKeyring.open(Path(rest) / KEYRING_FILE, create=create)
+        except crypto_errors.KeyringError as exc:  # missing, unreadable or corrupted
+            raise MisconfiguredError(str(exc)) from exc
+    if kind == "transit" and sep:
+        url = urlsplit(rest)
+        try:
+            url.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise MisconfiguredError(f"invalid Transit URL in key provider spec {spec!r}") from None
+        if (
+            url.scheme not in ("http", "https")
+            or not url.hostname
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+            or url.username
+            or url.password
+        ):
+            raise MisconfiguredError(
+                f"invalid Transit URL in key provider spec {spec!r}; "
+                "expected transit:http(s)://HOST:PORT"
+            )
+        if not transit_token:
+            raise MisconfiguredError(
+                "a Transit key provider needs a token (CALLVAULT_TRANSIT_TOKEN)"
+            )
+        # Imported here so that local-keyring deployments never load hvac.
+        from crypto.keys.transit import TransitKeyProvider
+
+        return TransitKeyProvider(rest.rstrip("/"), transit_token, transit_mount)
+    raise MisconfiguredError(
+        f"invalid key provider spec {spec!r}; expected local:PATH or transit:http(s)://HOST:PORT"
+    )

@@ -1,0 +1,91 @@
+"""Identity tables: tenants, principals (with their scope) and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from vault.models._types import _ts
+
+
+class Role(StrEnum):
+    admin = "admin"
+    ingest = "ingest"
+    engineer = "engineer"
+    approver = "approver"
+    security = "security"
+    privacy = "privacy"
+    auditor = "auditor"
+
+
+# --- tenants ---------------------------------------------------------------------------------
+
+
+class TenantBase(SQLModel):
+    name: str = Field(min_length=1, max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    region: str | None = Field(default=None, max_length=64)
+
+
+class TenantCreate(TenantBase):
+    pass
+
+
+class TenantPublic(TenantBase):
+    id: uuid.UUID
+    created_at: datetime
+
+
+class Tenant(TenantBase, table=True):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(64), unique=True, nullable=False))
+    created_at: datetime = _ts()
+
+
+# --- principals and keys -------------------------------------------------------------------------
+
+
+class PrincipalBase(SQLModel):
+    name: str = Field(min_length=1, max_length=128)
+    role: Role
+    owner: str = Field(min_length=3, max_length=256)
+    all_tenants: bool = False
+
+
+class PrincipalPublic(PrincipalBase):
+    id: uuid.UUID
+    tenants: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class Principal(PrincipalBase, table=True):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(128), unique=True, nullable=False))
+    role: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class PrincipalTenant(SQLModel, table=True):
+    """Explicit scope: one row per tenant a principal may act on."""
+
+    __tablename__ = "principal_tenant"
+    principal_id: uuid.UUID = Field(foreign_key="principal.id", primary_key=True)
+    tenant_id: uuid.UUID = Field(foreign_key="tenant.id", primary_key=True)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    principal_id: uuid.UUID = Field(foreign_key="principal.id", index=True)
+    # A short public prefix finds the row; the SHA-256 of the whole key is compared in
+    # constant time. The key itself is never stored.
+    prefix: str = Field(sa_column=sa.Column(sa.String(16), unique=True, nullable=False))
+    key_hash: str = Field(max_length=64)
+    created_at: datetime = _ts()
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
