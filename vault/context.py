@@ -11,11 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from crypto.errors import KeyringError
+from crypto.keys.base import KeyProvider
+from crypto.keys.local import LocalKeyring
 from vault.audit.denials import LIMITER, DenialLimiter
 from vault.config import ConfigError, Settings
 from vault.db import Database
-from vault.keys import Keys, open_provider
+from vault.errors import MisconfiguredError
+from vault.keys import Keys
 from vault.models import utcnow
 from vault.policy import Policy, load_policy
 from vault.storage import BlobStore, LocalBlobStore, S3BlobStore
@@ -57,6 +62,9 @@ def open_store(settings: Settings) -> BlobStore:
     )
 
 
+KEYRING_FILE = "keyring.json"
+
+
 def open_keys(settings: Settings, *, create: bool = False) -> Keys:
     provider = open_provider(
         settings.key_provider,
@@ -89,4 +97,57 @@ def build_context(
         policy=load_policy(settings.policy_file),
         clock=clock or utcnow,
         rng=rng,
+    )
+
+
+def open_provider(
+    spec: str,
+    *,
+    transit_token: str | None = None,
+    transit_mount: str = "transit",
+    create: bool = False,
+) -> KeyProvider:
+    """Build a provider from ``CALLVAULT_KEY_PROVIDER``.
+
+    ``local:DIR`` opens ``DIR/keyring.json`` (``create=True`` makes it if missing, for ``init``);
+    ``transit:http(s)://HOST:PORT`` talks to OpenBao / Vault Transit with ``transit_token``.
+    A bad spec is a ``MisconfiguredError``.
+    """
+    if not isinstance(spec, str):
+        raise MisconfiguredError("key provider spec must be a string")
+    kind, sep, rest = spec.partition(":")
+    if kind == "local" and sep and rest:
+        try:
+            return LocalKeyring.open(Path(rest) / KEYRING_FILE, create=create)
+        except KeyringError as exc:  # missing, unreadable or corrupted
+            raise MisconfiguredError(str(exc)) from exc
+    if kind == "transit" and sep:
+        url = urlsplit(rest)
+        try:
+            url.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise MisconfiguredError(f"invalid Transit URL in key provider spec {spec!r}") from None
+        if (
+            url.scheme not in ("http", "https")
+            or not url.hostname
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+            or url.username
+            or url.password
+        ):
+            raise MisconfiguredError(
+                f"invalid Transit URL in key provider spec {spec!r}; "
+                "expected transit:http(s)://HOST:PORT"
+            )
+        if not transit_token:
+            raise MisconfiguredError(
+                "a Transit key provider needs a token (CALLVAULT_TRANSIT_TOKEN)"
+            )
+        # Imported here so that local-keyring deployments never load hvac.
+        from crypto.keys.transit import TransitKeyProvider
+
+        return TransitKeyProvider(rest.rstrip("/"), transit_token, transit_mount)
+    raise MisconfiguredError(
+        f"invalid key provider spec {spec!r}; expected local:PATH or transit:http(s)://HOST:PORT"
     )

@@ -1,26 +1,21 @@
-"""The KEK lifecycle: wrap new DEKs, rotate, rewrap every held DEK, retire (destroy) old versions.
+"""The KEK lifecycle: rotate, rewrap every held DEK, retire (destroy) old versions.
 
-The ``kek_version`` table is the truth about versions: rotation is due when the newest version is
-``policy.kek_rotation_days`` old, ``retiring_at`` marks a version about to be destroyed and
-``retired_at`` records its destruction. A provider version the DB does not know yet (a crash
-between the provider's rotation and the DB row) is *adopted*, never rotated over again.
-
-No transaction is ever held across a key-provider call, yet no DEK is ever committed under a
-version that retirement can destroy:
+Rotation is due when the newest version is ``policy.kek_rotation_days`` old. No transaction is
+ever held across a key-provider call, yet no DEK is ever committed under a version that
+retirement can destroy:
 
 - a new DEK is wrapped outside any transaction; the transaction that commits its row takes the
-  KEK lock *shared* and checks that the version is still live (neither retiring nor retired); if
-  retirement got there first, the DEK (still in memory) is wrapped again and the commit retried;
+  KEK lock *shared* and checks that the version is still live; if retirement got there first,
+  the DEK (still in memory) is wrapped again (:func:`vault.kek_versions.store_new_dek`);
 - retirement takes the lock *exclusive*, finds the versions no committed row uses, marks them
   ``retiring`` and commits; only then does it destroy them at the provider, and a third short
   transaction records ``retired_at`` with the audit events. A crash in between leaves versions
   ``retiring``: the next run destroys and records them.
 
-On PostgreSQL the lock is a transaction-level advisory lock; on SQLite every write transaction
-starts with ``BEGIN IMMEDIATE`` and is already the only writer. ``kek_cycle`` runs under a DB
-lease (a ``job_lease`` row taken with a compare-and-set), so two workers never rotate twice.
-Media is never re-encrypted: only wrapped DEKs change.
+``kek_cycle`` runs under a DB lease (a ``job_lease`` row taken with a compare-and-set), so two
+workers never rotate twice. Media is never re-encrypted: only wrapped DEKs change.
 """
+
 
 from __future__ import annotations
 
@@ -29,28 +24,23 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from crypto.keys.base import WrappedKey
-from vault import audit
+from vault import audit, kek_versions
 from vault.context import Context
 from vault.crashpoints import AFTER_KEK_ROTATE, AFTER_REWRAP, crashpoint
-from vault.db import is_postgres
 from vault.errors import (
     ConflictError,
     KeyDestroyedError,
     KeyProviderUnavailableError,
-    MisconfiguredError,
     WrappedKeyInvalidError,
 )
 from vault.leases import (
     LEASE_TTL,
     acquire_lease,
-    dialect,
-    inserted,
     process_holder,
     release_lease,
     renew_lease,
@@ -58,144 +48,15 @@ from vault.leases import (
 from vault.models import KekVersion, Recording
 from vault.tags import AuditAction, Outcome
 
-__all__ = [
-    "KEK_LEASE",
-    "KekCycleResult",
-    "kek_cycle",
-    "newest_version",
-    "record_provider_versions",
-    "retire_unused",
-    "rotate",
-    "store_new_dek",
-]
+__all__ = ["KEK_LEASE", "KekCycleResult", "kek_cycle", "retire_unused", "rotate"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
-# "cvkek" in ASCII: the advisory lock shared by wrapping (shared mode) and retiring (exclusive).
-KEK_LOCK_KEY = 0x63766B656B
 KEK_LEASE = "kek-cycle"
 REWRAP_BATCH = 100
-WRAP_ATTEMPTS = 3
 CYCLE_ACTOR = "system:kek-cycle"
-SYNC_ACTOR = "system:kek-sync"
 MANUAL_ACTOR = "system:cli"
-
-
-def _lock(session: Session, *, exclusive: bool) -> None:
-    if is_postgres(session):
-        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        session.exec(sa.text(f"SELECT {fn}(:k)"), params={"k": KEK_LOCK_KEY})
-    else:
-        session.connection()  # begins the transaction: BEGIN IMMEDIATE takes the write lock
-
-
-# --- versions as the DB knows them ------------------------------------------------------------
-
-
-def newest_version(session: Session) -> int | None:
-    """The newest KEK version recorded in the DB and not retired."""
-    return session.exec(
-        select(sa.func.max(KekVersion.version)).where(col(KekVersion.retired_at).is_(None))
-    ).one()
-
-
-def _live(session: Session, version: int) -> bool:
-    row = session.get(KekVersion, version, populate_existing=True)
-    return row is not None and row.retiring_at is None and row.retired_at is None
-
-
-def _insert_version(session: Session, version: int, created_at: datetime) -> bool:
-    """Record a version unless it is already known; True if this call recorded it."""
-    row = {"version": version, "created_at": created_at, "retired_at": None}
-    insert = dialect(session).insert(KekVersion).values(**row).on_conflict_do_nothing()
-    return inserted(session, insert.returning(KekVersion.version))  # type: ignore[arg-type]
-
-
-def _provider_versions(ctx: Context, now: datetime) -> dict[int, datetime]:
-    """The provider's live versions and their creation times (provider calls: no transaction)."""
-    out = {}
-    for version in ctx.keys.live_versions():
-        try:
-            stamp = ctx.keys.created_at(version)
-        except KeyProviderUnavailableError:  # no timestamp: the DB's first sighting counts
-            stamp = now
-        out[version] = min(stamp, now)
-    return out
-
-
-def _adopt(
-    session: Session, live: dict[int, datetime], *, now: datetime, audited: bool = True
-) -> list[int]:
-    """Record provider versions the DB does not know yet; return the versions rotated to.
-
-    With an empty table this is first-time bookkeeping and nothing is audited. Otherwise a new
-    version means a rotation happened whose DB row was never written (a crash, or a rotation
-    by another process), and recording it is that rotation's audited event: exactly one
-    ``kek.rotate`` per version, by whoever records it.
-    """
-    known = set(session.exec(select(KekVersion.version)).all())
-    adopted = []
-    for version in sorted(set(live) - known):
-        if not _insert_version(session, version, live[version]):
-            continue
-        if known and audited:
-            audit.record(
-                session, action=AuditAction.kek_rotate, actor=SYNC_ACTOR, now=now,
-                details={"version": version, "previous": max(known), "adopted": True},
-            )  # fmt: skip
-            adopted.append(version)
-        known.add(version)
-    return adopted
-
-
-def record_provider_versions(ctx: Context, *, now: datetime, audited: bool = True) -> list[int]:
-    """Adopt every provider version the DB does not know yet (``init`` and the cycle)."""
-    live = _provider_versions(ctx, now)
-    with ctx.db.transaction() as session:
-        return _adopt(session, live, now=now, audited=audited)
-
-
-# --- wrapping ---------------------------------------------------------------------------------
-
-
-def store_new_dek(
-    ctx: Context,
-    *,
-    dek: bytes,
-    tenant_id: uuid.UUID,
-    recording_id: uuid.UUID,
-    write: Callable[[Session, WrappedKey], T],
-    wrapped: WrappedKey | None = None,
-) -> T:
-    """Wrap ``dek`` outside any transaction, then commit ``write(session, wrapped)`` under the
-    shared KEK lock once the wrap's version is known to be live (see the module docstring).
-
-    ``wrapped`` lets a caller hand over a wrap made earlier. Raises the key provider's domain
-    errors, and ``MisconfiguredError`` when the provider wraps under a version the DB never
-    heard of and that is older than the DB's newest (the wrong keyring).
-    """
-    for _ in range(WRAP_ATTEMPTS):
-        if wrapped is None:
-            wrapped = ctx.keys.wrap_dek(dek, tenant_id=tenant_id, recording_id=recording_id)
-        with ctx.db.reading() as session:
-            known = newest_version(session)
-            seen = session.get(KekVersion, wrapped.kek_version) is not None
-        if not seen:
-            if known is not None and wrapped.kek_version < known:
-                raise MisconfiguredError(
-                    f"the key provider wraps under KEK version {wrapped.kek_version}, older "
-                    f"than version {known} recorded in the database; is it the right keyring?"
-                )
-            record_provider_versions(ctx, now=ctx.now())  # a rotation the DB has not seen
-        with ctx.db.transaction() as session:
-            _lock(session, exclusive=False)
-            if _live(session, wrapped.kek_version):
-                return write(session, wrapped)
-        log.info("KEK v%d is being retired; wrapping the new DEK again", wrapped.kek_version)
-        wrapped = None
-    raise ConflictError("the KEK kept changing while a new key was stored; retry")
 
 
 # --- the cycle --------------------------------------------------------------------------------
@@ -275,11 +136,11 @@ def _rotate_if_due(
     ctx: Context, *, now: datetime, force: bool, actor: str = CYCLE_ACTOR
 ) -> tuple[int | None, list[int]]:
     """(version rotated to, versions adopted); adopting counts as the due rotation."""
-    adopted = record_provider_versions(ctx, now=now)
+    adopted = kek_versions.record_provider_versions(ctx, now=now)
     if adopted:
         return None, adopted
     with ctx.db.reading() as session:
-        newest = newest_version(session)
+        newest = kek_versions.newest_version(session)
         row = session.get(KekVersion, newest) if newest is not None else None
     if row is None:
         raise KeyProviderUnavailableError("the key provider has no live KEK version")
@@ -288,7 +149,7 @@ def _rotate_if_due(
     version = ctx.keys.rotate()
     with ctx.db.transaction() as session:
         # A concurrent ingest may have recorded (and audited) it first: one event either way.
-        if _insert_version(session, version, now):
+        if kek_versions.insert_version(session, version, now):
             audit.record(
                 session, action=AuditAction.kek_rotate, actor=actor, now=now,
                 details={"version": version, "previous": row.version, "forced": force},
@@ -311,7 +172,7 @@ def _rewrap_all(
     after: uuid.UUID | None = None
     while True:
         with ctx.db.reading() as session:
-            newest = newest_version(session)
+            newest = kek_versions.newest_version(session)
             query = (
                 select(Recording.id, Recording.tenant_id, Recording.wrapped_dek)
                 .where(
@@ -342,9 +203,9 @@ def _rewrap_all(
                 bad += 1
         moved = 0
         with ctx.db.transaction() as session:
-            _lock(session, exclusive=False)
+            kek_versions.lock(session, exclusive=False)
             for rid, (old, wrapped) in new.items():
-                if not _live(session, wrapped.kek_version):
+                if not kek_versions.is_live(session, wrapped.kek_version):
                     continue  # retired under us: the next run rewraps it again
                 # updated_at stays: the recording itself did not change (the sweeper reads it).
                 changed = session.execute(
@@ -371,11 +232,11 @@ def retire_unused(ctx: Context, *, now: datetime) -> list[int]:
     provider with no transaction open, record. Idempotent: versions already marked or already
     destroyed (a crash between the steps) are finished and recorded once.
     """
-    live = _provider_versions(ctx, now)
+    live = kek_versions.provider_versions(ctx, now)
     with ctx.db.transaction() as session:
-        _lock(session, exclusive=True)
-        _adopt(session, live, now=now)
-        newest = newest_version(session)
+        kek_versions.lock(session, exclusive=True)
+        kek_versions.adopt(session, live, now=now)
+        newest = kek_versions.newest_version(session)
         if newest is None:
             return []
         held = col(Recording.wrapped_dek).is_not(None)

@@ -1,7 +1,7 @@
 """The key-provider boundary: the vault's one door to the KEK provider and crypto's envelope.
 
-:func:`open_provider` builds the configured provider (local keyring or Transit) for the runtime
-context. :class:`Keys` is how every service uses it: the envelope recipe (DEKs bound to
+The provider is built with the runtime context (:func:`vault.context.open_provider`);
+:class:`Keys` is how every service uses it: the envelope recipe (DEKs bound to
 ``tenant || recording_id``), key administration and audit signing, with each failure translated
 here, once, into a domain error, so nothing above this floor imports ``crypto.errors``:
 
@@ -16,27 +16,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from crypto import envelope
 from crypto import errors as crypto_errors
 from crypto.keys.base import KeyProvider, WrappedKey
-from crypto.keys.local import LocalKeyring
 from vault.errors import (
     KeyDestroyedError,
     KeyProviderUnavailableError,
-    MisconfiguredError,
     WrappedKeyInvalidError,
 )
 
-__all__ = ["KEYRING_FILE", "Keys", "open_provider"]
-
-KEYRING_FILE = "keyring.json"
-
+__all__ = ["Keys", "translated"]
 
 @contextmanager
-def _translated(what: str, *, stored: bool = False) -> Iterator[None]:
+def translated(what: str, *, stored: bool = False) -> Iterator[None]:
     """``stored``: the call reads a wrap from the database, so a malformed one (``ValueError``
     from decoding) is an integrity finding rather than a programming error."""
     invalid: tuple[type[Exception], ...] = (crypto_errors.DecryptionError,)
@@ -69,14 +62,14 @@ class Keys:
 
     def wrap_dek(self, dek: bytes, *, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> WrappedKey:
         """Wrap under the provider's newest KEK version, bound to ``tenant || recording_id``."""
-        with _translated("wrap"):
+        with translated("wrap"):
             return envelope.wrap_dek(
                 self.provider, dek, tenant=str(tenant_id), recording_id=recording_id
             )
 
     def unwrap_dek(self, stored: str, *, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> bytes:
         """Open a wrapped DEK as stored in the recording row (``cvk1:...`` text)."""
-        with _translated("unwrap", stored=True):
+        with translated("unwrap", stored=True):
             return envelope.unwrap_dek(
                 self.provider, envelope.decode_wrapped(stored), tenant=str(tenant_id),
                 recording_id=recording_id,
@@ -86,7 +79,7 @@ class Keys:
         self, stored: str, *, tenant_id: uuid.UUID, recording_id: uuid.UUID
     ) -> WrappedKey:
         """Move a stored wrap to the newest KEK version; the DEK itself never changes."""
-        with _translated("rewrap", stored=True):
+        with translated("rewrap", stored=True):
             return envelope.rewrap_dek(
                 self.provider, envelope.decode_wrapped(stored), tenant=str(tenant_id),
                 recording_id=recording_id,
@@ -100,94 +93,41 @@ class Keys:
     @staticmethod
     def version_of(stored: str) -> int:
         """The KEK version a stored wrap names (``WrappedKeyInvalidError`` if malformed)."""
-        with _translated("decode", stored=True):
+        with translated("decode", stored=True):
             return envelope.decode_wrapped(stored).kek_version
 
     # --- key administration -----------------------------------------------------------------
 
     def current_version(self) -> int:
-        with _translated("current version"):
+        with translated("current version"):
             return self.provider.current_version()
 
     def live_versions(self) -> list[int]:
-        with _translated("live versions"):
+        with translated("live versions"):
             return self.provider.live_versions()
 
     def created_at(self, version: int) -> datetime:
-        with _translated("created_at"):
+        with translated("created_at"):
             return self.provider.created_at(version)
 
     def rotate(self) -> int:
-        with _translated("rotate"):
+        with translated("rotate"):
             return self.provider.rotate()
 
     def retire(self, version: int) -> None:
-        with _translated("retire"):
+        with translated("retire"):
             self.provider.retire(version)
 
     def check(self) -> None:
-        with _translated("check"):
+        with translated("check"):
             self.provider.check()
 
     # --- audit signing ----------------------------------------------------------------------
 
     def sign(self, message: bytes) -> bytes:
-        with _translated("sign"):
+        with translated("sign"):
             return self.provider.sign(message)
 
     def signing_public_key(self) -> bytes:
-        with _translated("signing public key"):
+        with translated("signing public key"):
             return self.provider.signing_public_key()
-
-
-def open_provider(
-    spec: str,
-    *,
-    transit_token: str | None = None,
-    transit_mount: str = "transit",
-    create: bool = False,
-) -> KeyProvider:
-    """Build a provider from ``CALLVAULT_KEY_PROVIDER``.
-
-    ``local:DIR`` opens ``DIR/keyring.json`` (``create=True`` makes it if missing, for ``init``);
-    ``transit:http(s)://HOST:PORT`` talks to OpenBao / Vault Transit with ``transit_token``.
-    A bad spec is a ``MisconfiguredError``.
-    """
-    if not isinstance(spec, str):
-        raise MisconfiguredError("key provider spec must be a string")
-    kind, sep, rest = spec.partition(":")
-    if kind == "local" and sep and rest:
-        try:
-            return LocalKeyring.open(Path(rest) / KEYRING_FILE, create=create)
-        except crypto_errors.KeyringError as exc:  # missing, unreadable or corrupted
-            raise MisconfiguredError(str(exc)) from exc
-    if kind == "transit" and sep:
-        url = urlsplit(rest)
-        try:
-            url.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise MisconfiguredError(f"invalid Transit URL in key provider spec {spec!r}") from None
-        if (
-            url.scheme not in ("http", "https")
-            or not url.hostname
-            or url.path not in ("", "/")
-            or url.query
-            or url.fragment
-            or url.username
-            or url.password
-        ):
-            raise MisconfiguredError(
-                f"invalid Transit URL in key provider spec {spec!r}; "
-                "expected transit:http(s)://HOST:PORT"
-            )
-        if not transit_token:
-            raise MisconfiguredError(
-                "a Transit key provider needs a token (CALLVAULT_TRANSIT_TOKEN)"
-            )
-        # Imported here so that local-keyring deployments never load hvac.
-        from crypto.keys.transit import TransitKeyProvider
-
-        return TransitKeyProvider(rest.rstrip("/"), transit_token, transit_mount)
-    raise MisconfiguredError(
-        f"invalid key provider spec {spec!r}; expected local:PATH or transit:http(s)://HOST:PORT"
-    )

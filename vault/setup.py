@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from vault import kek
+from vault import kek_versions
 from vault.context import Context
 from vault.db import migrate
 from vault.identity import principals
@@ -14,6 +14,6 @@ def initialise(ctx: Context, *, now: datetime) -> str | None:
     """Bring everything up to date; return a bootstrap admin key only on the very first run."""
     migrate(ctx.db.engine)
     ctx.store.ensure_bucket()
-    kek.record_provider_versions(ctx, now=now)
+    kek_versions.record_provider_versions(ctx, now=now)
     with ctx.db.transaction() as session:
         return principals.bootstrap_admin(session, now=now, rng=ctx.rng)

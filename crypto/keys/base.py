@@ -117,7 +117,7 @@ class Signer(Protocol):
 
 @runtime_checkable
 class KeyProvider(KeyWrapper, KeyAdmin, Signer, Protocol):
-    """Everything a deployment's key provider offers; what ``open_provider`` returns.
+    """Everything a deployment's key provider offers; what ``vault.context.open_provider`` returns.
 
     Take the narrowest of the three protocols you need; this composite is for wiring.
     """

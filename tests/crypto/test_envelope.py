@@ -16,12 +16,11 @@ from crypto.envelope import (
     decode_wrapped,
     encode_wrapped,
     new_dek,
-    open_provider,
     rewrap_dek,
     unwrap_dek,
     wrap_dek,
 )
-from crypto.errors import DecryptionError, KeyDestroyedError, KeyringError
+from crypto.errors import DecryptionError, KeyDestroyedError
 from crypto.keys import KeyAdmin, KeyProvider, KeyWrapper, Signer, WrappedKey
 from crypto.keys.local import LocalKeyring
 from crypto.keys.transit import TransitKeyProvider
@@ -34,7 +33,7 @@ REC = uuid.UUID("6a1f0f3e-2a9c-4b7e-8f11-0c2d3e4f5a6b")
 @pytest.fixture(params=["local", "transit"])
 def provider(request: pytest.FixtureRequest, tmp_path: Path) -> KeyProvider:
     if request.param == "local":
-        return open_provider(f"local:{tmp_path / 'keys'}", create=True)
+        return LocalKeyring.open(tmp_path / "keys" / "keyring.json", create=True)
     bao: Bao = request.getfixturevalue("bao")
     # A fresh key prefix isolates this test's epoch from the others on the shared server.
     return TransitKeyProvider(bao.url, bao.token, key_prefix="e" + uuid.uuid4().hex[:12])
@@ -109,45 +108,6 @@ def test_encode_decode_wrapped() -> None:
     for bad in ("", "cvk1:0:AAAA", "cvk1:3:", "cvk2:3:AAAA", "cvk1:3:A", "cvk1:x:AAAA", "x" * 5):
         with pytest.raises(ValueError):
             decode_wrapped(bad)
-
-
-def test_open_provider_specs(tmp_path: Path) -> None:
-    keydir = tmp_path / "k"
-    with pytest.raises(KeyringError, match="does not exist"):
-        open_provider(f"local:{keydir}")
-    ring = open_provider(f"local:{keydir}", create=True)
-    assert isinstance(ring, LocalKeyring) and ring.path == keydir / "keyring.json"
-    assert isinstance(open_provider(f"local:{keydir}"), LocalKeyring)
-
-    transit = open_provider(
-        "transit:https://bao.internal:8200", transit_token="t", transit_mount="tr"
-    )
-    assert isinstance(transit, TransitKeyProvider)
-    assert transit.url == "https://bao.internal:8200" and transit.mount == "tr"
-
-    for bad in (
-        "",
-        "local:",
-        "file:/x",
-        "transit:",
-        "transit:ftp://h:1",
-        "transit:http://:8200",
-        "transit:http://h:99999",
-        "transit:http://h:8200/v1/x",
-        "transit:http://u:p@h:8200",
-        "kms:whatever",
-    ):
-        with pytest.raises(ValueError):
-            open_provider(bad, transit_token="t")
-    with pytest.raises(ValueError, match="token"):
-        open_provider("transit:http://127.0.0.1:8200")
-
-
-def test_open_provider_transit_against_bao(bao: Bao) -> None:
-    provider = open_provider(f"transit:{bao.url}/", transit_token=bao.token)
-    provider.check()
-    wrapped = wrap_dek(provider, b"\x01" * 32, tenant=TENANT, recording_id=REC)
-    assert unwrap_dek(provider, wrapped, tenant=TENANT, recording_id=REC) == b"\x01" * 32
 
 
 # --- interfaces ---------------------------------------------------------------------------------

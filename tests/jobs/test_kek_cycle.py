@@ -27,9 +27,9 @@ from tests.jobs.helpers import (
 )
 from tests.support.clock import FakeClock
 from vault import kek as keys
-from vault import leases, lifecycle
+from vault import kek_versions, leases, lifecycle
 from vault.context import Context
-from vault.errors import KeyDestroyedError, KeyProviderUnavailableError
+from vault.errors import ConflictError, KeyDestroyedError, KeyProviderUnavailableError
 from vault.keys import Keys
 from vault.models import KekVersion, Recording, RecordingStatus
 
@@ -184,7 +184,7 @@ def test_a_wrap_whose_version_was_retired_before_its_row_committed_is_wrapped_ag
         lifecycle.create(session, recording)
         return int(wrapped.kek_version)
 
-    version = keys.store_new_dek(
+    version = kek_versions.store_new_dek(
         ctx, dek=dek, tenant_id=tenant.id, recording_id=rid, write=write, wrapped=early
     )
     assert version == 2 and row(ctx, rid).kek_version == 2
@@ -229,7 +229,7 @@ def test_the_lease_admits_one_worker(ctx: Context, clock: FakeClock) -> None:
     skipped = keys.kek_cycle(ctx, now=clock(), force=True, holder="me")
     assert not skipped.acquired and "lease" in skipped.summary()
     assert ctx.keys.current_version() == 1
-    with pytest.raises(Exception, match="kek-cycle is running"):
+    with pytest.raises(ConflictError, match="kek-cycle is running"):
         keys.rotate(ctx, now=clock())
     clock.advance(minutes=11)  # the lease expired
     assert keys.kek_cycle(ctx, now=clock(), force=True, holder="me").rotated_to == 2

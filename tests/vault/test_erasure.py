@@ -50,7 +50,7 @@ from vault.models import (
     Role,
 )
 from vault.recordings import metadata as recordings
-from vault.retention import erasure
+from vault.retention import erasure, receipts
 from vault.setup import initialise
 
 S = RecordingStatus
@@ -74,7 +74,7 @@ def verify_receipt(ctx: Context, public: Any) -> dict[str, Any]:
         req = s.get(ErasureRequest, public.id)
         assert req is not None and req.receipt is not None
     # Raises if forged, or if the signed text is not a receipt.
-    doc = erasure.verify_receipt(
+    doc = receipts.verify_receipt(
         ctx.keys.signing_public_key(), req.receipt, public.receipt_signature
     )
     assert doc == public.receipt
@@ -262,17 +262,17 @@ def test_receipt_verifies_under_the_audit_key_and_only_as_a_receipt(
     assert done.receipt is not None and done.receipt_signature is not None
     text, signature = done.receipt, done.receipt_signature
     assert text.endswith('"type":"callvault.erasure-receipt","version":1}')
-    receipt = erasure.verify_receipt(ctx.keys.signing_public_key(), text, signature)
+    receipt = receipts.verify_receipt(ctx.keys.signing_public_key(), text, signature)
     assert receipt["request_id"] == str(done.id) and len(receipt["items"]) == 1
     assert receipt["signature"] == {"alg": "Ed25519", "over": "the canonical JSON of this receipt"}
 
     other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     with pytest.raises(signing.SignedDocumentError, match="signature does not verify"):
-        erasure.verify_receipt(other, text, signature)
+        receipts.verify_receipt(other, text, signature)
     tampered = text.replace('"on_time":true', '"on_time":false')
     assert tampered != text
     with pytest.raises(signing.SignedDocumentError, match="signature does not verify"):
-        erasure.verify_receipt(ctx.keys.signing_public_key(), tampered, signature)
+        receipts.verify_receipt(ctx.keys.signing_public_key(), tampered, signature)
     # Signed with the very key that signs checkpoints, yet no checkpoint.
     assert as_checkpoint(ctx, text, signature) == (
         "type is 'callvault.erasure-receipt', expected 'callvault.audit-checkpoint'"
@@ -285,7 +285,7 @@ def test_receipt_from_before_typed_documents_reads_as_v1(ctx: Context, clock: Fa
     old = {k: v for k, v in json.loads(done.receipt).items() if k not in ("type", "version")}
     legacy = audit.canonical_json({**old, "type": "callvault.erasure-receipt/v1"})
     signature = ctx.keys.sign(legacy.encode()).hex()
-    receipt = erasure.verify_receipt(ctx.keys.signing_public_key(), legacy, signature)
+    receipt = receipts.verify_receipt(ctx.keys.signing_public_key(), legacy, signature)
     assert receipt == {**old, "type": signing.ERASURE_RECEIPT, "version": 1}
     assert "type is 'callvault.erasure-receipt/v1'" in str(as_checkpoint(ctx, legacy, signature))
 

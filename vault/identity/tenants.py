@@ -71,3 +71,18 @@ def tenant_names(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, 
     return {tid: name for tid, name in rows}
 
 
+def tenant_for_write(
+    session: Session, actor: Actor, ref: str, permission: Permission, *, now: datetime
+) -> Tenant:
+    """The tenant a write names (ingest, a hold or erasure by tenant), authorised: outside the
+    actor's scope it is an audited 403, and so is an unknown name for a scoped actor, which must
+    not be able to tell the two apart; only an all-tenants actor learns ``unknown-tenant``."""
+    try:
+        found: Tenant | None = resolve_tenant(session, ref)
+    except UnknownTenantError:
+        if actor.all_tenants:
+            raise
+        found = None
+    authz.authorize(session, actor, permission, authz.tenant(found and found.id), now=now)
+    assert found is not None
+    return found

@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from crypto import streaming
 from crypto.keys.base import WrappedKey
-from vault import authz, kek, lifecycle
+from vault import authz, kek_versions, lifecycle
 from vault.authz import Actor, Permission
 from vault.context import Context
 from vault.errors import (
@@ -28,12 +28,11 @@ from vault.errors import (
     InvalidInputError,
     StorageError,
     StoreUnavailableError,
-    UnknownTenantError,
     UnsupportedMediaTypeError,
     VaultError,
 )
-from vault.identity.tenants import resolve_tenant
-from vault.models import Principal, Recording, RecordingPurpose, RecordingStatus, Tenant
+from vault.identity.tenants import tenant_for_write
+from vault.models import Principal, Recording, RecordingPurpose, RecordingStatus
 from vault.recordings.pipeline import Tally, ciphertext, pipelined
 from vault.retention import holds, holds_mirror
 
@@ -68,7 +67,9 @@ def ingest(
     with ctx.db.reading() as session:
         authz.authorize(session, actor, Permission.recording_ingest, now=ctx.now())
         content_type = _check_content_type(content_type)
-        target = _target_tenant(session, actor, tenant, ctx.now())
+        target = tenant_for_write(
+            session, actor, tenant, Permission.recording_ingest, now=ctx.now()
+        )
     names = _check_purposes(ctx, purposes)
     if call_id is not None and (not isinstance(call_id, str) or len(call_id) > MAX_CALL_ID):
         raise InvalidInputError(f"call_id must be a string of at most {MAX_CALL_ID} characters")
@@ -110,7 +111,9 @@ def ingest(
         holds.memberships_for_new_recording(session, rec, now)
         return rec
 
-    rec = kek.store_new_dek(ctx, dek=dek, tenant_id=target.id, recording_id=rid, write=insert)
+    rec = kek_versions.store_new_dek(
+        ctx, dek=dek, tenant_id=target.id, recording_id=rid, write=insert
+    )
 
     # --- phase 2: encrypt and stream to the store --------------------------------------------
     tally = Tally()
@@ -189,21 +192,6 @@ def _check_content_type(content_type: str) -> str:
     if len(value) > MAX_CONTENT_TYPE:
         raise UnsupportedMediaTypeError(f"Content-Type longer than {MAX_CONTENT_TYPE} characters")
     return value
-
-
-def _target_tenant(session: Session, actor: Actor, ref: str, now: datetime) -> Tenant:
-    """The tenant named in the ingest, authorised: outside the actor's scope (or unknown, for a
-    scoped actor, so that it cannot probe names) is an audited 403."""
-    try:
-        found: Tenant | None = resolve_tenant(session, ref)
-    except UnknownTenantError:
-        if actor.all_tenants:
-            raise
-        found = None
-    named = authz.tenant(None if found is None else found.id)
-    authz.authorize(session, actor, Permission.recording_ingest, named, now=now)
-    assert found is not None
-    return found
 
 
 def _check_purposes(ctx: Context, purposes: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault import audit, authz
+from vault import authz
 from vault.authz import Actor, Permission
 from vault.errors import ConflictError, InvalidInputError, NotFoundError, UnknownTenantError
 from vault.identity.tenants import resolve_tenant, tenant_names
@@ -29,6 +29,7 @@ from vault.models import (
     RecordingPurpose,
     RecordingStatus,
 )
+from vault.retention.expiry import end_purposes
 from vault.retention.holds import active_holds_of
 from vault.tags import AuditAction
 
@@ -229,20 +230,11 @@ def end_purpose(
         raise ConflictError(f"purpose {purpose!r} already ended")
     if row.expires_at <= now:
         raise ConflictError(f"purpose {purpose!r} already expired")
-    row.ended_at = now
-    row.ended_reason = reason
-    session.add(row)
-    session.flush()
-    audit.record(
-        session,
-        action=AuditAction.recording_purpose_end,
-        actor=actor.audit_name,
-        now=now,
-        tenant_id=rec.tenant_id,
-        target=str(rec.id),
-        purpose=purpose,
-        details={"reason": reason} if reason else None,
-    )
+    end_purposes(
+        session, [(row, rec.tenant_id)], action=AuditAction.recording_purpose_end,
+        actor=actor.audit_name, now=now, reason=reason,
+        details=lambda _: {"reason": reason} if reason else {},
+    )  # fmt: skip
     return to_public(session, rec, now=now)
 
 

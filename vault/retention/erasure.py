@@ -31,9 +31,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, col, select
 
 from vault import audit, authz
@@ -41,13 +39,13 @@ from vault.audit import signing
 from vault.authz import Actor, Permission
 from vault.context import Context
 from vault.errors import InvalidInputError
+from vault.identity.tenants import tenant_for_write
 from vault.leases import claim
 from vault.models import (
     ErasureItem,
     ErasureRequest,
     ErasureRequestPublic,
     ErasureStatus,
-    HoldMembership,
     KekVersion,
     Recording,
     RecordingPurpose,
@@ -55,19 +53,16 @@ from vault.models import (
 )
 from vault.policy import Policy
 from vault.retention import disposal as retention
-from vault.retention import holds
+from vault.retention import holds, receipts
+from vault.retention.expiry import end_purposes
 from vault.tags import AuditAction
 
-__all__ = [
-    "ERASURE_ACTOR", "RECEIPT_TYPE", "RECEIPT_VERSION", "create_request", "get_request",
-    "process", "verify_receipt",
-]  # fmt: skip
+__all__ = ["ERASURE_ACTOR", "create_request", "get_request", "process"]
 
 log = logging.getLogger(__name__)
 
 E = ErasureStatus
 ERASURE_ACTOR = "system:erasure"
-RECEIPT_TYPE, RECEIPT_VERSION = signing.ERASURE_RECEIPT, 1
 MAX_IDS = 10_000
 
 
@@ -122,7 +117,9 @@ def create_request(
     tenant_id = None
     if by_call:
         assert tenant is not None and call_id is not None
-        tenant_id = holds.scoped_tenant(session, actor, tenant, Permission.erasure_manage, now)
+        tenant_id = tenant_for_write(
+            session, actor, tenant, Permission.erasure_manage, now=now
+        ).id
         matched = _by_call(session, tenant_id, call_id)
     else:
         # The same answer for "missing" and "not yours".
@@ -223,9 +220,6 @@ def _start(ctx: Context, request_id: uuid.UUID, now: datetime) -> list[uuid.UUID
         if ctx.db.is_postgres:
             query = query.with_for_update(of=RecordingPurpose)
         ending = session.exec(query).all()
-        for purpose, _ in ending:
-            purpose.ended_at, purpose.ended_reason = now, label
-            session.add(purpose)
         # Failed ingests keep no media worth a tombstone, but their identifiers go now.
         for rec in session.exec(
             select(Recording).where(col(Recording.id).in_(ids), Recording.status == "failed")
@@ -235,18 +229,11 @@ def _start(ctx: Context, request_id: uuid.UUID, now: datetime) -> list[uuid.UUID
         if req.status == E.pending:
             req.status = E.shredding
         session.add(req)
-        session.flush()  # every row lock is ours before the audit lock is taken
-        for purpose, tenant_id in ending:
-            audit.record(
-                session,
-                action=AuditAction.recording_purpose_end,
-                actor=ERASURE_ACTOR,
-                now=now,
-                tenant_id=tenant_id,
-                target=str(purpose.recording_id),
-                purpose=purpose.purpose,
-                details={"reason": label, "erasure_request": str(req.id)},
-            )
+        end_purposes(
+            session, ending, action=AuditAction.recording_purpose_end, actor=ERASURE_ACTOR,
+            now=now, reason=label,
+            details=lambda _: {"reason": label, "erasure_request": str(req.id)},
+        )  # fmt: skip
         return [i.recording_id for i in items if i.media_destroyed_at is None]
 
 
@@ -268,7 +255,7 @@ def _settle(ctx: Context, request_id: uuid.UUID, now: datetime) -> str | None:
             req.status = E.deferred
         elif all(i.kek_retired_at is not None and i.media_destroyed_at for i in items):
             if req.receipt is None:  # a run that died before signing left its text: keep it
-                req.receipt = _receipt(session, req, items, now)
+                req.receipt = receipts.build(session, req, items, now)
             req.status = E.awaiting_kek
             session.add(req)
             return req.receipt
@@ -301,48 +288,6 @@ def _update_item(
                 item.kek_retired_at = kek.retired_at
 
 
-def _receipt(
-    session: Session, req: ErasureRequest, items: list[ErasureItem], now: datetime
-) -> str:
-    """The receipt's canonical text (see :mod:`vault.audit.signing`), not yet signed."""
-    ids = [i.recording_id for i in items]
-    checked: dict[uuid.UUID, list[str]] = {rid: [] for rid in ids}
-    for rid, hid in session.exec(
-        select(HoldMembership.recording_id, HoldMembership.hold_id)
-        .where(col(HoldMembership.recording_id).in_(ids))
-        .order_by(col(HoldMembership.hold_id))
-    ).all():
-        checked[rid].append(str(hid))
-
-    def ts(value: datetime | None) -> str | None:
-        return None if value is None else audit.format_ts(value)
-
-    receipt: dict[str, Any] = {
-        "request_id": str(req.id),
-        "tenant_id": None if req.tenant_id is None else str(req.tenant_id),
-        "created_at": ts(req.created_at),
-        "due_at": ts(req.due_at),
-        "completed_at": ts(now),
-        "on_time": now <= req.due_at,
-        "items": [
-            {
-                "recording_id": str(i.recording_id),
-                "ciphertext_sha256": i.ciphertext_sha256,
-                "dek_destroyed_at": ts(i.dek_destroyed_at),
-                "media_destroyed_at": ts(i.media_destroyed_at),
-                "kek_version": i.kek_version,
-                "kek_retired_at": ts(i.kek_retired_at),
-                "deferred_by": None if i.deferred_by is None else str(i.deferred_by),
-                "holds_checked": checked[i.recording_id],
-            }
-            for i in items
-        ],
-        "holds_checked": sorted({h for hs in checked.values() for h in hs}),
-        "signature": {"alg": "Ed25519", "over": "the canonical JSON of this receipt"},
-    }
-    return signing.prepare_document(doc_type=RECEIPT_TYPE, version=RECEIPT_VERSION, body=receipt)
-
-
 def _sign_and_complete(ctx: Context, request_id: uuid.UUID, canonical: str, now: datetime) -> int:
     """Sign the receipt with the audit key (no transaction open), then complete the request
     with a compare-and-set on the receipt's text; 1 if this call completed it."""
@@ -369,20 +314,6 @@ def _sign_and_complete(ctx: Context, request_id: uuid.UUID, canonical: str, now:
             },
         )  # fmt: skip
     return 1
-
-
-def verify_receipt(
-    public_key: bytes | Ed25519PublicKey, canonical: str, signature: str
-) -> dict[str, Any]:
-    """The receipt, verified under the audit key (pass the trusted one, never a stored copy).
-
-    ``signing.SignedDocumentError`` when the signature, the canonical form, the type or the
-    version is wrong: a checkpoint or any other document signed with the same key is refused.
-    Receipts from before typed documents come back as version 1 with ``type`` ``RECEIPT_TYPE``.
-    """
-    return signing.verify_document(
-        public_key, canonical, signature, doc_type=RECEIPT_TYPE, versions=(RECEIPT_VERSION,)
-    )
 
 
 # --- reads ----------------------------------------------------------------------------------------

@@ -1,10 +1,18 @@
-"""Purpose expiry: mark purposes past ``expires_at`` as ended, audited; idempotent."""
+"""Ending purposes: by expiry (the expire-purposes job), early (a privacy officer) or by erasure.
+
+:func:`end_purposes` is the one way a purpose ends: it stamps the rows, flushes them (every row
+lock is taken before the audit lock) and writes one event per purpose, in the caller's unit of
+work.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from vault import audit
 from vault.context import Context
@@ -12,7 +20,7 @@ from vault.leases import claim
 from vault.models import Recording, RecordingPurpose
 from vault.tags import AuditAction
 
-__all__ = ["EXPIRE_ACTOR", "expire_purposes"]
+__all__ = ["EXPIRE_ACTOR", "end_purposes", "expire_purposes"]
 
 EXPIRE_ACTOR = "system:expire-purposes"
 
@@ -33,24 +41,36 @@ def expire_purposes(ctx: Context, *, now: datetime, batch: int = 1000) -> int:
                 .limit(batch)
             )
             rows = session.exec(claim(session, query, of=RecordingPurpose)).all()
-            for purpose, _ in rows:
-                purpose.ended_at = purpose.expires_at
-                purpose.ended_reason = "expired"
-                session.add(purpose)
-            session.flush()  # every row lock is ours before the audit lock is taken
-            for purpose, tenant_id in rows:
-                audit.record(
-                    session,
-                    action=AuditAction.purpose_expire,
-                    actor=EXPIRE_ACTOR,
-                    now=now,
-                    tenant_id=tenant_id,
-                    target=str(purpose.recording_id),
-                    purpose=purpose.purpose,
-                    details={"expires_at": audit.format_ts(purpose.expires_at)},
-                )
+            end_purposes(
+                session, rows, action=AuditAction.purpose_expire, actor=EXPIRE_ACTOR, now=now,
+                reason="expired", at_expiry=True,
+                details=lambda p: {"expires_at": audit.format_ts(p.expires_at)},
+            )  # fmt: skip
         total += len(rows)
         if len(rows) < batch:
             return total
 
 
+def end_purposes(
+    session: Session,
+    rows: Sequence[tuple[RecordingPurpose, uuid.UUID]],
+    *,
+    action: AuditAction,
+    actor: str,
+    now: datetime,
+    reason: str | None,
+    details: Callable[[RecordingPurpose], dict[str, Any]],
+    at_expiry: bool = False,
+) -> None:
+    """End each ``(purpose, tenant id)`` (at ``now``, or at its own ``expires_at`` when it
+    expired), with its audit event."""
+    for purpose, _ in rows:
+        purpose.ended_at = purpose.expires_at if at_expiry else now
+        purpose.ended_reason = reason
+        session.add(purpose)
+    session.flush()  # every row lock is ours before the audit lock is taken
+    for purpose, tenant_id in rows:
+        audit.record(
+            session, action=action, actor=actor, now=now, tenant_id=tenant_id,
+            target=str(purpose.recording_id), purpose=purpose.purpose, details=details(purpose),
+        )  # fmt: skip

@@ -41,16 +41,14 @@ from vault.errors import (
     ConflictError,
     InvalidInputError,
     StorageError,
-    UnknownTenantError,
 )
-from vault.identity.tenants import resolve_tenant
+from vault.identity.tenants import tenant_for_write
 from vault.models import (
     HoldMembership,
     LegalHold,
     LegalHoldPublic,
     Recording,
     RecordingStatus,
-    Tenant,
 )
 from vault.storage import BlobStore
 from vault.tags import AuditAction
@@ -58,7 +56,7 @@ from vault.tags import AuditAction
 __all__ = [
     "FLAGGABLE", "HOLDABLE", "active_holds", "active_holds_of", "create_hold", "get_hold",
     "held_condition", "list_holds", "memberships_for_new_recording", "release_hold",
-    "scoped_tenant", "set_flags", "to_public",
+    "set_flags", "to_public",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -143,22 +141,6 @@ def _text(value: str | None, name: str, limit: int) -> str:
     return value
 
 
-def scoped_tenant(
-    session: Session, actor: Actor, ref: str, permission: Permission, now: datetime
-) -> uuid.UUID:
-    """The id of a tenant named in a write; an audited 403 outside scope (a scoped actor cannot
-    probe names: unknown tenants look the same), 422 ``unknown-tenant`` for an all-tenants one."""
-    try:
-        found: Tenant | None = resolve_tenant(session, ref)
-    except UnknownTenantError:
-        if actor.all_tenants:
-            raise
-        found = None
-    authz.authorize(session, actor, permission, authz.tenant(found and found.id), now=now)
-    assert found is not None
-    return found.id
-
-
 def create_hold(
     session: Session,
     *,
@@ -192,7 +174,7 @@ def create_hold(
         raise InvalidInputError("give recording_ids, tenant, call_id and/or a recorded-at range")
     tenant_id = None
     if tenant is not None:
-        tenant_id = scoped_tenant(session, actor, tenant, Permission.hold_manage, now)
+        tenant_id = tenant_for_write(session, actor, tenant, Permission.hold_manage, now=now).id
     elif selective:
         # Without a tenant the selector spans every tenant, those ingested later included.
         authz.authorize(session, actor, Permission.hold_manage, authz.EVERY_TENANT, now=now)

@@ -1,0 +1,118 @@
+"""Permissions as data: the permission names, the role table, and the actor.
+
+Content reads are not a role permission at all: only a grant opens content, admin included.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from vault.models import Role
+
+__all__ = ["REVOKER_ROLES", "ROLE_PERMISSIONS", "Actor", "P", "Permission", "owner_key"]
+
+
+class Permission(StrEnum):
+    tenant_create = "tenant:create"
+    principal_manage = "principal:manage"
+    recording_ingest = "recording:ingest"
+    recording_metadata_read = "recording:metadata:read"
+    recording_content_read = "recording:content:read"
+    recording_purpose_end = "recording:purpose:end"
+    access_request = "access:request"
+    access_request_read = "access:request:read"  # own requests; reviewers: those in scope
+    access_review = "access:review"
+    grant_read = "grant:read"  # own grants
+    grant_read_all = "grant:read:all"  # every grant in scope
+    grant_revoke = "grant:revoke"
+    break_glass = "access:break-glass"
+    break_glass_review = "access:break-glass:review"
+    hold_manage = "hold:manage"
+    erasure_manage = "erasure:manage"
+    audit_read = "audit:read"
+    metrics_read = "metrics:read"
+    keys_manage = "keys:manage"
+
+
+P = Permission
+
+# recording:content:read is deliberately absent: only a grant opens content.
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.admin: frozenset(
+        {P.tenant_create, P.principal_manage, P.recording_metadata_read, P.recording_purpose_end,
+         P.metrics_read, P.keys_manage}
+    ),
+    Role.ingest: frozenset({P.recording_ingest, P.recording_metadata_read}),
+    Role.engineer: frozenset(
+        {P.recording_metadata_read, P.access_request, P.access_request_read, P.grant_read,
+         P.grant_revoke}
+    ),
+    Role.approver: frozenset(
+        {P.recording_metadata_read, P.access_review, P.access_request_read, P.grant_read,
+         P.grant_revoke}
+    ),
+    Role.security: frozenset(
+        {P.recording_metadata_read, P.access_request, P.access_request_read, P.access_review,
+         P.grant_read, P.grant_read_all, P.grant_revoke, P.break_glass, P.break_glass_review,
+         P.hold_manage, P.audit_read}
+    ),
+    Role.privacy: frozenset(
+        {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage}
+    ),
+    Role.auditor: frozenset({P.recording_metadata_read, P.audit_read}),
+}  # fmt: skip
+
+# Roles that may revoke grants they do not hold (within their scope).
+REVOKER_ROLES = frozenset({Role.approver, Role.security})
+
+
+def owner_key(owner: str) -> str:
+    """Owners are normalised at creation; casefold again so a stray capital never splits a
+    person (four-eyes compares owners, not principals)."""
+    return owner.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """An authenticated principal as the services see it."""
+
+    id: uuid.UUID
+    name: str
+    role: Role
+    owner: str
+    all_tenants: bool = False
+    tenant_ids: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    # The local operator (CLI, jobs): every role permission, all tenants. Still no content
+    # without a grant.
+    system: bool = False
+
+    @classmethod
+    def operator(cls, name: str = "cli") -> Actor:
+        return cls(
+            id=uuid.UUID(int=0), name=name, role=Role.admin, owner=f"{name}@localhost",
+            all_tenants=True, system=True,
+        )  # fmt: skip
+
+    def can(self, permission: Permission) -> bool:
+        if permission is Permission.recording_content_read:
+            return False  # only a grant opens content
+        if self.system:
+            return True
+        return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+    def in_scope(self, tenant_id: uuid.UUID) -> bool:
+        return self.all_tenants or tenant_id in self.tenant_ids
+
+    def is_owner(self, owner: str) -> bool:
+        return owner_key(self.owner) == owner_key(owner)
+
+    @property
+    def single_tenant(self) -> uuid.UUID | None:
+        return next(iter(self.tenant_ids)) if len(self.tenant_ids) == 1 else None
+
+    @property
+    def audit_name(self) -> str:
+        """Opaque actor reference for audit events: the principal id, never a person's name."""
+        return f"system:{self.name}" if self.system else str(self.id)
