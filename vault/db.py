@@ -243,6 +243,10 @@ class Database:
         with self.read_session() as session:
             yield session
 
+    def read_connection(self) -> sa.Connection:
+        """A bare read-only connection (no ORM session) for hot, single-statement reads."""
+        return self.engine.execution_options(**{READ_ONLY: True}).connect()
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any error; then its hooks."""

@@ -135,28 +135,32 @@ def authorize_read(
     return grant, recording
 
 
+# The per-segment re-check, built once: a stream runs it for every MiB it sends.
+_STILL_VALID = (
+    sa.select(sa.literal(1))
+    .select_from(Grant)
+    .join(GrantRecording, col(GrantRecording.grant_id) == col(Grant.id))
+    .join(Recording, col(Recording.id) == col(GrantRecording.recording_id))
+    .join(
+        RecordingPurpose,
+        sa.and_(
+            col(RecordingPurpose.recording_id) == col(Recording.id),
+            col(RecordingPurpose.purpose) == col(Grant.purpose),
+        ),
+    )
+    .where(
+        col(Grant.id) == sa.bindparam("grant_id"),
+        col(GrantRecording.recording_id) == sa.bindparam("recording_id"),
+        Grant.active_at(sa.bindparam("now")),
+        col(Recording.status).not_in(sorted(GONE)),
+        RecordingPurpose.active_at(sa.bindparam("now")),
+    )
+)  # fmt: skip
+
+
 def still_valid(
-    session: Session, *, grant_id: uuid.UUID, recording_id: uuid.UUID, now: datetime
+    db: Session | sa.Connection, *, grant_id: uuid.UUID, recording_id: uuid.UUID, now: datetime
 ) -> bool:
     """The per-segment re-check during a stream: one indexed query, and it fails closed."""
-    stmt = (
-        sa.select(sa.literal(1))
-        .select_from(Grant)
-        .join(GrantRecording, col(GrantRecording.grant_id) == col(Grant.id))
-        .join(Recording, col(Recording.id) == col(GrantRecording.recording_id))
-        .join(
-            RecordingPurpose,
-            sa.and_(
-                col(RecordingPurpose.recording_id) == col(Recording.id),
-                col(RecordingPurpose.purpose) == col(Grant.purpose),
-            ),
-        )
-        .where(
-            col(Grant.id) == grant_id,
-            col(GrantRecording.recording_id) == recording_id,
-            Grant.active_at(now),
-            col(Recording.status).not_in(GONE),
-            RecordingPurpose.active_at(now),
-        )
-    )  # fmt: skip
-    return session.execute(stmt).first() is not None
+    params = {"grant_id": grant_id, "recording_id": recording_id, "now": now}
+    return db.execute(_STILL_VALID, params).first() is not None
