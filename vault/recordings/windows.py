@@ -70,11 +70,9 @@ class WindowReader:
         self._buf, self._buf_at, self._eof = b"", 0, False
         self._view = memoryview(self._buf)
         # A range from the first segment takes the header along in its first GET; any other
-        # range reads the header on its own first. (Fetching the first window at the same time
-        # measured slower on a busy 2-core box: the two GETs compete for the store's CPU.)
+        # range reads the header on its own, while its first window is already on the way.
         self._next_at = 0 if lo == streaming.HEADER_SIZE else lo
-        if self._next_at == 0:
-            self._schedule()
+        self._schedule()
 
     def _schedule(self) -> None:
         while len(self._pending) < PREFETCH and self._next_at < self._hi:
