@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from vault import __version__
 from vault.access import routes as access
 from vault.api import audit, health, problems
+from vault.api.limits import AuthFailures, Uploads
 from vault.api.metrics import Metrics
 from vault.config import Settings
 from vault.context import Context, build_context
@@ -38,6 +40,10 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = context
+    app.state.auth_failures = AuthFailures(
+        settings.auth_failure_limit, timedelta(seconds=settings.auth_failure_window_seconds)
+    )
+    app.state.uploads = Uploads(settings.max_uploads_per_principal)
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     problems.install(app)

@@ -6,24 +6,21 @@ Errors are one line on stderr and exit code 2, never a traceback. Commands that 
 
 from __future__ import annotations
 
-import functools
 import mimetypes
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from crypto.errors import CryptoError
-from vault import __version__
+from vault import __version__, logs
 from vault.authz import Actor
-from vault.config import ConfigError, Settings
+from vault.cli_errors import clean_errors, fail, mask, settings_from_env
+from vault.config import Settings
 from vault.context import Context, build_context
-from vault.errors import StorageError, VaultError
-from vault.policy import PolicyError
 
 app = typer.Typer(help="callvault: a secure vault for video-call recordings.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
@@ -37,40 +34,13 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def clean_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except VaultError as exc:
-            _fail(f"{exc.title}: {exc.detail}" if exc.detail != exc.title else exc.title)
-        except (ConfigError, PolicyError, CryptoError, StorageError, ValueError) as exc:
-            _fail(str(exc))
-        except Exception as exc:
-            import pydantic
-
-            if isinstance(exc, pydantic.ValidationError):
-                _fail(
-                    f"invalid configuration: {exc.errors()[0].get('loc')} {exc.errors()[0]['msg']}"
-                )
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _settings() -> Settings:
-    return Settings()
+    return settings_from_env()
 
 
 def _context(*, create_keys: bool = False) -> Context:
+    # Only init and serve create what is missing: another command run in the wrong directory
+    # says so instead of leaving an empty ./callvault-data behind.
     return build_context(_settings(), create_keys=create_keys)
 
 
@@ -95,7 +65,7 @@ def init() -> None:
         key = _initialise(ctx)
     finally:
         ctx.close()
-    typer.echo(f"callvault initialised: database {ctx.settings.database_url}")
+    typer.echo(f"callvault initialised: database {mask(ctx.settings.database_url)}")
     if key:
         typer.echo("bootstrap admin API key (shown once; store it safely):")
         typer.echo(key)
@@ -114,6 +84,7 @@ def serve(
     from vault.app import create_app
 
     settings = _settings()
+    _check_port(host, port)  # before anything is said or started
     ctx = build_context(settings, create_keys=True)
     key = _initialise(ctx)
     if key:
@@ -132,12 +103,25 @@ def serve(
     # make that handler an orderly exit, so the scheduler is stopped and the context closed.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(api, host=host, port=port, log_level="info")
+        logs.configure()
+        # Our middleware writes the access line (route template, never the query string).
+        uvicorn.run(api, host=host, port=port, log_level="info", access_log=False, log_config=None)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         _flush_denials(ctx)
         ctx.close()
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail in one line when the address is taken, instead of announcing it and dying."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def _exit_on_sigterm(_signum: int, _frame: Any) -> None:
@@ -162,7 +146,7 @@ def worker() -> None:
 
     from jobs.scheduler import build_scheduler
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(logging.INFO)
     ctx = _context()
     ctx.db.check()
     scheduler = build_scheduler(ctx, blocking=True)
@@ -192,7 +176,7 @@ def jobs_run(
     from jobs import tasks
 
     if name != "all" and name not in tasks.JOBS:
-        _fail(f"unknown job {name!r}; choose one of {', '.join(tasks.JOBS)} or all")
+        fail(f"unknown job {name!r}; choose one of {', '.join(tasks.JOBS)} or all")
     ctx = _context()
     try:
         if name != "all":
@@ -261,7 +245,7 @@ def tenant_add(name: str, region: Annotated[str | None, typer.Option()] = None) 
 def principal_add(
     name: str,
     role: Annotated[
-        str, typer.Option(help="admin|ingest|engineer|approver|security|privacy|auditor")
+        str, typer.Option(help="admin|ingest|engineer|approver|security|privacy|auditor|monitor")
     ],
     owner: Annotated[str, typer.Option(help="The person or service behind the key (email).")],
     tenant: Annotated[
@@ -386,8 +370,13 @@ def audit_checkpoint() -> None:
     if cp is None:
         typer.echo("audit head already checkpointed; nothing to sign")
         return
-    exported = cp.object_key or "not exported yet (retried on the next run)"
-    typer.echo(f"checkpoint {cp.id} signs seq {cp.head_seq}: {exported}")
+    if cp.object_key is None:
+        typer.echo(
+            f"checkpoint {cp.id} signs seq {cp.head_seq}, but its export to the object store "
+            "failed (see the log); it is retried on the next run", err=True,
+        )  # fmt: skip
+        raise typer.Exit(1)
+    typer.echo(f"checkpoint {cp.id} signs seq {cp.head_seq}: {cp.object_key}")
 
 
 @app.callback()

@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     auth_denial_burst: int = Field(default=10, ge=1)
     auth_denial_window_seconds: float = Field(default=60.0, gt=0)
     readiness_timeout_seconds: float = Field(default=3.0, gt=0)
+    # Abuse limits (per process). Failed authentications per client address and window, then
+    # 429 with Retry-After; X-Forwarded-For counts only when the peer is a trusted proxy.
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Ingest: the largest body accepted (413 above it, before anything is stored), how long a
+    # body may stall between chunks, and how many uploads one principal may run at once.
+    max_ingest_bytes: int = Field(default=16 << 30, ge=1)
+    upload_idle_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_uploads_per_principal: int = Field(default=4, ge=1)
     list_page_limit: int = Field(default=100, ge=1, le=1000)
 
     @field_validator("database_url")

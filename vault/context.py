@@ -82,7 +82,8 @@ def build_context(
     rng: Callable[[int], bytes] | None = None,
     create_keys: bool = False,
 ) -> Context:
-    """Open every component; nothing is migrated or created here except on request."""
+    """Open every component. Nothing is migrated here; a missing SQLite file and keyring are
+    created only with ``create_keys`` (``init`` and ``serve``)."""
     settings.check_key_separation()
     denials = DenialLimiter(
         burst=settings.auth_denial_burst,
@@ -90,7 +91,9 @@ def build_context(
     )
     return Context(
         settings=settings,
-        db=Database.from_url(settings.database_url, session_info={LIMITER: denials}),
+        db=Database.from_url(
+            settings.database_url, session_info={LIMITER: denials}, create=create_keys
+        ),
         denials=denials,
         store=open_store(settings),
         keys=open_keys(settings, create=create_keys),

@@ -2,7 +2,10 @@
 
 **Unit of work.** Services add and flush; they never commit. :meth:`Database.transaction` is the
 one place that commits: the API's request dependency, each job step and each CLI command run
-their work inside one. Two kinds of hooks hang off a unit of work:
+their work inside one. Services whose work must call the store or the key provider between steps
+(ingest, playback, disposal, the KEK cycle, checkpoints, erasure) take the runtime context and
+run each step as a unit of its own; the others take the caller's session. Two kinds of hooks
+hang off a unit of work (any session this module opens honours them):
 
 - :func:`after_commit` runs work that must not happen inside a transaction (object-store and
   key-provider calls) once the unit has committed;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+
+from vault.errors import MisconfiguredError
 
 log = logging.getLogger(__name__)
 
@@ -111,21 +117,41 @@ def _track(engine: Engine) -> None:
 # --- engine -----------------------------------------------------------------------------------
 
 
-def create_engine(database_url: str, *, echo: bool = False) -> Engine:
+def create_engine(database_url: str, *, echo: bool = False, create: bool = True) -> Engine:
+    """The engine; bound parameters (wrapped DEKs, call ids) never appear in its errors or logs.
+
+    A SQLite file is created (mode 0600, like the keyring) only with ``create``; otherwise a
+    missing file is a ``MisconfiguredError`` that says to run ``callvault init``.
+    """
     if database_url.startswith("sqlite:"):
         path = database_url.removeprefix("sqlite:///")
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_file(Path(path), create=create)
         engine = sa.create_engine(
             database_url,
             echo=echo,
+            hide_parameters=True,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _install_sqlite_hooks(engine)
     else:
-        engine = sa.create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10)
+        engine = sa.create_engine(
+            database_url, echo=echo, hide_parameters=True, pool_pre_ping=True, pool_size=10
+        )
     _track(engine)
     return engine
+
+
+def _sqlite_file(path: Path, *, create: bool) -> None:
+    if path.exists():
+        return
+    if not create:
+        raise MisconfiguredError(
+            f"no database at {path}: run `callvault init` here first, or set "
+            "CALLVAULT_DATABASE_URL"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite's WAL files follow it
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
@@ -223,8 +249,10 @@ class Database:
         self.session_info = dict(session_info or {})
 
     @classmethod
-    def from_url(cls, url: str, *, session_info: dict[str, Any] | None = None) -> Database:
-        return cls(create_engine(url), session_info=session_info)
+    def from_url(
+        cls, url: str, *, session_info: dict[str, Any] | None = None, create: bool = True
+    ) -> Database:
+        return cls(create_engine(url, create=create), session_info=session_info)
 
     @property
     def is_postgres(self) -> bool:

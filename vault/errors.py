@@ -112,6 +112,21 @@ class IncompleteBodyError(VaultError):
     title = "The request body ended before Content-Length bytes arrived"
 
 
+class PayloadTooLargeError(VaultError):
+    code = "payload-too-large"
+    title = "The request body is larger than this vault accepts"
+
+
+class UploadTimeoutError(VaultError):
+    code = "upload-timeout"
+    title = "The request body stopped arriving"
+
+
+class TooManyUploadsError(VaultError):
+    code = "too-many-uploads"
+    title = "Too many uploads of this principal are under way"
+
+
 class ChecksumMismatchError(VaultError):
     code = "checksum-mismatch"
     title = "The body does not match X-Content-SHA256"

@@ -49,11 +49,16 @@ class PolicyError(ValueError):
 
 
 # Mirrors vault.models.Role; floor 2 may import only vault.errors, and a test keeps them equal.
-Role = Literal["admin", "ingest", "engineer", "approver", "security", "privacy", "auditor"]
+Role = Literal[
+    "admin", "ingest", "engineer", "approver", "security", "privacy", "auditor", "monitor"
+]
 ROLES: tuple[str, ...] = get_args(Role)
 PURPOSE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 PurposeName = Annotated[str, StringConstraints(pattern=PURPOSE_NAME_PATTERN)]
 
+# The purposes the privacy notice names: troubleshooting and network diagnosis, security
+# investigations, fraud/spam/abuse detection, and transcription (a sub-processor feature).
+NOTICE_PURPOSES = frozenset({"troubleshooting", "security", "fraud", "transcription"})
 # The privacy notice promises deletion within 30 days; no policy may loosen that.
 PROMISED_ERASURE_DAYS = 30
 # Upper bound for periods, so that `now + period` can never overflow a datetime.
@@ -114,6 +119,14 @@ class PurposePolicy(BaseModel):
         return timedelta(days=self.derivative_retention_days)
 
 
+class VocabularyEntry(BaseModel):
+    """A purpose beyond the notice's four, allowed only with the notice clause that allows it."""
+
+    model_config = _CONFIG
+
+    notice_clause: str = Field(min_length=3, max_length=500)
+
+
 class Policy(BaseModel):
     """The whole policy: global deadlines and the known purposes."""
 
@@ -121,7 +134,27 @@ class Policy(BaseModel):
 
     erasure_deadline_days: float = _days(30)
     kek_rotation_days: float = _days(7)
+    # The operator's explicit extensions of the notice's vocabulary, each citing its clause.
+    vocabulary: dict[PurposeName, VocabularyEntry] = Field(default_factory=dict)
     purposes: dict[PurposeName, PurposePolicy] = Field(min_length=1)
+
+    @field_validator("purposes")
+    @classmethod
+    def _named_by_the_notice(
+        cls, purposes: dict[str, PurposePolicy], info: ValidationInfo
+    ) -> dict[str, PurposePolicy]:
+        if "vocabulary" not in info.data:
+            return purposes  # the vocabulary itself is wrong: that is the error to report
+        allowed = NOTICE_PURPOSES | set(info.data["vocabulary"])
+        unknown = sorted(set(purposes) - allowed)
+        if unknown:
+            raise PydanticCustomError(
+                "policy",
+                "{name} is not a purpose the privacy notice names ({known}); to use it anyway, "
+                'add [vocabulary.{name}] notice_clause = "..." citing the clause that allows it',
+                {"name": unknown[0], "known": ", ".join(sorted(NOTICE_PURPOSES))},
+            )
+        return purposes
 
     @field_validator("erasure_deadline_days")
     @classmethod

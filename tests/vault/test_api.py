@@ -62,6 +62,7 @@ def api(ctx: Context) -> Iterator[Api]:
             "eng-acme": _principal(ctx, "eng-acme", "engineer", tenants=["acme"]),
             "privacy": _principal(ctx, "privacy", "privacy", all_tenants=True),
             "auditor": _principal(ctx, "auditor", "auditor", all_tenants=True),
+            "monitor": _principal(ctx, "monitor", "monitor", all_tenants=True),
         }
         yield Api(client=client, ctx=ctx, admin=admin, keys=keys)
 
@@ -238,9 +239,11 @@ def test_audit_endpoints_and_no_call_ids(api: Api) -> None:
 def test_unauthenticated_flood_is_aggregated(api: Api) -> None:
     with api.ctx.db.session() as s:
         before = s.exec(select(func.count()).select_from(AuditEvent)).one()
-    for _ in range(200):
-        r = api.client.get("/v1/recordings", headers={"Authorization": "Bearer cvk_flooder"})
-        assert r.status_code == 401
+    flood = {"Authorization": "Bearer cvk_flooder"}
+    statuses = [api.client.get("/v1/recordings", headers=flood).status_code for _ in range(200)]
+    # Unauthenticated until the address's failure limit, then throttled (429, Retry-After).
+    limit = api.ctx.settings.auth_failure_limit
+    assert statuses[:limit] == [401] * limit and set(statuses[limit:]) == {429}
     with api.ctx.db.session() as s:
         after = s.exec(select(func.count()).select_from(AuditEvent)).one()
     assert after - before <= api.ctx.settings.auth_denial_burst + 2
@@ -266,7 +269,7 @@ def test_health(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
     ready = api.client.get("/readyz")
     assert ready.status_code == 200 and set(ready.json()["checks"].values()) == {"ok"}
-    metrics = api.client.get("/metrics")
+    metrics = api.client.get("/metrics", headers=api.h("monitor"))
     assert "callvault_http_requests_total" in metrics.text
 
 

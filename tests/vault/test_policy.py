@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from vault.errors import UnknownPurposeError, VaultError
 from vault.models import Role
 from vault.policy import (
+    NOTICE_PURPOSES,
     ROLES,
     Policy,
     PolicyError,
@@ -123,7 +124,7 @@ def test_file_with_purposes_replaces_them_entirely(tmp_path: Path) -> None:
 
 
 def test_fractional_periods_are_accepted(tmp_path: Path) -> None:
-    text = purpose_block(
+    text = '[vocabulary.quick]\nnotice_clause = "test clause"\n' + purpose_block(
         "quick",
         retention_days="0.0001",
         max_access_minutes="0.05",
@@ -225,7 +226,7 @@ BAD_CASES: list[tuple[str, str, str]] = [
         "unknown role",
         purpose_block(approver_roles='["approver", "root"]'),
         "purposes.fraud.approver_roles[1]: must be one of 'admin', 'ingest', 'engineer', "
-        "'approver', 'security', 'privacy' or 'auditor' (got \"root\")",
+        "'approver', 'security', 'privacy', 'auditor' or 'monitor' (got \"root\")",
     ),
     (
         "no roles",
@@ -351,7 +352,11 @@ def toml_value(value: Any) -> str:
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    lines = [f"{k} = {toml_value(v)}" for k, v in data.items() if k != "purposes"]
+    tables = ("purposes", "vocabulary")
+    lines = [f"{k} = {toml_value(v)}" for k, v in data.items() if k not in tables]
+    for name, entry in data.get("vocabulary", {}).items():
+        lines.append(f"\n[vocabulary.{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in entry.items()]
     for name, rule in data["purposes"].items():
         lines.append(f"\n[purposes.{name}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in rule.items()]
@@ -379,10 +384,15 @@ names = st.from_regex(r"[a-z][a-z0-9_-]{0,31}", fullmatch=True)
 def policies(draw: st.DrawFn) -> dict[str, Any]:
     deadline = draw(st.floats(min_value=1e-6, max_value=30))
     rotation = draw(st.floats(0, deadline, exclude_min=True, exclude_max=True))
+    chosen = draw(st.dictionaries(names, purposes, min_size=1, max_size=4))
+    clauses = st.text(st.characters(exclude_categories=("Cs",)), min_size=3, max_size=40)
+    # Purposes beyond the notice's are allowed only through the vocabulary, each with a clause.
+    vocabulary = {n: {"notice_clause": draw(clauses)} for n in chosen if n not in NOTICE_PURPOSES}
     return {
         "erasure_deadline_days": deadline,
         "kek_rotation_days": rotation,
-        "purposes": draw(st.dictionaries(names, purposes, min_size=1, max_size=4)),
+        "vocabulary": vocabulary,
+        "purposes": chosen,
     }
 
 
@@ -397,3 +407,25 @@ def test_valid_policies_round_trip_through_toml(tmp_path: Path, data: dict[str, 
     assert policy.model_dump() == expected
     assert policy == Policy.model_validate(data)
     assert policy.names == sorted(data["purposes"])
+
+
+# --- the notice's vocabulary ----------------------------------------------------------------------
+
+
+def test_a_purpose_the_notice_does_not_name_is_refused_naming_it(tmp_path: Path) -> None:
+    message = load_error(tmp_path, purpose_block("fraud") + purpose_block("marketing"))
+    assert message.startswith("purposes: marketing is not a purpose the privacy notice names")
+    assert "[vocabulary.marketing]" in message
+
+
+def test_the_vocabulary_is_extended_only_with_a_notice_clause(tmp_path: Path) -> None:
+    clause = '[vocabulary.marketing]\nnotice_clause = "section 4.2: product analytics"\n'
+    policy = load_policy(write(tmp_path, clause + purpose_block("marketing")))
+    assert policy.names == ["marketing"]
+    assert policy.vocabulary["marketing"].notice_clause.startswith("section 4.2")
+    missing = load_error(tmp_path, "[vocabulary.marketing]\n" + purpose_block("marketing"))
+    assert missing == "vocabulary.marketing.notice_clause: missing required key"
+
+
+def test_the_packaged_purposes_are_the_notices(tmp_path: Path) -> None:
+    assert set(load_policy().names) == NOTICE_PURPOSES

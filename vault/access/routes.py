@@ -27,12 +27,13 @@ from vault.models import (
     ReviewCreate,
     ReviewDecision,
 )
+from vault.validation import MultilineText
 
 router = APIRouter(tags=["access"])
 
 
 class RevokeCreate(SQLModel):
-    reason: str = Field(default="", max_length=2000)
+    reason: MultilineText = Field(default="", max_length=2000)
 
 
 ReviewBody = Annotated[ReviewCreate | None, Body()]

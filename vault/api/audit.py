@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep
 from vault.audit import reads
 from vault.models import AuditCheckpointPublic, AuditEventPublic
+from vault.validation import BIGINT_MAX
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -20,7 +21,7 @@ def list_events(
     ctx: CtxDep,
     session: ReadSessionDep,
     actor: CurrentActor,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEventPublic]:
     return reads.list_events(
@@ -33,7 +34,7 @@ def list_checkpoints(
     ctx: CtxDep,
     session: ReadSessionDep,
     actor: CurrentActor,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditCheckpointPublic]:
     return reads.list_checkpoints(

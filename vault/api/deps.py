@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from vault import audit
+from vault.api.limits import AuthFailures, client_address
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import AuthenticationError
@@ -56,10 +57,16 @@ def _bearer(request: Request) -> str | None:
 def get_actor(request: Request, ctx: CtxDep) -> Actor:
     token = _bearer(request)
     now = ctx.now()
+    failures: AuthFailures = request.app.state.auth_failures
+    address = client_address(request, ctx.settings.trusted_proxies)
+    failures.check(address, now)  # 429 while this address is over its limit
     try:
         with ctx.db.reading() as session:
-            return principals.authenticate(session, api_key=token, now=now)
+            actor = principals.authenticate(session, api_key=token, now=now)
+        request.state.principal = str(actor.id)  # for the access log: an opaque id
+        return actor
     except AuthenticationError:
+        failures.failed(address, now)
         # Keyed by the key's public prefix at most: never the secret part.
         key = principals.denial_key(token)
         audit.record_denial(ctx.db, ctx.denials, key=key, reason="invalid key", now=now)

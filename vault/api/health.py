@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from vault.api.deps import CtxDep
+from vault import authz
+from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep
+from vault.authz import Permission
 
 router = APIRouter(tags=["health"])
 
@@ -47,6 +49,10 @@ def readyz(ctx: CtxDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-def metrics(request: Request) -> Response:
+def metrics(
+    request: Request, ctx: CtxDep, session: ReadSessionDep, actor: CurrentActor
+) -> Response:
+    """Prometheus text, for a key with ``metrics:read`` (the ``monitor`` role, or admin)."""
+    authz.authorize(session, actor, Permission.metrics_read, now=ctx.now())
     return Response(generate_latest(request.app.state.metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)  # fmt: skip

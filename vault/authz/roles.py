@@ -62,6 +62,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage}
     ),
     Role.auditor: frozenset({P.recording_metadata_read, P.audit_read}),
+    Role.monitor: frozenset({P.metrics_read}),
 }  # fmt: skip
 
 # Roles that may revoke grants they do not hold (within their scope).

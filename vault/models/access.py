@@ -14,6 +14,7 @@ from sqlalchemy.ext.hybrid import hybrid_method
 from sqlmodel import Field, SQLModel, col
 
 from vault.models._types import _ts
+from vault.validation import MultilineText, Number, Text
 
 # A break-glass review still open after this is flagged (audited once) and listed as overdue.
 REVIEW_OVERDUE = timedelta(hours=24)
@@ -48,6 +49,10 @@ class AccessRequestBase(SQLModel):
 
 
 class AccessRequestCreate(AccessRequestBase):
+    purpose: Text = Field(max_length=32)
+    reason: MultilineText = Field(max_length=2000)
+    ticket: Text = Field(max_length=256)
+    duration_minutes: Number
     recording_ids: list[uuid.UUID]
 
 
@@ -99,7 +104,7 @@ class AccessRequestRecording(SQLModel, table=True):
 
 
 class ReviewCreate(SQLModel):
-    comment: str = Field(default="", max_length=2000)
+    comment: MultilineText = Field(default="", max_length=2000)
 
 
 class Review(SQLModel, table=True):
@@ -118,10 +123,10 @@ class Review(SQLModel, table=True):
 
 class BreakGlassCreate(SQLModel):
     recording_ids: list[uuid.UUID]
-    purpose: str = Field(max_length=32)
-    incident_ref: str = Field(max_length=256)
-    reason: str = Field(max_length=2000)
-    duration_minutes: float
+    purpose: Text = Field(max_length=32)
+    incident_ref: Text = Field(max_length=256)
+    reason: MultilineText = Field(max_length=2000)
+    duration_minutes: Number
 
 
 class GrantPublic(SQLModel):

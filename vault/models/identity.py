@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from vault.models._types import _ts
+from vault.validation import Text
 
 
 class Role(StrEnum):
@@ -20,6 +21,7 @@ class Role(StrEnum):
     security = "security"
     privacy = "privacy"
     auditor = "auditor"
+    monitor = "monitor"  # scrapes /metrics, nothing else
 
 
 # --- tenants ---------------------------------------------------------------------------------
@@ -31,7 +33,7 @@ class TenantBase(SQLModel):
 
 
 class TenantCreate(TenantBase):
-    pass
+    region: Text | None = Field(default=None, max_length=64)
 
 
 class TenantPublic(TenantBase):

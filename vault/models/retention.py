@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from vault.models._types import _ts
+from vault.validation import MultilineText, Text, Timestamp
 
 
 class ErasureStatus(StrEnum):
@@ -24,17 +25,17 @@ class ErasureStatus(StrEnum):
 
 
 class LegalHoldCreate(SQLModel):
-    case_ref: str = Field(max_length=256)
-    reason: str = Field(max_length=2000)
+    case_ref: Text = Field(max_length=256)
+    reason: MultilineText = Field(max_length=2000)
     recording_ids: list[uuid.UUID] = []
-    tenant: str | None = None
-    call_id: str | None = Field(default=None, max_length=256)
-    recorded_from: datetime | None = None
-    recorded_to: datetime | None = None
+    tenant: Text | None = Field(default=None, max_length=64)
+    call_id: Text | None = Field(default=None, max_length=256)
+    recorded_from: Timestamp | None = None
+    recorded_to: Timestamp | None = None
 
 
 class LegalHoldRelease(SQLModel):
-    reason: str = Field(max_length=2000)
+    reason: MultilineText = Field(max_length=2000)
 
 
 class LegalHoldPublic(SQLModel):
@@ -78,10 +79,10 @@ class HoldMembership(SQLModel, table=True):
 
 
 class ErasureRequestCreate(SQLModel):
-    tenant: str | None = None
-    call_id: str | None = Field(default=None, max_length=256)
+    tenant: Text | None = Field(default=None, max_length=64)
+    call_id: Text | None = Field(default=None, max_length=256)
     recording_ids: list[uuid.UUID] = []
-    reason: str = Field(default="data subject deletion request", max_length=2000)
+    reason: MultilineText = Field(default="data subject deletion request", max_length=2000)
 
 
 class ErasureRequestPublic(SQLModel):

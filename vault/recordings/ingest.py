@@ -26,6 +26,7 @@ from vault.context import Context
 from vault.errors import (
     EmptyBodyError,
     InvalidInputError,
+    PayloadTooLargeError,
     StorageError,
     StoreUnavailableError,
     UnsupportedMediaTypeError,
@@ -43,9 +44,15 @@ log = logging.getLogger(__name__)
 S = RecordingStatus
 MAX_CALL_ID = 256
 MAX_CONTENT_TYPE = 255
-# A media type token (RFC 9110); parameters after ";" are kept as sent.
+# A media type (RFC 9110 tokens) of video/*, audio/* or application/octet-stream, with only the
+# parameters players use, as tokens or quoted text of safe characters. It is served back on
+# playback, so nothing else a client wrote survives: the normalised form is what is stored.
 _MEDIA_SUBTYPE = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
 _MEDIA_RE = re.compile(rf"(?:video|audio)/{_MEDIA_SUBTYPE}|application/octet-stream", re.IGNORECASE)
+_PARAMS = frozenset({"codecs", "profiles"})
+_PARAM_RE = re.compile(
+    r'\s*([A-Za-z]+)\s*=\s*(?:([A-Za-z0-9.+-]{1,64})|"([A-Za-z0-9.,+ -]{1,128})")\s*'
+)
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -61,6 +68,7 @@ def ingest(
     chunks: Iterable[bytes],
     expected_sha256: str | None = None,
     expected_length: int | None = None,
+    max_bytes: int | None = None,
 ) -> Recording:
     """Store one recording; return its ``stored`` row. Nothing is stored on any error."""
     # --- checks, in the documented order, before anything is written --------------------------
@@ -79,6 +87,8 @@ def ingest(
         expected_sha256 = expected_sha256.lower()
     if expected_length is not None and not _is_length(expected_length):
         raise InvalidInputError("expected length must be a non-negative integer")
+    if max_bytes is not None and expected_length is not None and expected_length > max_bytes:
+        raise PayloadTooLargeError(f"at most {max_bytes} bytes per recording")
     if recorded_at is not None and recorded_at.tzinfo is None:
         raise InvalidInputError("recorded_at must carry a time zone")
     source = iter(chunks)
@@ -118,7 +128,7 @@ def ingest(
     # --- phase 2: encrypt and stream to the store --------------------------------------------
     tally = Tally()
     enc = streaming.Encryptor(dek=dek, recording_id=rid, rng=ctx.rng)
-    body = ciphertext(first, source, enc, tally, expected_sha256, expected_length)
+    body = ciphertext(first, source, enc, tally, expected_sha256, expected_length, max_bytes)
     hint = streaming.ciphertext_size(expected_length) if expected_length is not None else None
     try:
         # Encrypt and hash in this thread while a helper thread uploads: the two overlap.
@@ -182,16 +192,23 @@ def _mirror_holds(ctx: Context, rid: uuid.UUID) -> None:
 
 
 def _check_content_type(content_type: str) -> str:
-    if not isinstance(content_type, str):
+    """The normalised Content-Type (lower-case type, known parameters re-quoted), or 415."""
+    if not isinstance(content_type, str) or len(content_type) > MAX_CONTENT_TYPE:
+        raise UnsupportedMediaTypeError(f"Content-Type: at most {MAX_CONTENT_TYPE} characters")
+    media, *params = content_type.split(";")
+    media = media.strip().lower()
+    if not _MEDIA_RE.fullmatch(media):
         raise UnsupportedMediaTypeError()
-    value = content_type.strip()
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise UnsupportedMediaTypeError("Content-Type contains control characters")
-    if not _MEDIA_RE.fullmatch(value.split(";", 1)[0].strip()):
-        raise UnsupportedMediaTypeError()
-    if len(value) > MAX_CONTENT_TYPE:
-        raise UnsupportedMediaTypeError(f"Content-Type longer than {MAX_CONTENT_TYPE} characters")
-    return value
+    out = [media]
+    for raw in params:
+        m = _PARAM_RE.fullmatch(raw)
+        if m is None or m.group(1).lower() not in _PARAMS:
+            raise UnsupportedMediaTypeError(
+                "Content-Type parameters: only codecs and profiles, as a token or quoted text"
+            )
+        value = m.group(2) if m.group(2) is not None else m.group(3).strip()
+        out.append(f'{m.group(1).lower()}="{value}"')
+    return "; ".join(out)
 
 
 def _check_purposes(ctx: Context, purposes: list[str]) -> list[str]:

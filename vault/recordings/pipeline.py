@@ -21,7 +21,12 @@ from typing import TypeVar
 
 from crypto import streaming
 from vault.db import carry
-from vault.errors import ChecksumMismatchError, IncompleteBodyError, InvalidInputError
+from vault.errors import (
+    ChecksumMismatchError,
+    IncompleteBodyError,
+    InvalidInputError,
+    PayloadTooLargeError,
+)
 
 T = TypeVar("T")
 
@@ -111,6 +116,7 @@ def ciphertext(
     tally: Tally,
     expected_sha256: str | None,
     expected_length: int | None,
+    max_bytes: int | None = None,
 ) -> Iterator[bytes]:
     chunk: bytes = first
     while True:
@@ -119,6 +125,8 @@ def ciphertext(
             tally.size += len(chunk)
             if expected_length is not None and tally.size > expected_length:
                 raise tally.fail(InvalidInputError("the body is longer than its declared length"))
+            if max_bytes is not None and tally.size > max_bytes:
+                raise tally.fail(PayloadTooLargeError(f"at most {max_bytes} bytes per recording"))
             out = enc.update(chunk)
             if out:
                 tally.cipher.update(out)

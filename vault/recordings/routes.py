@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
 from typing import Annotated
 
 import anyio
@@ -13,10 +12,12 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.requests import ClientDisconnect
 
 from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep, SessionDep
-from vault.errors import IncompleteBodyError, InvalidInputError
+from vault.api.limits import Uploads
+from vault.errors import IncompleteBodyError, PayloadTooLargeError, UploadTimeoutError
 from vault.models import RecordingPage, RecordingPublic
 from vault.recordings import metadata as recordings
 from vault.recordings.ingest import ingest as ingest_recording
+from vault.validation import MultilineText, Text, Timestamp
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 
@@ -24,12 +25,14 @@ router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 _BATCH = 1 << 20
 
 
-async def _next_batch(body: AsyncIterator[bytes]) -> bytes | None:
+async def _next_batch(body: AsyncIterator[bytes], idle: float) -> bytes | None:
     parts: list[bytes] = []
     size = 0
     try:
         while size < _BATCH:
-            chunk = await body.__anext__()
+            # A body that stalls (slow-loris) times out; the ingest then cleans up after itself.
+            with anyio.fail_after(idle):
+                chunk = await body.__anext__()
             if chunk:
                 parts.append(chunk)
                 size += len(chunk)
@@ -37,13 +40,15 @@ async def _next_batch(body: AsyncIterator[bytes]) -> bytes | None:
         pass
     except ClientDisconnect:
         raise IncompleteBodyError("the client disconnected before the body was complete") from None
+    except TimeoutError:
+        raise UploadTimeoutError(f"no body bytes for {idle:g} s; the upload was dropped") from None
     return b"".join(parts) if parts else None
 
 
-def _bridge(body: AsyncIterator[bytes]) -> Iterator[bytes]:
+def _bridge(body: AsyncIterator[bytes], idle: float) -> Iterator[bytes]:
     """A blocking iterator over the async request body, for the service's worker thread."""
     while True:
-        batch = anyio.from_thread.run(_next_batch, body)
+        batch = anyio.from_thread.run(_next_batch, body, idle)
         if batch is None:
             return
         yield batch
@@ -58,19 +63,26 @@ async def ingest(
     request: Request,
     ctx: CtxDep,
     actor: CurrentActor,
-    tenant: Annotated[str, Query(min_length=1, max_length=64)],
-    purposes: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
-    call_id: Annotated[str | None, Query(max_length=256)] = None,
-    recorded_at: datetime | None = None,
+    tenant: Annotated[Text, Query(min_length=1, max_length=64)],
+    purposes: Annotated[list[Text], Query()] = [],  # noqa: B006 - FastAPI copies defaults
+    call_id: Annotated[Text | None, Query(max_length=256)] = None,
+    recorded_at: Timestamp | None = None,
     content_type: Annotated[str | None, Header()] = None,
     content_length: Annotated[int | None, Header(ge=0)] = None,
     x_content_sha256: Annotated[str | None, Header()] = None,
 ) -> RecordingPublic:
-    if recorded_at is not None and recorded_at.tzinfo is None:
-        raise InvalidInputError("recorded_at must carry a time zone (e.g. Z)")
+    settings = ctx.settings
+    if content_length is not None and content_length > settings.max_ingest_bytes:
+        # Refused before a byte is read or a row written.
+        raise PayloadTooLargeError(f"at most {settings.max_ingest_bytes} bytes per recording")
     body = request.stream()
+    uploads: Uploads = request.app.state.uploads
 
     def run() -> RecordingPublic:
+        with uploads.slot(str(actor.id)):
+            return _store()
+
+    def _store() -> RecordingPublic:
         rec = ingest_recording(
             ctx,
             actor=actor,
@@ -79,7 +91,8 @@ async def ingest(
             call_id=call_id,
             recorded_at=recorded_at,
             content_type=content_type or "",
-            chunks=_bridge(body),
+            chunks=_bridge(body, settings.upload_idle_timeout_seconds),
+            max_bytes=settings.max_ingest_bytes,
             expected_sha256=x_content_sha256,
             expected_length=content_length,
         )
@@ -94,11 +107,11 @@ def list_recordings(
     ctx: CtxDep,
     session: ReadSessionDep,
     actor: CurrentActor,
-    tenant: str | None = None,
-    purpose: str | None = None,
-    call_id: str | None = None,
-    status: str | None = None,
-    cursor: str | None = None,
+    tenant: Annotated[Text | None, Query(max_length=64)] = None,
+    purpose: Annotated[Text | None, Query(max_length=32)] = None,
+    call_id: Annotated[Text | None, Query(max_length=256)] = None,
+    status: Annotated[Text | None, Query(max_length=32)] = None,
+    cursor: Annotated[Text | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RecordingPage:
     return recordings.list_recordings(
@@ -124,7 +137,7 @@ def end_purpose(
     actor: CurrentActor,
     recording_id: uuid.UUID,
     purpose: str,
-    reason: Annotated[str | None, Query(max_length=500)] = None,
+    reason: Annotated[MultilineText | None, Query(max_length=500)] = None,
 ) -> RecordingPublic:
     return recordings.end_purpose(
         session, actor=actor, recording_id=recording_id, purpose=purpose, reason=reason,

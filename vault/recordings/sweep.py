@@ -9,12 +9,15 @@ Idempotent, and no transaction is open while the store is called:
    version is removed, then ``disposed_at`` is stamped (audited as ``recording.sweep``);
 3. ``disposing`` rows whose DEK is destroyed and that nobody touched for ``older_than`` (a crash
    mid-disposal) are finished by :func:`vault.retention.disposal.finish`, the one owner of
-   ``disposing -> disposed``.
+   ``disposing -> disposed``;
+4. multipart uploads older than ``older_than`` that a server killed mid-upload left behind
+   (invisible, but stored and billed) are aborted, unless a ``pending`` row still owns the key.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import datetime, timedelta
 
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 S = RecordingStatus
 SWEEP_ACTOR = "system:sweep-orphans"
 SWEEP_BATCH = 500
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_RECORDING_KEY = re.compile(rf"{_UUID}/{_UUID}")
 
 
 def sweep_orphans(
@@ -63,9 +68,39 @@ def sweep_orphans(
     try:
         acted.update(_remove_failed_objects(ctx, now=now, batch=batch))
         acted.update(disposal.finish(ctx, now=now, limit=batch, older_than=cutoff))
+        aborted = _abort_abandoned_uploads(ctx, cutoff=cutoff)
     except StoreUnavailableError:
         log.warning("sweep: object store unavailable; retrying next run", exc_info=True)
-    return len(acted)
+        return len(acted)
+    return len(acted) + aborted
+
+
+def _abort_abandoned_uploads(ctx: Context, *, cutoff: datetime) -> int:
+    """Step 4. Recording objects are ``{tenant id}/{recording id}``; audit exports live apart."""
+    stale = [
+        (key, upload_id)
+        for key, upload_id, initiated in ctx.store.incomplete_uploads()
+        if initiated < cutoff and _RECORDING_KEY.fullmatch(key)
+    ]
+    if not stale:
+        return 0
+    with ctx.db.reading() as session:
+        owned = set(
+            session.exec(
+                select(Recording.object_key).where(
+                    col(Recording.object_key).in_([key for key, _ in stale]),
+                    Recording.status == S.pending,
+                )
+            ).all()
+        )
+    aborted = 0
+    for key, upload_id in stale:
+        if key not in owned:
+            ctx.store.abort_upload(key, upload_id)
+            aborted += 1
+    if aborted:
+        log.info("sweep: aborted %d abandoned multipart upload(s)", aborted)
+    return aborted
 
 
 def _remove_failed_objects(ctx: Context, *, now: datetime, batch: int) -> list[uuid.UUID]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 
 import minio
 from minio.datatypes import Part
@@ -60,3 +61,19 @@ def upload(
     finally:
         pool.shutdown(wait=True)
     return result.version_id
+
+
+def incomplete(client: minio.Minio, bucket: str, prefix: str) -> list[tuple[str, str, datetime]]:
+    """(key, upload id, initiated) of every multipart upload never completed nor aborted."""
+    found: list[tuple[str, str, datetime]] = []
+    key_marker = upload_marker = None
+    while True:
+        page = client._list_multipart_uploads(
+            bucket, prefix=prefix, key_marker=key_marker, upload_id_marker=upload_marker
+        )
+        for up in page.uploads:
+            if up.upload_id and up.initiated_time is not None:
+                found.append((up.object_name, up.upload_id, up.initiated_time))
+        if not page.is_truncated:
+            return found
+        key_marker, upload_marker = page.next_key_marker, page.next_upload_id_marker

@@ -99,6 +99,16 @@ class BlobStore(Protocol):
         """
         ...
 
+    def incomplete_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
+        """(key, upload id, initiated) of multipart uploads left unfinished under ``prefix``
+        (a process killed mid-upload leaves them, invisible and billed); none where the store
+        has no multipart uploads."""
+        ...
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one unfinished multipart upload (its parts are freed); idempotent."""
+        ...
+
     def supports_object_lock(self) -> bool:
         """Whether legal holds and retention are enforced by the store."""
         ...

@@ -166,6 +166,12 @@ class LocalBlobStore:
             _fsync_dir(path.parent)
         return 1
 
+    def incomplete_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
+        return []  # writes land whole (temp file + rename): nothing is ever left half-done
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self._path(key)
+
     def supports_object_lock(self) -> bool:
         return False
 

@@ -42,7 +42,7 @@ PARTS_IN_FLIGHT = 2  # memory per upload: about PARTS_IN_FLIGHT + 1 parts
 MAX_PART_SIZE = 5 * 1024 * MIB  # S3 limit
 MAX_PARTS = 10_000  # S3 limit; we aim below it to leave slack for a wrong size_hint
 
-_NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "NoSuchObject"}
+_NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "NoSuchObject", "NoSuchUpload"}
 _UNAVAILABLE = {"NoSuchBucket", "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
 _NO_LOCK_CONFIG = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
 
@@ -346,6 +346,18 @@ class S3BlobStore:
                 f"{len(locked)} version(s) of {key!r} are under Object Lock: {', '.join(locked)}"
             )
         return removed
+
+    def incomplete_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
+        with _s3_errors(prefix or "<bucket>"):
+            return _multipart.incomplete(self._client, self._bucket, prefix)
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        validate_key(key)
+        try:
+            with _s3_errors(key):
+                self._client._abort_multipart_upload(self._bucket, key, upload_id)
+        except BlobNotFoundError:
+            return  # already completed or aborted: nothing left to free
 
     def supports_object_lock(self) -> bool:
         if self._object_lock:
