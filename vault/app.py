@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from vault import __version__
 from vault.access import routes as access
-from vault.api import audit, health, problems
+from vault.api import audit, health, openapi, problems
 from vault.api.limits import AuthFailures, Uploads
 from vault.api.metrics import Metrics
 from vault.config import Settings
@@ -47,6 +47,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     problems.install(app)
+    openapi.install(app)
     for module in (health, tenants, recordings, content, access, audit, holds, erasure):
         app.include_router(module.router)
     return app
