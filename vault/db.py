@@ -41,7 +41,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from vault.errors import MisconfiguredError
+from vault.errors import DatabaseUnavailableError, MisconfiguredError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,17 @@ def _track(engine: Engine) -> None:
 
     event.listen(engine, "commit", _end)
     event.listen(engine, "rollback", _end)
+
+    # A connection lost mid-transaction (invalidated) never commits nor rolls back: it is
+    # counted out when the pool takes it back or throws it away. Connection.info is the pool
+    # record's info, so the box stored at "begin" is found here.
+    def _returned(_dbapi: Any, record: Any, *_: Any) -> None:
+        box = record.info.pop("callvault_tx_count", None)
+        if box is not None:
+            box.add(-1)
+
+    event.listen(engine, "checkin", _returned)
+    event.listen(engine, "invalidate", _returned)
 
 
 # --- engine -----------------------------------------------------------------------------------
@@ -206,6 +217,23 @@ def _hooks(session: Session, key: str) -> list[Any]:
     return hooks  # type: ignore[no-any-return]
 
 
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """A lost or refused connection is the domain's ``DatabaseUnavailableError`` (503), once,
+    here: nothing above this floor sees a driver's exception."""
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        raise DatabaseUnavailableError(
+            f"the database is unavailable ({first}); check CALLVAULT_DATABASE_URL"
+        ) from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailableError("database connection lost") from exc
+        raise
+
+
 class UnitSession(Session):
     """A session that honours :func:`after_commit` and :func:`detached`."""
 
@@ -268,7 +296,7 @@ class Database:
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A read-only unit: no commit; its detached writes (denials) run once it is closed."""
-        with self.read_session() as session:
+        with _unavailable(), self.read_session() as session:
             yield session
 
     def read_connection(self) -> sa.Connection:
@@ -278,12 +306,15 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any error; then its hooks."""
-        with self.session() as session:
+        with _unavailable(), self.session() as session:
             try:
                 yield session
                 session.commit()
             except BaseException:
-                session.rollback()
+                try:
+                    session.rollback()
+                except Exception:  # a dead connection: the original error is the one to report
+                    log.debug("rollback failed", exc_info=True)
                 raise
 
     def check(self) -> None:

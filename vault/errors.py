@@ -178,6 +178,14 @@ class InvalidKeyError(StorageError, ValueError):
     code = "invalid-blob-key"
 
 
+class DatabaseUnavailableError(VaultError):
+    """The metadata database cannot be reached (restarted, connection lost, locked too long)."""
+
+    code = "database-unavailable"
+    title = "The database is unavailable"
+    public_detail = False
+
+
 class KeyProviderUnavailableError(VaultError):
     code = "key-provider-unavailable"
     title = "The key provider is unavailable"

@@ -51,6 +51,7 @@ STATUS: dict[type[e.VaultError], int] = {
     e.RangeNotSatisfiableError: 416,
     e.StorageError: 503,
     e.KeyProviderUnavailableError: 503,
+    e.DatabaseUnavailableError: 503,
     e.AuditUnavailableError: 503,
     e.IntegrityError: 500,
     e.MisconfiguredError: 500,
