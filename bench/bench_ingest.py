@@ -23,6 +23,7 @@ from vault.authz import Actor
 from vault.config import Settings
 from vault.context import build_context
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.recordings.ingest import ingest as ingest_recording
 from vault.setup import initialise
@@ -56,6 +57,7 @@ def main() -> dict[str, float]:
             settings = Settings(**{k.removeprefix("CALLVAULT_").lower(): v for k, v in env.items()})
             ctx = build_context(settings, create_keys=True)
             initialise(ctx, now=ctx.now())
+            owner = owner_of(ctx.keys, "bench@example.com")
             with ctx.db.transaction() as s:
                 create_tenant(s, actor=Actor.operator(), name="acme", region=None,
                                          now=ctx.now())  # fmt: skip
@@ -84,7 +86,7 @@ def main() -> dict[str, float]:
                                          now=ctx.now())  # fmt: skip
                 _, key = principals.add_principal(
                     s, actor=Actor.operator(), name="bench-ingest", role="ingest",
-                    owner="bench@example.com", tenants=["beta"], all_tenants=False,
+                    owner=owner, tenants=["beta"], all_tenants=False,
                     now=ctx.now(),
                 )  # fmt: skip
             with run_serve(env, tmp) as server:

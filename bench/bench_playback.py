@@ -21,6 +21,7 @@ from vault.authz import Actor
 from vault.config import Settings
 from vault.context import Context, build_context
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import Recording
 from vault.recordings import playback
@@ -64,12 +65,13 @@ def main() -> dict[str, float]:
             )  # fmt: skip
             ctx = build_context(settings, create_keys=True)
             initialise(ctx, now=ctx.now())
+            owner = owner_of(ctx.keys, "bench@example.com")
             with ctx.db.transaction() as s:
                 create_tenant(s, actor=Actor.operator(), name="acme", region=None,
                                          now=ctx.now())  # fmt: skip
                 _, key = principals.add_principal(
                     s, actor=Actor.operator(), name="bench-eng", role="engineer",
-                    owner="bench@example.com", tenants=["acme"], all_tenants=False, now=ctx.now(),
+                    owner=owner, tenants=["acme"], all_tenants=False, now=ctx.now(),
                 )  # fmt: skip
             with ctx.db.session() as s:
                 actor = principals.authenticate(s, api_key=key, now=ctx.now())

@@ -7,6 +7,8 @@ authentication failure becomes the opaque :class:`crypto.errors.DecryptionError`
 
 from __future__ import annotations
 
+import hashlib
+import hmac as _hmac
 import os
 from collections.abc import Callable
 
@@ -65,3 +67,10 @@ def aesgcm_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes | None) 
     except InvalidTag:
         # ``from None``: the cause says nothing useful and must not leak into logs.
         raise DecryptionError() from None
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 (keyed pseudonyms: equal inputs give equal outputs, and nothing else)."""
+    if len(key) < 32:
+        raise ValueError("an HMAC key must be at least 32 bytes")
+    return _hmac.new(key, message, hashlib.sha256).digest()

@@ -258,13 +258,15 @@ def principal_add(
 ) -> None:
     """Create a principal and print its API key (alone on the last line)."""
     from vault.identity import principals
+    from vault.identity.owners import owner_of
 
     ctx = _context()
     now = ctx.now()
     expires_at = now + timedelta(days=expires_days) if expires_days else None
+    owner_id = owner_of(ctx.keys, owner)  # the provider call, before the transaction
     with ctx.db.transaction() as session:
         principal, key = principals.add_principal(
-            session, actor=Actor.operator(), name=name, role=role, owner=owner,
+            session, actor=Actor.operator(), name=name, role=role, owner=owner_id,
             tenants=tenant or [], all_tenants=all_tenants, now=now, expires_at=expires_at,
             rng=ctx.rng,
         )  # fmt: skip
@@ -294,6 +296,18 @@ def principal_set_role(name: str, role: Annotated[str, typer.Option()]) -> None:
     with ctx.db.transaction() as session:
         principals.set_role(session, actor=Actor.operator(), name=name, role=role, now=ctx.now())
     typer.echo(f"principal {name} now has role {role}")
+
+
+@principal_app.command("clear-owner")
+@clean_errors
+def principal_clear_owner(name: str) -> None:
+    """Forget the e-mail behind a principal; four-eyes and the audit chain keep its pseudonym."""
+    from vault.identity import principals
+
+    ctx = _context()
+    with ctx.db.transaction() as session:
+        principals.clear_owner(session, actor=Actor.operator(), name=name, now=ctx.now())
+    typer.echo(f"principal {name}: owner e-mail cleared")
 
 
 # --- recordings and audit -------------------------------------------------------------------------

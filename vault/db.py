@@ -30,7 +30,7 @@ import contextvars
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -328,20 +328,43 @@ class Database:
 # --- migrations -------------------------------------------------------------------------------
 
 
-def _alembic_config(engine: Engine) -> Any:
+# The first revision whose upgrade needs owner pseudonyms from the key provider.
+_OWNER_REFS_REVISION = "0005"
+OwnerRefs = Callable[[Iterable[str]], dict[str, str]]
+
+
+def _alembic_config(engine: Engine, owner_refs: dict[str, str] | None = None) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("vault") / "migrations"))
     cfg.attributes["engine"] = engine
+    cfg.attributes["owner_refs"] = owner_refs or {}
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest revision; idempotent."""
+def _owners_to_pseudonymise(engine: Engine) -> list[str]:
+    """Owners stored in clear that the 0005 upgrade will pseudonymise (none once past it)."""
+    revision = current_revision(engine)
+    if revision is None or revision >= _OWNER_REFS_REVISION:
+        return []
+    with engine.connect() as conn:
+        return list(conn.exec_driver_sql("SELECT DISTINCT owner FROM principal").scalars())
+
+
+def migrate(engine: Engine, *, owner_refs: OwnerRefs | None = None) -> None:
+    """Create or upgrade the schema to the newest revision; idempotent.
+
+    ``owner_refs`` pseudonymises stored owners for revision 0005; it is called before the
+    migration's transaction opens (a key-provider call never runs under a database lock).
+    """
     from alembic import command
 
-    command.upgrade(_alembic_config(engine), "head")
+    owners = _owners_to_pseudonymise(engine)
+    if owners and owner_refs is None:
+        raise MisconfiguredError("upgrading past 0005 needs the key provider: run `callvault init`")
+    refs = owner_refs(owners) if owners and owner_refs is not None else None
+    command.upgrade(_alembic_config(engine, refs), "head")
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -131,3 +131,10 @@ class Keys:
     def signing_public_key(self) -> bytes:
         with translated("signing public key"):
             return self.provider.signing_public_key()
+
+    # --- pseudonyms -------------------------------------------------------------------------
+
+    def pseudonym(self, value: bytes) -> str:
+        """Keyed pseudonym (hex HMAC-SHA256) under a key the KEK cycle never rotates."""
+        with translated("pseudonym"):
+            return self.provider.pseudonym(value).hex()

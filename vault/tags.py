@@ -11,6 +11,7 @@ class AuditAction(StrEnum):
     principal_create = "principal.create"
     principal_revoke = "principal.revoke"
     principal_set_role = "principal.set_role"
+    principal_clear_owner = "principal.clear_owner"
     auth_denied = "auth.denied"
     auth_denied_aggregate = "auth.denied.aggregate"
     permission_denied = "permission.denied"

@@ -2,8 +2,8 @@
 
 ``local`` keeps versioned KEKs in a keyring file; ``transit`` delegates to OpenBao / HashiCorp Vault
 Transit. Both implement :class:`crypto.keys.base.KeyProvider`, the union of the small protocols
-:class:`~crypto.keys.base.KeyWrapper`, :class:`~crypto.keys.base.KeyAdmin` and
-:class:`~crypto.keys.base.Signer`.
+:class:`~crypto.keys.base.KeyWrapper`, :class:`~crypto.keys.base.KeyAdmin`,
+:class:`~crypto.keys.base.Signer` and :class:`~crypto.keys.base.Pseudonymizer`.
 """
 
 from crypto.keys.base import (
@@ -12,6 +12,7 @@ from crypto.keys.base import (
     KeyAdmin,
     KeyProvider,
     KeyWrapper,
+    Pseudonymizer,
     Signer,
     WrappedKey,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "KeyAdmin",
     "KeyProvider",
     "KeyWrapper",
+    "Pseudonymizer",
     "Signer",
     "WrappedKey",
 ]

@@ -116,10 +116,20 @@ class Signer(Protocol):
 
 
 @runtime_checkable
-class KeyProvider(KeyWrapper, KeyAdmin, Signer, Protocol):
+class Pseudonymizer(Protocol):
+    """A keyed pseudonym (HMAC-SHA256) under a key that is never rotated: equal values give
+    equal pseudonyms forever, and nobody without the key can map one back or test a guess."""
+
+    def pseudonym(self, value: bytes) -> bytes:
+        """32 bytes, the same for the same ``value``."""
+        ...
+
+
+@runtime_checkable
+class KeyProvider(KeyWrapper, KeyAdmin, Signer, Pseudonymizer, Protocol):
     """Everything a deployment's key provider offers; what ``vault.context.open_provider`` returns.
 
-    Take the narrowest of the three protocols you need; this composite is for wiring.
+    Take the narrowest of the protocols you need; this composite is for wiring.
     """
 
     name: str

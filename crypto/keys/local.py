@@ -27,7 +27,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from crypto._primitives import (
     Rng,
     aesgcm_open,
     aesgcm_seal,
+    hmac_sha256,
     random_bytes,
 )
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyringError
@@ -50,6 +51,7 @@ from crypto.keys.base import WrappedKey
 
 FORMAT = "callvault-keyring/1"
 _SIGNING_KEY_SIZE = 32  # raw Ed25519 private key (RFC 8032 seed)
+_PSEUDONYM_KEY_SIZE = 32  # HMAC-SHA256 key
 # Domain-separates KEK wraps from any other use of AES-GCM; the version is bound too, so a wrap
 # relabelled with another kek_version fails authentication instead of decrypting.
 _AAD_PREFIX = b"callvault/v1/kek"
@@ -67,6 +69,9 @@ class _State:
     keks: dict[int, _Kek]
     retired_through: int
     signing_key: bytes = field(repr=False)
+    # Keys pseudonyms (HMAC); never rotated, so a pseudonym stays equal to itself forever.
+    # Keyrings written before it existed get one the first time a pseudonym is asked for.
+    pseudonym_key: bytes | None = field(default=None, repr=False)
 
     @property
     def newest(self) -> int:
@@ -146,7 +151,12 @@ def _parse(raw: bytes, path: Path) -> _State:
     if set(keks) != set(range(retired + 1, max(keks) + 1)):
         raise bad("KEK versions are not contiguous after retired_through")
     signing = key_bytes(doc.get("signing_key"), "signing_key", _SIGNING_KEY_SIZE)
-    return _State(keks=keks, retired_through=retired, signing_key=signing)
+    pseudonym = doc.get("pseudonym_key")
+    return _State(
+        keks=keks, retired_through=retired, signing_key=signing,
+        pseudonym_key=None if pseudonym is None
+        else key_bytes(pseudonym, "pseudonym_key", _PSEUDONYM_KEY_SIZE),
+    )  # fmt: skip
 
 
 def _dump(state: _State) -> bytes:
@@ -159,6 +169,8 @@ def _dump(state: _State) -> bytes:
         "retired_through": state.retired_through,
         "signing_key": _b64(state.signing_key),
     }
+    if state.pseudonym_key is not None:
+        doc["pseudonym_key"] = _b64(state.pseudonym_key)
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
@@ -220,6 +232,7 @@ class LocalKeyring:
                 keks={1: _Kek(random_bytes(AES256_KEY_SIZE, rng), created_at)},
                 retired_through=0,
                 signing_key=random_bytes(_SIGNING_KEY_SIZE, rng),
+                pseudonym_key=random_bytes(_PSEUDONYM_KEY_SIZE, rng),
             )
             _write_atomic(path, _dump(state))
         return True
@@ -315,7 +328,7 @@ class LocalKeyring:
         def change(state: _State) -> _State:
             keks = dict(state.keks)
             keks[state.newest + 1] = _Kek(random_bytes(AES256_KEY_SIZE, self._rng), created_at)
-            return _State(keks, state.retired_through, state.signing_key)
+            return replace(state, keks=keks)
 
         return self._mutate(change).newest
 
@@ -334,7 +347,7 @@ class LocalKeyring:
             # Dropping the entries from the file is the destruction; old copies of the file
             # (backups) are the operator's to expire, as the README says.
             keks = {v: k for v, k in state.keks.items() if v > version}
-            return _State(keks, version, state.signing_key)
+            return replace(state, keks=keks, retired_through=version)
 
         self._mutate(change)
 
@@ -364,6 +377,23 @@ class LocalKeyring:
         """The raw Ed25519 public key matching :meth:`sign`."""
         private = Ed25519PrivateKey.from_private_bytes(self._current().signing_key)
         return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    # -- Pseudonymizer -----------------------------------------------------------------------
+
+    def pseudonym(self, value: bytes) -> bytes:
+        """HMAC-SHA256 of ``value`` under the keyring's pseudonym key (never rotated)."""
+        key = self._current().pseudonym_key
+        if key is None:
+
+            def add(state: _State) -> _State | None:
+                if state.pseudonym_key is not None:
+                    return None  # another process added it first
+                return replace(state, pseudonym_key=random_bytes(_PSEUDONYM_KEY_SIZE, self._rng))
+
+            self._mutate(add)
+            key = self._current().pseudonym_key
+            assert key is not None
+        return hmac_sha256(key, value)
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:

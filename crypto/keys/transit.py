@@ -112,6 +112,7 @@ class TransitKeyProvider:
         self._transit = self._client.secrets.transit
         self._synced: dict[str, int] = {}  # tenant key name -> epoch it is known to have reached
         self._signing_ready = False
+        self._pseudonym_ready = False
 
     # -- names -------------------------------------------------------------------------------
 
@@ -122,6 +123,10 @@ class TransitKeyProvider:
     @property
     def signing_key(self) -> str:
         return f"{self.key_prefix}-audit-signing"
+
+    @property
+    def pseudonym_key(self) -> str:
+        return f"{self.key_prefix}-pseudonym"
 
     def key_name(self, tenant: str) -> str:
         """The Transit key that holds ``tenant``'s KEK versions."""
@@ -365,6 +370,32 @@ class TransitKeyProvider:
         if len(public) != ED25519_PUBLIC_KEY_SIZE:
             raise KeyProviderError("transit returned a malformed Ed25519 public key")
         return public
+
+    # -- Pseudonymizer -----------------------------------------------------------------------
+
+    def pseudonym(self, value: bytes) -> bytes:
+        """HMAC-SHA256 under a Transit ``hmac`` key that callvault never rotates (version 1)."""
+        if not self._pseudonym_ready:
+            if self._read(self.pseudonym_key) is None:
+                # A dedicated "hmac" key (hvac's create_key does not know the type yet).
+                with _provider_errors(f"create key {self.pseudonym_key}"):
+                    self._client.adapter.post(
+                        f"/v1/{self.mount}/keys/{self.pseudonym_key}",
+                        json={"type": "hmac", "key_size": 32, "exportable": False},
+                    )
+            self._pseudonym_ready = True
+        with _provider_errors(f"hmac with {self.pseudonym_key}"):
+            data = self._transit.generate_hmac(
+                self.pseudonym_key, hash_input=_b64(value), key_version=1,
+                algorithm="sha2-256", mount_point=self.mount,
+            )["data"]  # fmt: skip
+        try:
+            mac = base64.b64decode(str(data["hmac"]).rsplit(":", 1)[-1], validate=True)
+        except binascii.Error:
+            mac = b""
+        if len(mac) != 32:
+            raise KeyProviderError("transit returned a malformed HMAC")
+        return mac
 
     # -- helpers -----------------------------------------------------------------------------
 

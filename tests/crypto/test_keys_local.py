@@ -280,3 +280,28 @@ def test_concurrent_rotations_do_not_clobber(ring: LocalKeyring, keyring_path: P
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert ring.current_version() == 31
     assert ring.live_versions() == list(range(1, 32))
+
+
+def test_pseudonyms_are_keyed_stable_and_survive_rotation(
+    ring: LocalKeyring, keyring_path: Path, tmp_path: Path
+) -> None:
+    alice = ring.pseudonym(b"owner:alice@example.com")
+    assert len(alice) == 32 and alice == ring.pseudonym(b"owner:alice@example.com")
+    assert ring.pseudonym(b"owner:bob@example.com") != alice
+    ring.rotate()
+    ring.retire(1)
+    assert LocalKeyring.open(keyring_path).pseudonym(b"owner:alice@example.com") == alice
+    # Another deployment's key gives another pseudonym: nobody can test a guessed e-mail.
+    other = LocalKeyring.create(tmp_path / "other" / "keyring.json")
+    assert other.pseudonym(b"owner:alice@example.com") != alice
+
+
+def test_a_keyring_from_before_pseudonyms_gains_a_key_once(keyring_path: Path) -> None:
+    LocalKeyring.create(keyring_path)
+    doc = json.loads(keyring_path.read_text())
+    del doc["pseudonym_key"]
+    keyring_path.write_text(json.dumps(doc))
+    first = LocalKeyring.open(keyring_path).pseudonym(b"x")
+    assert "pseudonym_key" in json.loads(keyring_path.read_text())
+    assert stat.S_IMODE(keyring_path.stat().st_mode) == 0o600
+    assert LocalKeyring.open(keyring_path).pseudonym(b"x") == first

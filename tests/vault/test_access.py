@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
@@ -30,6 +31,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import (
     AccessRequest,
@@ -38,6 +40,7 @@ from vault.models import (
     Recording,
     RecordingPurpose,
     RecordingStatus,
+    Review,
     ReviewDecision,
     Role,
     Tenant,
@@ -70,14 +73,15 @@ def make_principal(
     all_tenants: bool = False,
 ) -> tuple[Actor, str]:
     """A real principal (grants and reviews reference the table) and its API key."""
+    owner_id = owner_of(ctx.keys, owner or f"{name}@example.com")
     with ctx.db.transaction() as s:
         p, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=owner or f"{name}@example.com",
+            s, actor=Actor.operator(), name=name, role=role, owner=owner_id,
             tenants=list(tenants), all_tenants=all_tenants, now=ctx.now(),
         )  # fmt: skip
         tenant_ids = principals.principal_tenant_ids(s, p.id)
     actor = Actor(
-        id=p.id, name=p.name, role=Role(role), owner=p.owner, all_tenants=p.all_tenants,
+        id=p.id, name=p.name, role=Role(role), owner=p.owner_ref, all_tenants=p.all_tenants,
         tenant_ids=tenant_ids,
     )  # fmt: skip
     return actor, key
@@ -249,7 +253,9 @@ def test_request_approve_read(w: World) -> None:
     done = w.review("appr", req.id, comment="looks legitimate")
     assert done.status == "approved" and done.grant_id is not None
     grant = w.grant(done.grant_id)
-    assert grant.principal_id == w.who["eng"].id and grant.owner == "eng@example.com"
+    # The grant names its owner by pseudonym only (the e-mail stays on the principal row).
+    eng = owner_of(w.ctx.keys, "eng@example.com").ref
+    assert grant.principal_id == w.who["eng"].id and grant.owner == eng
     assert grant.not_before == w.clock() and grant.expires_at == w.clock() + timedelta(hours=1)
     assert w.public(req.id).approvals == 1
     for rid in (r1, r2):
@@ -796,4 +802,66 @@ def test_api_break_glass(api: Api) -> None:
     assert r.status_code == 200 and r.json()["reviewed_at"] and not r.json()["needs_review"]
     assert api.get("/v1/grants", "sec2", needs_review="true").json() == []
     with api.world.ctx.db.session() as s:
+        assert audit.verify(s).ok
+
+
+# --- owner identity: pseudonyms outside the principal row --------------------------------------
+
+
+def _database_text(ctx: Context) -> str:
+    """Every value of every table, as text: what a dump or a backup of the database holds."""
+    with ctx.db.session() as s:
+        bind = s.connection()
+        tables = sa.inspect(bind).get_table_names()
+        rows = [bind.execute(sa.text(f'SELECT * FROM "{t}"')).all() for t in tables]
+    return "\n".join(repr(tuple(r)) for table in rows for r in table)
+
+
+def test_access_tables_and_audit_chain_hold_owner_pseudonyms_and_clearing_forgets_the_email(
+    w: World,
+) -> None:
+    """The audit chain cannot be erased and the access tables outlive people: they hold the
+    owner's keyed pseudonym only. Clearing the e-mail on the principal row removes it from the
+    whole database, and four-eyes still recognises the person by pseudonym."""
+    rid = make_recording(w.ctx, w.acme, purposes=("security",))
+    req = w.request("eng", [rid], "security")
+    w.review("sec1", req.id)
+    w.review("sec2", req.id)
+    w.break_glass("sec1", [rid], "security")
+    with w.ctx.db.transaction() as s:
+        principals.set_role(s, actor=Actor.operator(), name="eng2", role="approver", now=w.clock())
+        principals.revoke_principal(s, actor=Actor.operator(), name="eng2", now=w.clock())
+    with w.ctx.db.session() as s:
+        chain = "\n".join(e.canonical for e in s.exec(select(AuditEvent)).all())
+        access_rows = [
+            *s.exec(select(AccessRequest.requester_owner)).all(),
+            *s.exec(select(Review.reviewer_owner)).all(),
+            *s.exec(select(Grant.owner)).all(),
+        ]
+    refs = {n: owner_of(w.ctx.keys, f"{n}@example.com").ref for n in ("eng", "sec1", "sec2")}
+    assert set(access_rows) == set(refs.values())
+    for name, _, owner, _ in PRINCIPALS:
+        email = owner or f"{name}@example.com"
+        assert email not in chain, f"{email} is in the audit chain"
+        if name not in {r.value for r in Role}:  # "privacy" is also a role, rightly there
+            assert f'"{name}"' not in chain, f"principal name {name} is in the audit chain"
+    assert refs["eng"] in chain  # principal.create names the owner by pseudonym
+
+    with w.ctx.db.transaction() as s:
+        for name in ("eng", "eng-as-appr"):  # both keys of eng@example.com
+            principals.clear_owner(s, actor=Actor.operator(), name=name, now=w.clock())
+        principals.clear_owner(s, actor=Actor.operator(), name="eng", now=w.clock())  # no-op
+    assert "eng@example.com" not in _database_text(w.ctx)
+    [cleared, _] = events(w.ctx, "principal.clear_owner")
+    assert audit.to_public(cleared).details == {"owner_ref": refs["eng"]}
+    # The person is still one owner for four-eyes: their other key cannot approve.
+    req2 = w.request("eng", [rid], "security")
+    raises(PermissionDeniedError, w.review, "eng-as-appr", req2.id)
+    # Nor can a principal created later for the same e-mail, in any case.
+    twin, _ = make_principal(
+        w.ctx, "eng-new", "security", owner="ENG@Example.com", all_tenants=True
+    )
+    w.who["eng-new"] = twin
+    raises(PermissionDeniedError, w.review, "eng-new", req2.id)
+    with w.ctx.db.session() as s:
         assert audit.verify(s).ok

@@ -17,6 +17,7 @@ from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.models import AuditEvent, Recording, Tenant
 from vault.setup import initialise
 
@@ -36,9 +37,10 @@ class Api:
 
 
 def _principal(ctx: Context, name: str, role: str, **scope: object) -> str:
+    owner = owner_of(ctx.keys, f"{name}@example.com")
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=f"{name}@example.com",
+            s, actor=Actor.operator(), name=name, role=role, owner=owner,
             tenants=scope.get("tenants", []), all_tenants=bool(scope.get("all_tenants")),
             now=ctx.now(),
         )  # fmt: skip

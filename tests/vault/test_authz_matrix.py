@@ -172,11 +172,11 @@ class Env:
             for i, (role, where) in enumerate(roles):
                 t = self.tenant(where)
                 p = Principal(name=f"p{n}-{i}", role=role, owner=f"p{n}-{i}@example.com",
-                              created_at=now)  # fmt: skip
+                              owner_ref=f"ref-p{n}-{i}", created_at=now)  # fmt: skip
                 s.add(p)
                 s.flush()
                 s.add(PrincipalTenant(principal_id=p.id, tenant_id=t.id))
-                actors.append(Actor(id=p.id, name=p.name, role=role, owner=p.owner,
+                actors.append(Actor(id=p.id, name=p.name, role=role, owner=p.owner_ref,
                                     tenant_ids=frozenset({t.id})))  # fmt: skip
             t = self.tenant(tenant)
             rid = uuid.uuid4()

@@ -30,6 +30,7 @@ from vault.config import Settings
 from vault.context import Context, build_context
 from vault.db import migrate
 from vault.identity import principals
+from vault.identity.owners import Owner, owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import ReviewDecision, Role
 from vault.recordings.ingest import ingest
@@ -65,9 +66,11 @@ class World:
         return self.client.get(path, params=params, headers={"Authorization": f"Bearer {key}"})
 
 
-def _principal(ctx: Context, s: Any, name: str, role: Role, tenants: list[str]) -> str:
+def _principal(
+    ctx: Context, s: Any, name: str, role: Role, tenants: list[str], owner: Owner
+) -> str:
     _, key = principals.add_principal(
-        s, actor=Actor.operator(), name=name, role=role, owner=f"{name}@example.com",
+        s, actor=Actor.operator(), name=name, role=role, owner=owner,
         tenants=tenants, all_tenants=not tenants, now=ctx.now(),
     )  # fmt: skip
     return key
@@ -77,16 +80,18 @@ def _populate(ctx: Context, world: World) -> None:
     """Per tenant: a recording under a granted request, a hold, an erasure request."""
     op = Actor.operator()
     for name in TENANTS:
+        roles = (R.engineer, R.approver)
+        people_owners = {r: owner_of(ctx.keys, f"{name}-{r}@example.com") for r in roles}
         with ctx.db.transaction() as s:
             tenant = create_tenant(s, actor=op, name=name, region=None, now=ctx.now())
             people = {}
-            for role in (R.engineer, R.approver):
+            for role in roles:
                 p, _ = principals.add_principal(
                     s, actor=op, name=f"{name}-{role}", role=role,
-                    owner=f"{name}-{role}@example.com", tenants=[name], all_tenants=False,
+                    owner=people_owners[role], tenants=[name], all_tenants=False,
                     now=ctx.now(),
                 )  # fmt: skip
-                people[role] = Actor(id=p.id, name=p.name, role=role, owner=p.owner,
+                people[role] = Actor(id=p.id, name=p.name, role=role, owner=p.owner_ref,
                                      tenant_ids=frozenset({tenant.id}))  # fmt: skip
         world.tenant_ids[name] = str(tenant.id)
         rec, gone = (
@@ -124,10 +129,13 @@ def _world(ctx: Context) -> Iterator[World]:
     with TestClient(create_app(ctx.settings, ctx=ctx)) as client:
         world = World(client=client, ctx=ctx, keys={})
         _populate(ctx, world)
+        names = [n for r in R for n in (f"r-{r}-acme", f"r-{r}-all")]
+        owner = {n: owner_of(ctx.keys, f"{n}@example.com") for n in names}
         with ctx.db.transaction() as s:
             for role in R:
-                world.keys[(role, "acme")] = _principal(ctx, s, f"r-{role}-acme", role, ["acme"])
-                world.keys[(role, "all")] = _principal(ctx, s, f"r-{role}-all", role, [])
+                acme, every = f"r-{role}-acme", f"r-{role}-all"
+                world.keys[(role, "acme")] = _principal(ctx, s, acme, role, ["acme"], owner[acme])
+                world.keys[(role, "all")] = _principal(ctx, s, every, role, [], owner[every])
         yield world
 
 

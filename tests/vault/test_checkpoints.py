@@ -34,6 +34,7 @@ from vault.config import ConfigError
 from vault.context import Context
 from vault.errors import BlobLockedError, IntegrityError, StoreUnavailableError
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.models import AuditCheckpoint, AuditEvent
 from vault.setup import initialise
 from vault.tags import AuditAction
@@ -612,9 +613,10 @@ def test_api_lists_checkpoints_and_verifies_them(ctx: Context) -> None:
     assert admin
     keys = {}
     for name, role in (("auditor", "auditor"), ("security", "security"), ("eng", "engineer")):
+        owner = owner_of(ctx.keys, f"{name}@example.com")
         with ctx.db.transaction() as s:
             _, keys[name] = principals.add_principal(
-                s, actor=Actor.operator(), name=name, role=role, owner=f"{name}@example.com",
+                s, actor=Actor.operator(), name=name, role=role, owner=owner,
                 tenants=[], all_tenants=True, now=ctx.now(),
             )  # fmt: skip
     cp = checkpoint(ctx)
@@ -639,9 +641,10 @@ def test_api_lists_checkpoints_and_verifies_them(ctx: Context) -> None:
 
 def test_api_names_a_malformed_pinned_key_as_misconfiguration(ctx: Context) -> None:
     initialise(ctx, now=ctx.now())
+    owner = owner_of(ctx.keys, "a@example.com")
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(
-            s, actor=Actor.operator(), name="auditor", role="auditor", owner="a@example.com",
+            s, actor=Actor.operator(), name="auditor", role="auditor", owner=owner,
             tenants=[], all_tenants=True, now=ctx.now(),
         )  # fmt: skip
     settings = ctx.settings.model_copy(update={"audit_public_key": "abcd"})

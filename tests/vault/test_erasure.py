@@ -41,6 +41,7 @@ from vault.authz import Actor
 from vault.context import Context
 from vault.errors import InvalidInputError, KeyDestroyedError, NotFoundError, PermissionDeniedError
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.models import (
     AuditCheckpoint,
     ErasureItem,
@@ -303,9 +304,10 @@ def client(ctx: Context) -> Iterator[TestClient]:
 def test_erasure_api(ctx: Context, clock: FakeClock, client: TestClient) -> None:
     tenant = make_tenant(ctx)
     rec = ingest(ctx, tenant)
+    owner = owner_of(ctx.keys, "dpo@example.com")
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(
-            s, actor=Actor.operator(), name="dpo", role="privacy", owner="dpo@example.com",
+            s, actor=Actor.operator(), name="dpo", role="privacy", owner=owner,
             tenants=[], all_tenants=True, now=clock(),
         )  # fmt: skip
     dpo = {"Authorization": f"Bearer {key}"}

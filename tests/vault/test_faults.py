@@ -80,7 +80,8 @@ def _grant(ctx: Context, rec: Recording) -> tuple[Actor, uuid.UUID]:
 
     now = ctx.now()
     with ctx.db.transaction() as s:
-        s.add(Principal(id=reader.id, name="reader", role="engineer", owner="r@x", created_at=now))
+        s.add(Principal(id=reader.id, name="reader", role="engineer", owner_ref="r@x",
+                        created_at=now))  # fmt: skip
         s.flush()
         gid = grants.issue_grant(
             s, principal_id=reader.id, owner="r@x", purpose="troubleshooting",

@@ -21,6 +21,7 @@ from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import Role
 from vault.recordings.ingest import ingest
@@ -65,13 +66,14 @@ def target(
 
 def _populate(ctx: Context) -> dict[Role, str]:
     op = Actor.operator()
+    owners = {role: owner_of(ctx.keys, f"{role}@example.com") for role in Role}
     with ctx.db.transaction() as s:
         create_tenant(s, actor=op, name="acme", region=None, now=ctx.now())
         keys = {}
         for role in Role:
             everywhere = role in (Role.admin, Role.auditor)
             _, keys[role] = principals.add_principal(
-                s, actor=op, name=f"fuzz-{role}", role=role, owner=f"{role}@example.com",
+                s, actor=op, name=f"fuzz-{role}", role=role, owner=owners[role],
                 tenants=[] if everywhere else ["acme"], all_tenants=everywhere, now=ctx.now(),
             )  # fmt: skip
     ingest(ctx, actor=op, tenant="acme", purposes=["troubleshooting"], call_id="c-1",

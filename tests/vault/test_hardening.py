@@ -20,6 +20,7 @@ from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.models import Recording
 from vault.setup import initialise
 
@@ -39,9 +40,10 @@ class Api:
 
 
 def _key(ctx: Context, name: str, role: str, tenants: list[str]) -> str:
+    owner = owner_of(ctx.keys, f"{name}@example.com")
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=f"{name}@example.com",
+            s, actor=Actor.operator(), name=name, role=role, owner=owner,
             tenants=tenants, all_tenants=not tenants, now=ctx.now(),
         )  # fmt: skip
     return key

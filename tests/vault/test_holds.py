@@ -38,6 +38,7 @@ from vault.authz import Actor
 from vault.context import Context
 from vault.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.models import RecordingStatus, Role
 from vault.recordings import metadata as recordings
 from vault.retention import disposal as retention
@@ -303,10 +304,11 @@ def client(ctx: Context) -> Iterator[TestClient]:
 
 
 def _key(ctx: Context, role: str, **scope: Any) -> dict[str, str]:
+    owner = owner_of(ctx.keys, f"{role}@example.com")
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(
             s, actor=Actor.operator(), name=f"{role}-{uuid.uuid4().hex[:6]}", role=role,
-            owner=f"{role}@example.com", tenants=scope.get("tenants", []),
+            owner=owner, tenants=scope.get("tenants", []),
             all_tenants=not scope, now=ctx.now(),
         )  # fmt: skip
     return {"Authorization": f"Bearer {key}"}

@@ -19,6 +19,7 @@ from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.logs import JsonFormatter
 from vault.models import Recording
 from vault.setup import initialise
@@ -40,10 +41,11 @@ def test_a_days_work_leaves_nothing_private_in_the_logs(
     with TestClient(create_app(ctx.settings, ctx=ctx)) as client:
         as_admin = {"Authorization": f"Bearer {admin}"}
         client.post("/v1/tenants", json={"name": "acme"}, headers=as_admin)
+        owner_ids = {role: owner_of(ctx.keys, owner) for role, owner in owners.items()}
         with ctx.db.transaction() as s:
-            for role, owner in owners.items():
+            for role, owner_id in owner_ids.items():
                 _, keys[role] = principals.add_principal(
-                    s, actor=Actor.operator(), name=f"p-{role}", role=role, owner=owner,
+                    s, actor=Actor.operator(), name=f"p-{role}", role=role, owner=owner_id,
                     tenants=["acme"], all_tenants=False, now=ctx.now(),
                 )  # fmt: skip
 
@@ -69,10 +71,11 @@ def test_a_days_work_leaves_nothing_private_in_the_logs(
                                               "call_id": CALL_ID},
                     content=b"x", headers={**h("ingest"), "Content-Type": "video/mp4"})  # fmt: skip
         # Erasure by call id, then purge and shred through every job.
+        privacy_owner = owner_of(ctx.keys, "privacy.person@acme.example")
         with ctx.db.transaction() as s:
             _, privacy = principals.add_principal(
                 s, actor=Actor.operator(), name="p-privacy", role="privacy",
-                owner="privacy.person@acme.example", tenants=[], all_tenants=True, now=ctx.now(),
+                owner=privacy_owner, tenants=[], all_tenants=True, now=ctx.now(),
             )  # fmt: skip
         client.post("/v1/erasure-requests", headers={"Authorization": f"Bearer {privacy}"},
                     json={"tenant": "acme", "call_id": CALL_ID})  # fmt: skip

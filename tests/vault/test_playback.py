@@ -43,6 +43,7 @@ from vault.errors import (
     RangeNotSatisfiableError,
 )
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import AuditEvent, Grant, Recording, RecordingStatus
 from vault.recordings import metadata as recordings
@@ -169,9 +170,10 @@ class Env:
 
 
 def _principal(ctx: Context, name: str, role: str, **scope: Any) -> str:
+    owner = owner_of(ctx.keys, f"{name}@example.com")
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=f"{name}@example.com",
+            s, actor=Actor.operator(), name=name, role=role, owner=owner,
             tenants=scope.get("tenants", []), all_tenants=bool(scope.get("all_tenants")),
             now=ctx.now(),
         )  # fmt: skip

@@ -26,6 +26,7 @@ from vault.errors import (
     UnknownTenantError,
 )
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant, resolve_tenant, tenant_names
 from vault.models import ApiKey, Role
 from vault.tags import AuditAction
@@ -49,6 +50,7 @@ def add(ctx: Context, clock: FakeClock, name: str = "alice", **kwargs: object) -
         "all_tenants": False,
     }
     args.update(kwargs)
+    args["owner"] = owner_of(ctx.keys, args["owner"])  # the provider call, before the transaction
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(s, actor=OP, name=name, now=clock(), **args)  # type: ignore[arg-type]
     return key
@@ -120,12 +122,16 @@ def test_add_principal_validation(ctx: Context, clock: FakeClock, tenants: list[
 def test_owner_is_normalised(ctx: Context, clock: FakeClock, tenants: list[str]) -> None:
     # Four-eyes compares owners: case variants of one email must be one owner.
     key = add(ctx, clock, owner="  Alice@Example.COM ")
-    assert auth(ctx, key, clock).owner == "alice@example.com"
+    actor = auth(ctx, key, clock)
+    assert actor.owner == owner_of(ctx.keys, "alice@example.com").ref
+    with ctx.db.reading() as s:
+        assert principals.get_principal(s, "alice").owner == "alice@example.com"
 
 
 def test_scoped_admin_cannot_escalate(ctx: Context, clock: FakeClock, tenants: list[str]) -> None:
     key = add(ctx, clock, name="acme-admin", role=Role.admin)
     admin = auth(ctx, key, clock)
+    bob = owner_of(ctx.keys, "bob@example.com")
     for kwargs in ({"tenants": [], "all_tenants": True}, {"tenants": ["globex"]}):
         with pytest.raises(PermissionDeniedError), ctx.db.transaction() as s:
             principals.add_principal(
@@ -133,7 +139,7 @@ def test_scoped_admin_cannot_escalate(ctx: Context, clock: FakeClock, tenants: l
                 actor=admin,
                 name="bob",
                 role=Role.engineer,
-                owner="bob@example.com",
+                owner=bob,
                 now=clock(),
                 **{"tenants": [], "all_tenants": False, **kwargs},  # type: ignore[arg-type]
             )
@@ -149,7 +155,7 @@ def test_key_authenticates(ctx: Context, clock: FakeClock, tenants: list[str]) -
     assert (actor.name, actor.role, actor.owner, actor.all_tenants) == (
         "alice",
         Role.engineer,
-        "alice@example.com",
+        owner_of(ctx.keys, "alice@example.com").ref,
         False,
     )
     with ctx.db.transaction() as s:
@@ -254,11 +260,12 @@ def test_set_role_and_revoke_audited(ctx: Context, clock: FakeClock, tenants: li
 
 
 def test_bootstrap_admin_is_idempotent(ctx: Context, clock: FakeClock) -> None:
+    owner = owner_of(ctx.keys, principals.BOOTSTRAP_OWNER)
     with ctx.db.transaction() as s:
-        key = principals.bootstrap_admin(s, now=clock())
+        key = principals.bootstrap_admin(s, owner=owner, now=clock())
     assert key is not None
     with ctx.db.transaction() as s:
-        assert principals.bootstrap_admin(s, now=clock()) is None
+        assert principals.bootstrap_admin(s, owner=owner, now=clock()) is None
     admin = auth(ctx, key, clock)
     assert admin.role == Role.admin and admin.all_tenants and admin.name == "bootstrap-admin"
     [created] = events(ctx, AuditAction.principal_create)
@@ -288,6 +295,7 @@ _key_like = st.from_regex(r"cvk_[A-Za-z0-9_-]{43}", fullmatch=True)
 def test_authenticate_only_ever_raises_authentication_error(
     ctx: Context, clock: FakeClock, tenants: list[str], candidate: str | None
 ) -> None:
+    alice = owner_of(ctx.keys, "alice@example.com")
     with ctx.db.transaction() as s:  # a real principal, so lookups have something to find
         if not s.exec(sa.select(ApiKey)).first():
             principals.add_principal(
@@ -295,7 +303,7 @@ def test_authenticate_only_ever_raises_authentication_error(
                 actor=OP,
                 name="alice",
                 role=Role.engineer,
-                owner="alice@example.com",
+                owner=alice,
                 tenants=["acme"],
                 all_tenants=False,
                 now=clock(),

@@ -37,6 +37,7 @@ from vault.authz import Actor
 from vault.context import Context
 from vault.errors import GoneError
 from vault.identity import principals
+from vault.identity.owners import owner_of
 from vault.models import (
     AuditEvent,
     ErasureItem,
@@ -72,9 +73,10 @@ def privacy(tenant: Tenant | None = None) -> Actor:
 def principal(ctx: Context, tenant: Tenant | None, role: Role) -> Actor:
     """A real principal row (grants and reviews reference it), as the API would see it."""
     name = f"{role}-{uuid.uuid4().hex[:8]}"
+    owner = owner_of(ctx.keys, f"{name}@example.com")
     with ctx.db.transaction() as s:
         _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=f"{name}@example.com",
+            s, actor=Actor.operator(), name=name, role=role, owner=owner,
             tenants=[tenant.name] if tenant else [], all_tenants=tenant is None, now=ctx.now(),
         )  # fmt: skip
         return principals.authenticate(s, api_key=key, now=ctx.now())

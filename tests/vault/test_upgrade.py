@@ -12,10 +12,11 @@ While head is "0003" the upgrade is a no-op; the test earns its keep from 0004 o
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from sqlmodel import Session, select
 
 import vault.db
 import vault.models as m
+from vault.errors import MisconfiguredError
 
 RELEASED = "0003"
 GENESIS_HASH = "0" * 64
@@ -39,6 +41,17 @@ GENESIS_HASH = "0" * 64
 # each with a comment saying where the data went (0003 table and column names are the keys).
 RENAMED_TABLES: dict[str, str] = {}
 COLUMN_CHANGES: dict[str, dict[str, str | None]] = {}
+# Columns whose *values* a migration converts on purpose: (table, column) -> the principal-id
+# column of the same row. 0005 replaced the owner e-mails copied into the access tables with the
+# keyed pseudonym of that principal's owner (vault.identity.owners); the e-mail stays only on the
+# principal row, which gained owner_ref.
+PSEUDONYMISED: dict[tuple[str, str], str] = {
+    ("access_request", "requester_owner"): "requester_id",
+    ("review", "reviewer_owner"): "reviewer_id",
+    ("access_grant", "owner"): "principal_id",
+}
+PSEUDONYM_KEY = b"upgrade-test-pseudonym-key-32byt"
+OWNER_DOMAIN = b"callvault/v1/owner\x00"
 # Central models read back through the ORM, by their name in vault.models and 0003 table.
 CENTRAL_MODELS = {
     "Tenant": "tenant", "Principal": "principal", "Recording": "recording",
@@ -64,6 +77,24 @@ def canonical_json(obj: Any) -> str:
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def pseudonym(owner: str) -> str:
+    """The owner_ref rule, restated: hex HMAC-SHA256 of the domain-separated normalised owner."""
+    return hmac.new(PSEUDONYM_KEY, OWNER_DOMAIN + owner.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def owner_refs(owners: Iterable[str]) -> dict[str, str]:
+    return {o: pseudonym(o) for o in owners}
+
+
+def expected(name: str, column: str, row: Row, seeded: dict[str, list[Row]]) -> Any:
+    """A seeded value as it must read after the upgrade."""
+    principal_id = PSEUDONYMISED.get((name, column))
+    if principal_id is None:
+        return row[column]
+    [owner] = [p["owner"] for p in seeded["principal"] if norm(p["id"]) == norm(row[principal_id])]
+    return pseudonym(owner)
 
 
 def format_ts(ts: datetime) -> str:
@@ -334,7 +365,7 @@ def upgraded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Upgrade
             for row in rows:
                 got = stored[tuple(norm(row[c]) for c in keys[name])]
                 assert {k: got[k] for k in row} == {k: norm(v) for k, v in row.items()}, name
-        command.upgrade(cfg, "head")
+        vault.db.migrate(engine, owner_refs=owner_refs)  # the upgrade path `callvault init` takes
         yield Upgraded(engine, seeded, before, keys)
     finally:
         engine.dispose()
@@ -370,7 +401,8 @@ def test_every_0003_row_reads_back_unchanged(upgraded: Upgraded) -> None:
                 if got is None:
                     problems.add(f"{name} {key}: row lost")
                     continue
-                for column, value in row.items():
+                for column in row:
+                    value = norm(expected(name, column, row, upgraded.before))
                     target = changes.get(column, column)
                     if target is None:
                         continue  # dropped on purpose, see COLUMN_CHANGES
@@ -391,7 +423,8 @@ def test_models_load_upgraded_rows(upgraded: Upgraded) -> None:
                 ident = {changes.get(c) or c: row[c] for c in upgraded.primary_keys[table]}
                 obj = session.get(model, ident)
                 assert obj is not None, f"{model_name} {ident} not found"
-                for column, value in row.items():
+                for column in row:
+                    value = expected(table, column, row, upgraded.seeded)
                     attr = changes.get(column, column)
                     if attr is None:
                         continue
@@ -454,3 +487,37 @@ def test_audit_event_stays_append_only(upgraded: Upgraded) -> None:
         now = {r["seq"]: r for r in read_all(conn, ae)}
     assert len(now) == len(upgraded.before["audit_event"])
     assert all({k: now[r["seq"]][k] for k in r} == r for r in upgraded.before["audit_event"])
+
+
+def test_owners_are_pseudonymised_and_the_emails_stay_on_the_principal_row(
+    upgraded: Upgraded,
+) -> None:
+    """0005: every owner copy outside the principal row became its keyed pseudonym."""
+    after = reflect(upgraded.engine)
+    emails = {p["owner"] for p in upgraded.seeded["principal"]}
+    with upgraded.engine.connect() as conn:
+        principals = read_all(conn, after.tables["principal"])
+        assert {(p["owner"], p["owner_ref"]) for p in principals} == {
+            (e, pseudonym(e)) for e in emails
+        }
+        for (table, column), _ in PSEUDONYMISED.items():
+            values = {r[column] for r in read_all(conn, after.tables[table])}
+            assert values and not values & emails, f"{table}.{column} still holds e-mails"
+            assert values <= {pseudonym(e) for e in emails}
+
+
+def test_upgrade_without_the_key_provider_refuses_and_changes_nothing(tmp_path: Path) -> None:
+    engine = vault.db.create_engine(f"sqlite:///{tmp_path / 'callvault.db'}")
+    try:
+        command.upgrade(vault.db._alembic_config(engine), RELEASED)
+        principal = reflect(engine).tables["principal"]
+        with engine.begin() as conn:
+            conn.execute(principal.insert().values(
+                id=str(uuid.uuid4()).replace("-", ""), name="jo", role="engineer",
+                owner="jo@acme.example", all_tenants=False, created_at=T0,
+            ))  # fmt: skip
+        with pytest.raises(MisconfiguredError, match="key provider"):
+            vault.db.migrate(engine)  # no owner_refs: e-mails would stay in the access tables
+        assert vault.db.current_revision(engine) == RELEASED
+    finally:
+        engine.dispose()

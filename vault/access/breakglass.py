@@ -32,7 +32,7 @@ from vault.access.rules import (
     require_principal,
     single_tenant,
 )
-from vault.authz import Actor, Permission, owner_key
+from vault.authz import Actor, Permission
 from vault.errors import ConflictError
 from vault.models import Grant, GrantKind, Principal
 from vault.policy import Policy
@@ -45,7 +45,7 @@ def open_break_glass(session: Session, owner: str) -> Grant | None:
     """The owner's unreviewed break-glass grant, if any (expired or revoked ones count too:
     the review is still owed)."""
     stmt = select(Grant).where(
-        Grant.owner == owner_key(owner), Grant.kind == GrantKind.break_glass.value,
+        Grant.owner == owner, Grant.kind == GrantKind.break_glass.value,
         Grant.review_open(),
     )  # fmt: skip
     return session.exec(stmt).first()
@@ -73,7 +73,7 @@ def break_glass(
     # Lock every principal of this owner: two concurrent break-glass calls by one person
     # serialise here, so the one-open-grant rule holds on PostgreSQL too.
     session.exec(
-        select(Principal.id).where(Principal.owner == owner_key(actor.owner)).with_for_update()
+        select(Principal.id).where(Principal.owner_ref == actor.owner).with_for_update()
     ).all()
     recs = authz.get_visible_many(
         session, actor, ids, permission=Permission.break_glass, now=now
@@ -86,7 +86,7 @@ def break_glass(
             "it must be reviewed first"
         )
     grant = grants.issue_grant(
-        session, principal_id=actor.id, owner=owner_key(actor.owner), purpose=purpose,
+        session, principal_id=actor.id, owner=actor.owner, purpose=purpose,
         recording_ids=ids, not_before=now, expires_at=now + timedelta(minutes=duration),
         kind=GrantKind.break_glass, incident_ref=incident_ref, reason=reason,
     )  # fmt: skip

@@ -43,7 +43,7 @@ from vault.access.rules import (
     require_principal,
     single_tenant,
 )
-from vault.authz import Actor, Permission, owner_key
+from vault.authz import Actor, Permission
 from vault.db import detached
 from vault.errors import ConflictError, InvalidInputError
 from vault.leases import claim
@@ -105,7 +105,7 @@ def create_request(
     check_openable(session, recs, purpose, now)
     req = AccessRequest(
         purpose=purpose, reason=reason, ticket=ticket, duration_minutes=duration,
-        requester_id=actor.id, requester_owner=owner_key(actor.owner), status=S.pending,
+        requester_id=actor.id, requester_owner=actor.owner, status=S.pending,
         approvals_required=rules.approvals, created_at=now, expires_at=now + request_ttl,
     )  # fmt: skip
     session.add(req)
@@ -181,7 +181,7 @@ def review(
         raise RequestExpiredError(f"access request {req.id} has expired")
     if req.status != S.pending:
         raise ConflictError(f"access request {req.id} is {req.status}, not pending")
-    owner = owner_key(actor.owner)
+    owner = actor.owner
     prior = session.exec(
         select(Review.id).where(Review.request_id == req.id, Review.reviewer_owner == owner)
     ).first()

@@ -17,7 +17,7 @@ Anything that covers every tenant (chain verification, checkpoints) needs a prin
 tenants and answers 403 ``all-tenants-required`` to the others.
 """
 
-from vault.authz.roles import REVOKER_ROLES, ROLE_PERMISSIONS, Actor, P, Permission, owner_key
+from vault.authz.roles import REVOKER_ROLES, ROLE_PERMISSIONS, Actor, P, Permission
 from vault.authz.rules import (
     EVERY_TENANT,
     Denial,
@@ -43,7 +43,6 @@ __all__ = [
     "get_visible",
     "get_visible_many",
     "objects",
-    "owner_key",
     "tenant",
     "visible",
 ]  # fmt: skip

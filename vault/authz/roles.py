@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from vault.models import Role
 
-__all__ = ["REVOKER_ROLES", "ROLE_PERMISSIONS", "Actor", "P", "Permission", "owner_key"]
+__all__ = ["REVOKER_ROLES", "ROLE_PERMISSIONS", "Actor", "P", "Permission"]
 
 
 class Permission(StrEnum):
@@ -69,12 +69,6 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 REVOKER_ROLES = frozenset({Role.approver, Role.security})
 
 
-def owner_key(owner: str) -> str:
-    """Owners are normalised at creation; casefold again so a stray capital never splits a
-    person (four-eyes compares owners, not principals)."""
-    return owner.strip().casefold()
-
-
 @dataclass(frozen=True, slots=True)
 class Actor:
     """An authenticated principal as the services see it."""
@@ -82,6 +76,7 @@ class Actor:
     id: uuid.UUID
     name: str
     role: Role
+    # The owner's pseudonym (principal.owner_ref): four-eyes compares owners, not principals.
     owner: str
     all_tenants: bool = False
     tenant_ids: frozenset[uuid.UUID] = field(default_factory=frozenset)
@@ -92,7 +87,7 @@ class Actor:
     @classmethod
     def operator(cls, name: str = "cli") -> Actor:
         return cls(
-            id=uuid.UUID(int=0), name=name, role=Role.admin, owner=f"{name}@localhost",
+            id=uuid.UUID(int=0), name=name, role=Role.admin, owner=f"system:{name}",
             all_tenants=True, system=True,
         )  # fmt: skip
 
@@ -106,8 +101,8 @@ class Actor:
     def in_scope(self, tenant_id: uuid.UUID) -> bool:
         return self.all_tenants or tenant_id in self.tenant_ids
 
-    def is_owner(self, owner: str) -> bool:
-        return owner_key(self.owner) == owner_key(owner)
+    def is_owner(self, owner_ref: str) -> bool:
+        return self.owner == owner_ref
 
     @property
     def single_tenant(self) -> uuid.UUID | None:

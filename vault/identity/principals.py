@@ -26,6 +26,7 @@ from vault.errors import (
     InvalidInputError,
     UnknownPrincipalError,
 )
+from vault.identity.owners import Owner
 from vault.identity.tenants import resolve_tenant, tenant_names
 from vault.models import ApiKey, Principal, PrincipalPublic, PrincipalTenant, Role
 from vault.tags import AuditAction
@@ -37,8 +38,6 @@ KEY_BYTES = 32
 LOOKUP_LEN = 12
 _KEY_RE = re.compile(r"cvk_[A-Za-z0-9_-]{43}")  # 32 bytes -> 43 base64url chars, no padding
 _PRINCIPAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
-_EMAIL_RE = re.compile(r"[^\s@]+@[^\s@]+")
-_SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9._:/-]*")
 # Compared against when the prefix is unknown, so a miss costs the same as a wrong key.
 _DUMMY_HASH = hashlib.sha256(b"callvault/dummy-key").hexdigest()
 SCOPE_REQUIRED = "scope must be given explicitly: --tenant T ... or --all-tenants"
@@ -76,16 +75,6 @@ def _parse_role(role: Role | str) -> Role:
         ) from None
 
 
-def _normalise_owner(owner: str) -> str:
-    # Four-eyes compares owners, so "Alice@X" and "alice@x" must be the same person.
-    value = owner.strip().lower() if isinstance(owner, str) else ""
-    if not 3 <= len(value) <= 256 or not (
-        _EMAIL_RE.fullmatch(value) or _SERVICE_RE.fullmatch(value)
-    ):
-        raise InvalidInputError("owner must be an email address or a service id (no spaces)")
-    return value
-
-
 def get_principal(session: Session, name: str) -> Principal:
     principal = session.exec(select(Principal).where(Principal.name == name)).first()
     if principal is None:
@@ -106,21 +95,23 @@ def add_principal(
     actor: Actor,
     name: str,
     role: Role | str,
-    owner: str,
+    owner: Owner,
     tenants: list[str],
     all_tenants: bool,
     now: datetime,
     expires_at: datetime | None = None,
     rng: Rng | None = None,
 ) -> tuple[Principal, str]:
-    """Create a principal and its first API key; the key is returned once and never stored."""
+    """Create a principal and its first API key; the key is returned once and never stored.
+
+    ``owner`` comes from :func:`vault.identity.owners.owner_of`, called before the transaction.
+    """
     authz.authorize(session, actor, Permission.principal_manage, now=now)
     if not isinstance(name, str) or not _PRINCIPAL_RE.fullmatch(name):
         raise InvalidInputError(
             "principal name: 1-128 characters, letters, digits, '.', '_', '@' or '-'"
         )
     parsed_role = _parse_role(role)
-    owner = _normalise_owner(owner)
     if bool(tenants) == bool(all_tenants):
         raise InvalidInputError(SCOPE_REQUIRED if not tenants else f"{SCOPE_REQUIRED}, not both")
     tenant_ids = sorted({resolve_tenant(session, ref).id for ref in tenants}, key=str)
@@ -138,7 +129,8 @@ def add_principal(
     principal = Principal(
         name=name,
         role=parsed_role.value,
-        owner=owner,
+        owner=owner.email,
+        owner_ref=owner.ref,
         all_tenants=bool(all_tenants),
         created_at=now,
     )
@@ -156,10 +148,11 @@ def add_principal(
         actor=actor.audit_name,
         now=now,
         target=str(principal.id),
+        # No name or e-mail: the chain cannot be erased. The target id and owner_ref are
+        # pseudonyms; only the principal row (clearable) maps them back to a person.
         details={
-            "name": name,
             "role": parsed_role.value,
-            "owner": owner,
+            "owner_ref": owner.ref,
             "tenant_ids": [str(t) for t in tenant_ids],
             "all_tenants": bool(all_tenants),
         },
@@ -221,7 +214,7 @@ def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime
         actor=actor.audit_name,
         now=now,
         target=str(principal.id),
-        details={"name": principal.name, "keys_revoked": len(keys)},
+        details={"keys_revoked": len(keys)},
     )
     return principal
 
@@ -246,8 +239,28 @@ def set_role(
         actor=actor.audit_name,
         now=now,
         target=str(principal.id),
-        details={"name": principal.name, "old_role": old_role, "new_role": new_role.value},
+        details={"old_role": old_role, "new_role": new_role.value},
     )
+    return principal
+
+
+def clear_owner(session: Session, *, actor: Actor, name: str, now: datetime) -> Principal:
+    """Forget the e-mail behind a principal (the person left, or asked to be forgotten).
+
+    Four-eyes and the audit chain keep working: they only ever held ``owner_ref``. Clearing
+    twice changes nothing; the principal itself stays (revoke it separately).
+    """
+    authz.authorize(session, actor, Permission.principal_manage, now=now)
+    principal = get_principal(session, name)
+    if principal.owner is None:
+        return principal
+    principal.owner = None
+    session.add(principal)
+    session.flush()
+    audit.record(
+        session, action=AuditAction.principal_clear_owner, actor=actor.audit_name, now=now,
+        target=str(principal.id), details={"owner_ref": principal.owner_ref},
+    )  # fmt: skip
     return principal
 
 
@@ -277,14 +290,18 @@ def authenticate(session: Session, *, api_key: str | None, now: datetime) -> Act
         id=principal.id,
         name=principal.name,
         role=role,
-        owner=principal.owner,
+        owner=principal.owner_ref,
         all_tenants=principal.all_tenants,
         tenant_ids=principal_tenant_ids(session, principal.id),
     )
 
 
-def bootstrap_admin(session: Session, *, now: datetime, rng: Rng | None = None) -> str | None:
-    """Create the first admin and return its key, unless an admin (even revoked) exists."""
+def bootstrap_admin(
+    session: Session, *, owner: Owner, now: datetime, rng: Rng | None = None
+) -> str | None:
+    """Create the first admin and return its key, unless an admin (even revoked) exists.
+
+    ``owner`` is ``owner_of(keys, BOOTSTRAP_OWNER)``, made before the transaction."""
     audit.acquire_append_lock(session)  # serialises concurrent `init`s on PostgreSQL
     if session.exec(select(Principal.id).where(Principal.role == Role.admin.value)).first():
         return None
@@ -293,8 +310,9 @@ def bootstrap_admin(session: Session, *, now: datetime, rng: Rng | None = None) 
         n += 1  # the name was taken by a principal that is no longer admin
         name = f"{BOOTSTRAP_NAME}-{n}"
     principal = Principal(
-        name=name, role=Role.admin.value, owner=BOOTSTRAP_OWNER, all_tenants=True, created_at=now
-    )
+        name=name, role=Role.admin.value, owner=owner.email, owner_ref=owner.ref,
+        all_tenants=True, created_at=now,
+    )  # fmt: skip
     session.add(principal)
     session.flush()
     key = issue_key(session, principal=principal, now=now, rng=rng)
@@ -305,9 +323,8 @@ def bootstrap_admin(session: Session, *, now: datetime, rng: Rng | None = None) 
         now=now,
         target=str(principal.id),
         details={
-            "name": name,
             "role": Role.admin.value,
-            "owner": BOOTSTRAP_OWNER,
+            "owner_ref": owner.ref,
             "tenant_ids": [],
             "all_tenants": True,
             "bootstrap": True,
@@ -323,6 +340,7 @@ def to_public(session: Session, principal: Principal) -> PrincipalPublic:
         name=principal.name,
         role=Role(principal.role),
         owner=principal.owner,
+        owner_ref=principal.owner_ref,
         all_tenants=principal.all_tenants,
         tenants=sorted(names.values()),
         created_at=principal.created_at,

@@ -73,7 +73,8 @@ class AccessRequest(AccessRequestBase, table=True):
     __tablename__ = "access_request"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     requester_id: uuid.UUID = Field(foreign_key="principal.id", index=True)
-    # Owners, not principals, are what four-eyes compares.
+    # Owners, not principals, are what four-eyes compares: the owner's pseudonym (owner_ref),
+    # never an e-mail (this row outlives the person).
     requester_owner: str = Field(max_length=256)
     status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False, index=True))
     approvals_required: int = 1
@@ -112,7 +113,7 @@ class Review(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     request_id: uuid.UUID = Field(foreign_key="access_request.id", index=True)
     reviewer_id: uuid.UUID = Field(foreign_key="principal.id")
-    reviewer_owner: str = Field(max_length=256)
+    reviewer_owner: str = Field(max_length=256)  # owner_ref
     decision: str = Field(max_length=16)
     comment: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, default=""))
     created_at: datetime = _ts()
@@ -151,7 +152,7 @@ class Grant(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     kind: str = Field(max_length=16)
     principal_id: uuid.UUID = Field(foreign_key="principal.id", index=True)
-    owner: str = Field(max_length=256)
+    owner: str = Field(max_length=256)  # owner_ref (break-glass counts per owner)
     purpose: str = Field(max_length=32)
     request_id: uuid.UUID | None = Field(default=None, foreign_key="access_request.id")
     not_before: datetime = _ts()

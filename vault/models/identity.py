@@ -53,12 +53,15 @@ class Tenant(TenantBase, table=True):
 class PrincipalBase(SQLModel):
     name: str = Field(min_length=1, max_length=128)
     role: Role
-    owner: str = Field(min_length=3, max_length=256)
+    # The owner's e-mail or service id: kept here only, and cleared on request
+    # (``principal clear-owner``); everything else holds ``owner_ref``.
+    owner: str | None = Field(default=None, max_length=256)
     all_tenants: bool = False
 
 
 class PrincipalPublic(PrincipalBase):
     id: uuid.UUID
+    owner_ref: str
     tenants: list[str]
     created_at: datetime
     revoked_at: datetime | None
@@ -68,6 +71,8 @@ class Principal(PrincipalBase, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(128), unique=True, nullable=False))
     role: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    # Keyed pseudonym of the owner (vault.identity.owners): what four-eyes and the audit chain use.
+    owner_ref: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, index=True))
     created_at: datetime = _ts()
     revoked_at: datetime | None = _ts(nullable=True)
 
