@@ -63,7 +63,8 @@ def _add_ingest_key(env: dict[str, str], workdir: Path) -> str:
 
 @contextlib.contextmanager
 def _server(
-    tmp: Path, db: str, pg_url: str | None, weed: WeedServer | None
+    tmp: Path, db: str, pg_url: str | None, weed: WeedServer | None,
+    extra_env: dict[str, str] | None = None, bucket: str | None = None,
 ) -> Iterator[tuple[ServeProcess, str, str]]:
     with contextlib.ExitStack() as stack:
         if db == "postgres":
@@ -71,11 +72,10 @@ def _server(
             db_url = stack.enter_context(temp_database(pg_url))
         else:
             db_url = f"sqlite:///{tmp / 'data' / 'callvault.db'}"
-        bucket = None
         if weed is not None:
-            bucket = new_bucket_name()
+            bucket = bucket or new_bucket_name()
             weed.client().make_bucket(bucket, object_lock=True)
-        env = _env(tmp, db_url, weed, bucket)
+        env = _env(tmp, db_url, weed, bucket) | (extra_env or {})
         server = stack.enter_context(run_serve(env, tmp))
         _add_tenant(server)
         key = _add_ingest_key(env, tmp)
@@ -194,3 +194,82 @@ def test_store_stopped_mid_upload(tmp_path: Path) -> None:
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["type"].endswith("/store-unavailable")
         assert "stored" not in _recording_statuses(db_url)
+
+
+def _read_response(sock: socket.socket, timeout: float) -> tuple[int, dict[str, object]]:
+    """The status and problem+json body the server sends on a raw socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    assert headers.get("content-type") == "application/problem+json", head
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), json.loads(body[:length])
+
+
+def test_slow_loris_uploads_time_out_are_bounded_per_principal_and_leave_nothing(
+    tmp_path: Path, pg_url: str, weed: WeedServer
+) -> None:
+    """Two uploads that stall after 9 MiB (a multipart part is already in S3) hold both of the
+    principal's upload slots: a third is refused with 429 at once; the stalled ones get 408
+    problem+json after the idle timeout; no row, object or multipart upload is left, and the
+    slots are free again."""
+    limits = {
+        "CALLVAULT_UPLOAD_IDLE_TIMEOUT_SECONDS": "3",
+        "CALLVAULT_MAX_UPLOADS_PER_PRINCIPAL": "2",
+    }
+    bucket = new_bucket_name()
+    with _server(tmp_path, "postgres", pg_url, weed, limits, bucket) as (server, key, db_url):
+        port = int(server.url.rsplit(":", 1)[1])
+        head = (
+            "POST /v1/recordings?tenant=acme&purposes=troubleshooting HTTP/1.1\r\n"
+            "Host: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: {64 * MiB}\r\n\r\n"
+        ).encode()
+        with contextlib.ExitStack() as stack:
+            stalled = []
+            for _ in range(2):
+                sock = stack.enter_context(socket.create_connection(("127.0.0.1", port)))
+                sock.sendall(head)
+                for chunk in _chunks(9 * MiB, 256 * 1024):
+                    sock.sendall(chunk)
+                stalled.append(sock)  # ... and then nothing more, connection held open
+            time.sleep(0.5)  # both bodies are being read by now
+
+            def upload() -> httpx.Response:
+                return httpx.post(
+                    f"{server.url}/v1/recordings",
+                    params={"tenant": "acme", "purposes": "troubleshooting"},
+                    headers={"Authorization": f"Bearer {key}", "Content-Type": "video/mp4"},
+                    content=os.urandom(1024), timeout=30,
+                )  # fmt: skip
+
+            third = upload()
+            assert third.status_code == 429, third.text
+            assert third.headers["content-type"] == "application/problem+json"
+            assert third.json()["type"].endswith("/too-many-uploads")
+            for sock in stalled:
+                status, problem = _read_response(sock, timeout=30)
+                assert status == 408 and str(problem["type"]).endswith("/upload-timeout")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_failed_ingests(db_url)) < 2:
+            time.sleep(0.2)
+        assert len(_failed_ingests(db_url)) == 2
+        assert _recording_statuses(db_url) == []
+        client = weed.client()
+        assert list(client.list_objects(bucket, recursive=True, include_version=True)) == []
+        assert client._list_multipart_uploads(bucket).uploads == []
+        # The slots are free again: a normal upload goes through.
+        ok = upload()
+        assert ok.status_code == 201, ok.text
