@@ -20,6 +20,8 @@ from vault.context import Context
 from vault.leases import process_holder
 from vault.recordings import scrub as integrity
 from vault.recordings import sweep
+from vault.redaction import expiry as redaction_expiry
+from vault.redaction import service as redaction
 from vault.retention import disposal as retention
 from vault.retention import erasure, expiry
 
@@ -35,8 +37,18 @@ def expire_purposes(ctx: Context, now: datetime, **_: Any) -> str:
 
 
 def dispose(ctx: Context, now: datetime, **_: Any) -> str:
+    # On-expiry redactions first: disposal of their originals waits for them.
+    made, failed = redaction_expiry.redact_due(ctx, now=now)
     result = retention.dispose(ctx, now=now)
-    return f"{result.disposed} recording(s) disposed, {result.deferred} deferred by legal holds"
+    return (
+        f"{result.disposed} recording(s) disposed, {result.deferred} deferred by legal holds; "
+        f"{made} de-identified derivative(s) made on expiry, {failed} failed"
+    )
+
+
+def redact(ctx: Context, now: datetime, **_: Any) -> str:
+    made, failed = redaction.run_queue(ctx, now=now, limit=ctx.settings.redaction_batch)
+    return f"{made} redaction(s) verified, {failed} failed"
 
 
 def process_erasures(ctx: Context, now: datetime, **_: Any) -> str:
@@ -77,6 +89,7 @@ def scrub(ctx: Context, now: datetime, *, sample: int = 10, **_: Any) -> str:
 JOBS: dict[str, JobFn] = {
     "expire-purposes": expire_purposes,
     "dispose": dispose,
+    "redact": redact,
     "erasure": process_erasures,
     "expire-grants": expire_grants,
     "sweep-orphans": sweep_orphans,
@@ -93,6 +106,7 @@ RUN_ALL_ORDER: tuple[str, ...] = (
     "expire-purposes",
     "erasure",
     "dispose",
+    "redact",
     "sweep-orphans",
     "kek-cycle",
     "erasure",

@@ -18,6 +18,7 @@ from vault.context import Context, build_context
 from vault.identity import routes as tenants
 from vault.recordings import content
 from vault.recordings import routes as recordings
+from vault.redaction import routes as redaction
 from vault.retention import erasure_routes as erasure
 from vault.retention import holds_routes as holds
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     app.state.metrics.install(app)
     problems.install(app)
     openapi.install(app)
-    for module in (health, tenants, recordings, content, access, audit, holds, erasure):
+    routers = (health, tenants, recordings, content, access, audit, holds, erasure, redaction)
+    for module in routers:
         app.include_router(module.router)
     return app

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     upload_idle_timeout_seconds: float = Field(default=30.0, gt=0)
     max_uploads_per_principal: int = Field(default=4, ge=1)
     list_page_limit: int = Field(default=100, ge=1, le=1000)
+    # Redaction: the deadline of each ffmpeg process of one run (a stuck run is killed and
+    # retried), and how many queued redactions one job run takes on.
+    redaction_timeout_seconds: float = Field(default=3600.0, gt=0)
+    redaction_batch: int = Field(default=4, ge=1, le=100)
 
     @field_validator("database_url")
     @classmethod

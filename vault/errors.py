@@ -68,6 +68,11 @@ class UnknownPurposeError(VaultError):
     title = "Unknown purpose"
 
 
+class UnknownProfileError(VaultError):
+    code = "unknown-profile"
+    title = "Unknown redaction profile"
+
+
 class UnknownPrincipalError(VaultError):
     code = "unknown-principal"
     title = "Unknown principal"

@@ -31,7 +31,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from vault.errors import UnknownPurposeError
+from vault.errors import UnknownProfileError, UnknownPurposeError
+from vault.profiles import RedactionProfile
 
 __all__ = [
     "PURPOSE_NAME_PATTERN",
@@ -39,6 +40,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PurposePolicy",
+    "RedactionProfile",
     "UnknownPurposeError",
     "load_policy",
 ]
@@ -55,12 +57,16 @@ Role = Literal[
 ROLES: tuple[str, ...] = get_args(Role)
 PURPOSE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 PurposeName = Annotated[str, StringConstraints(pattern=PURPOSE_NAME_PATTERN)]
+ProfileName = Annotated[str, StringConstraints(pattern=PURPOSE_NAME_PATTERN)]
 
 # The purposes the privacy notice names: troubleshooting and network diagnosis, security
 # investigations, fraud/spam/abuse detection, and transcription (a sub-processor feature).
 NOTICE_PURPOSES = frozenset({"troubleshooting", "security", "fraud", "transcription"})
 # The privacy notice promises deletion within 30 days; no policy may loosen that.
 PROMISED_ERASURE_DAYS = 30
+# How long a de-identified derivative made on expiry keeps the expired purpose, unless the purpose
+# sets derivative_retention_days: long enough for trend analysis, short of forever.
+DEFAULT_DERIVATIVE_RETENTION_DAYS = 365
 # Upper bound for periods, so that `now + period` can never overflow a datetime.
 _MAX_DAYS = 36_500
 _CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -79,20 +85,10 @@ class PurposePolicy(BaseModel):
     max_access_minutes: float = Field(gt=0, le=_MAX_DAYS * 24 * 60, allow_inf_nan=False)
     approvals: int = Field(ge=1)
     approver_roles: list[Role] = Field(min_length=1)
-    on_expiry: Literal["delete"]
+    on_expiry: Literal["delete", "redact"]
+    # With "redact": the de-identifying profile that makes the derivative kept after expiry.
     redaction_profile: str | None = Field(None, min_length=1)
     derivative_retention_days: float | None = _days(None)
-
-    @field_validator("on_expiry", mode="before")
-    @classmethod
-    def _no_redaction_yet(cls, value: Any) -> Any:
-        # Named apart from the generic "must be one of" error: "redact" is in DESIGN.md, so an
-        # operator may reasonably try it.
-        if value == "redact":
-            raise PydanticCustomError(
-                "policy", 'redaction is not available yet; use on_expiry = "delete"'
-            )
-        return value
 
     @field_validator("approver_roles")
     @classmethod
@@ -113,10 +109,10 @@ class PurposePolicy(BaseModel):
         return timedelta(minutes=self.max_access_minutes)
 
     @property
-    def derivative_retention(self) -> timedelta | None:
-        if self.derivative_retention_days is None:
-            return None
-        return timedelta(days=self.derivative_retention_days)
+    def derivative_retention(self) -> timedelta:
+        """How long a de-identified derivative keeps this purpose (see the module constant)."""
+        days = self.derivative_retention_days
+        return timedelta(days=DEFAULT_DERIVATIVE_RETENTION_DAYS if days is None else days)
 
 
 class VocabularyEntry(BaseModel):
@@ -136,6 +132,7 @@ class Policy(BaseModel):
     kek_rotation_days: float = _days(7)
     # The operator's explicit extensions of the notice's vocabulary, each citing its clause.
     vocabulary: dict[PurposeName, VocabularyEntry] = Field(default_factory=dict)
+    redaction_profiles: dict[ProfileName, RedactionProfile] = Field(default_factory=dict)
     purposes: dict[PurposeName, PurposePolicy] = Field(min_length=1)
 
     @field_validator("purposes")
@@ -155,6 +152,44 @@ class Policy(BaseModel):
                 {"name": unknown[0], "known": ", ".join(sorted(NOTICE_PURPOSES))},
             )
         return purposes
+
+    @field_validator("purposes")
+    @classmethod
+    def _profiles_exist(
+        cls, purposes: dict[str, PurposePolicy], info: ValidationInfo
+    ) -> dict[str, PurposePolicy]:
+        if "redaction_profiles" not in info.data:
+            return purposes  # a profile itself is wrong: that is the error to report
+        profiles: dict[str, RedactionProfile] = info.data["redaction_profiles"]
+        for name, rules in sorted(purposes.items()):
+            profile = rules.redaction_profile
+            if rules.on_expiry == "redact" and profile is None:
+                raise PydanticCustomError(
+                    "policy", '{name}: on_expiry = "redact" needs a redaction_profile',
+                    {"name": name},
+                )  # fmt: skip
+            if profile is not None and profile not in profiles:
+                raise PydanticCustomError(
+                    "policy", "{name}: redaction_profile {shown} is not defined "
+                    "(no [redaction_profiles.{profile}])",
+                    {"name": name, "shown": _show(profile), "profile": profile},
+                )  # fmt: skip
+            if rules.on_expiry == "redact" and not profiles[profile].deidentifying:  # type: ignore[index]
+                raise PydanticCustomError(
+                    "policy", "{name}: on_expiry = \"redact\" keeps the derivative after the "
+                    "original is gone, so its profile must be deidentifying; {profile} is not",
+                    {"name": name, "profile": _show(profile)},
+                )  # fmt: skip
+        return purposes
+
+    def profile(self, name: str) -> RedactionProfile:
+        try:
+            return self.redaction_profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.redaction_profiles)) or "none"
+            raise UnknownProfileError(
+                f"unknown redaction profile {name!r} (known: {known})"
+            ) from None
 
     @field_validator("erasure_deadline_days")
     @classmethod
@@ -268,6 +303,10 @@ _MESSAGES = {
     "greater_than_equal": "must be >= {ge}{got}",
     "less_than_equal": "must be <= {le}{got}",
     "literal_error": "must be one of {expected}{got}",
+    "union_tag_invalid": "unknown operation {tag} (one of {expected_tags})",
+    "union_tag_not_found": "each operation needs an op",
+    "tuple_type": "expected an array{got}",
+    "too_long": "too many entries",
 }
 
 

@@ -43,6 +43,11 @@ class AuditAction(StrEnum):
     hold_release = "hold.release"
     erasure_request = "erasure.request"
     erasure_complete = "erasure.complete"
+    # redaction
+    redaction_request = "redaction.request"
+    redaction_start = "redaction.start"  # the system reads the original under a profile
+    redaction_verified = "redaction.verified"
+    redaction_failed = "redaction.failed"
     # keys and audit
     kek_rotate = "kek.rotate"
     kek_rewrap = "kek.rewrap"

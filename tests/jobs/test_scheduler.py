@@ -27,7 +27,7 @@ from tests.support.server import free_port
 from vault.cli import app
 from vault.context import Context
 
-NAMES = {"expire-purposes", "dispose", "erasure", "expire-grants", "sweep-orphans",
+NAMES = {"expire-purposes", "dispose", "redact", "erasure", "expire-grants", "sweep-orphans",
          "kek-cycle", "audit-checkpoint", "scrub"}  # fmt: skip
 
 

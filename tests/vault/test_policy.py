@@ -129,13 +129,13 @@ def test_fractional_periods_are_accepted(tmp_path: Path) -> None:
         retention_days="0.0001",
         max_access_minutes="0.05",
         derivative_retention_days="0.5",
-        redaction_profile='"faces-and-voices"',
+        redaction_profile='"faces-blurred"',
     )
     rule = load_policy(write(tmp_path, text)).purpose("quick")
     assert rule.retention == timedelta(seconds=8.64)
     assert rule.max_access == timedelta(seconds=3)
     assert rule.derivative_retention == timedelta(hours=12)
-    assert rule.redaction_profile == "faces-and-voices"
+    assert rule.redaction_profile == "faces-blurred"
 
 
 def test_deadline_limits_are_inclusive_where_they_should_be(tmp_path: Path) -> None:
@@ -239,14 +239,45 @@ BAD_CASES: list[tuple[str, str, str]] = [
         'purposes.fraud.approver_roles: role "security" listed twice',
     ),
     (
-        "redact refused",
+        "redact without a profile",
         purpose_block(on_expiry='"redact"'),
-        'purposes.fraud.on_expiry: redaction is not available yet; use on_expiry = "delete"',
+        'purposes: fraud: on_expiry = "redact" needs a redaction_profile',
+    ),
+    (
+        "redact with a profile that only minimises",
+        purpose_block(on_expiry='"redact"', redaction_profile='"faces-blurred"'),
+        'purposes: fraud: on_expiry = "redact" keeps the derivative after the original is gone, '
+        'so its profile must be deidentifying; "faces-blurred" is not',
+    ),
+    (
+        "undefined profile",
+        purpose_block(redaction_profile='"voices-only"'),
+        'purposes: fraud: redaction_profile "voices-only" is not defined '
+        "(no [redaction_profiles.voices-only])",
+    ),
+    (
+        "unknown operation",
+        '[redaction_profiles.x]\noperations = [{ op = "explode" }]\n',
+        "redaction_profiles.x.operations[0]: unknown operation explode (one of 'drop_audio', "
+        "'mute', 'audio_envelope', 'black_box', 'blur_box', 'pixelate', 'blur_faces', "
+        "'strip_metadata')",
+    ),
+    (
+        "a de-identification claim the operations do not back",
+        '[redaction_profiles.x]\ndeidentifying = true\n'
+        'operations = [{ op = "blur_faces" }, { op = "drop_audio" }, { op = "strip_metadata" }]\n',
+        "redaction_profiles.x: deidentifying = true needs a profile that removes every "
+        "identifying channel; this one does not pixelate the whole frame",
+    ),
+    (
+        "a rect outside the frame",
+        '[redaction_profiles.x]\noperations = [{ op = "black_box", rect = [0.5, 0, 0.6, 1] }]\n',
+        "redaction_profiles.x.operations[0].black_box: rect [x, y, w, h] must lie inside [0, 1]",
     ),
     (
         "unknown on_expiry",
         purpose_block(on_expiry='"shred"'),
-        "purposes.fraud.on_expiry: must be one of 'delete' (got \"shred\")",
+        "purposes.fraud.on_expiry: must be one of 'delete' or 'redact' (got \"shred\")",
     ),
     (
         "bad purpose name",
@@ -307,7 +338,7 @@ def test_bad_file_gives_one_clear_line(tmp_path: Path, text: str, expected: str)
 
 
 def test_several_problems_are_counted_but_one_is_named(tmp_path: Path) -> None:
-    text = purpose_block(approvals="0", colour="1", on_expiry='"redact"')
+    text = purpose_block(approvals="0", colour="1", on_expiry='"shred"')
     assert (
         load_error(tmp_path, text) == "purposes.fraud.approvals: must be >= 1 (got 0) (and 2 more)"
     )
@@ -364,18 +395,22 @@ def to_toml(data: dict[str, Any]) -> str:
 
 
 periods = st.floats(min_value=0, max_value=36_500, exclude_min=True) | st.integers(1, 36_500)
+_rules = {
+    "retention_days": periods,
+    "max_access_minutes": st.floats(0, 1e6, exclude_min=True) | st.integers(1, 10_000),
+    "approvals": st.integers(1, 5),
+    "approver_roles": st.lists(st.sampled_from(ROLES), min_size=1, unique=True),
+}
+# The packaged profiles: any may be named; only a de-identifying one may redact on expiry.
 purposes = st.fixed_dictionaries(
-    {
-        "retention_days": periods,
-        "max_access_minutes": st.floats(0, 1e6, exclude_min=True) | st.integers(1, 10_000),
-        "approvals": st.integers(1, 5),
-        "approver_roles": st.lists(st.sampled_from(ROLES), min_size=1, unique=True),
-        "on_expiry": st.just("delete"),
-    },
+    {**_rules, "on_expiry": st.just("delete")},
     optional={
-        "redaction_profile": st.text(st.characters(exclude_categories=("Cs",)), min_size=1),
+        "redaction_profile": st.sampled_from(["faces-blurred", "network-diagnostics"]),
         "derivative_retention_days": periods,
     },
+) | st.fixed_dictionaries(
+    {**_rules, "on_expiry": st.just("redact"), "redaction_profile": st.just("network-diagnostics")},
+    optional={"derivative_retention_days": periods},
 )
 names = st.from_regex(r"[a-z][a-z0-9_-]{0,31}", fullmatch=True)
 
@@ -403,9 +438,11 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
 def test_valid_policies_round_trip_through_toml(tmp_path: Path, data: dict[str, Any]) -> None:
     policy = load_policy(write(tmp_path, to_toml(data)))
     optional = {"redaction_profile": None, "derivative_retention_days": None}
-    expected = {**data, "purposes": {n: {**optional, **r} for n, r in data["purposes"].items()}}
+    profiles = load_policy().model_dump()["redaction_profiles"]  # the packaged ones stay
+    expected = {**data, "purposes": {n: {**optional, **r} for n, r in data["purposes"].items()},
+                "redaction_profiles": profiles}  # fmt: skip
     assert policy.model_dump() == expected
-    assert policy == Policy.model_validate(data)
+    assert policy == Policy.model_validate({**data, "redaction_profiles": profiles})
     assert policy.names == sorted(data["purposes"])
 
 

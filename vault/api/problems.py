@@ -38,6 +38,7 @@ STATUS: dict[type[e.VaultError], int] = {
     e.UnknownPrincipalError: 404,
     e.UnknownTenantError: 422,
     e.UnknownPurposeError: 422,
+    e.UnknownProfileError: 422,
     e.GoneError: 410,
     e.InvalidInputError: 422,
     e.ConflictError: 409,

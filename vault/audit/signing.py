@@ -27,7 +27,7 @@ from vault.audit.chain import canonical_json, hash_canonical
 from vault.errors import IntegrityError
 
 __all__ = [
-    "CHECKPOINT", "ERASURE_RECEIPT", "LEGACY", "LegacyForm", "SignedDocument",
+    "CHECKPOINT", "ERASURE_RECEIPT", "LEGACY", "REDACTION_MANIFEST", "LegacyForm", "SignedDocument",
     "SignedDocumentError", "prepare_document", "sign_canonical", "sign_document",
     "verify_document",
 ]  # fmt: skip
@@ -35,6 +35,7 @@ __all__ = [
 #: Document types. A new kind of signed document gets a new constant here, never a reused one.
 CHECKPOINT = "callvault.audit-checkpoint"
 ERASURE_RECEIPT = "callvault.erasure-receipt"
+REDACTION_MANIFEST = "callvault.redaction-manifest"
 
 _RESERVED = ("type", "version")
 

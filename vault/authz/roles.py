@@ -31,6 +31,7 @@ class Permission(StrEnum):
     break_glass_review = "access:break-glass:review"
     hold_manage = "hold:manage"
     erasure_manage = "erasure:manage"
+    redaction_manage = "redaction:manage"  # request de-identified derivatives, read their status
     audit_read = "audit:read"
     metrics_read = "metrics:read"
     keys_manage = "keys:manage"
@@ -42,7 +43,7 @@ P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(
         {P.tenant_create, P.principal_manage, P.recording_metadata_read, P.recording_purpose_end,
-         P.metrics_read, P.keys_manage}
+         P.metrics_read, P.keys_manage, P.redaction_manage}
     ),
     Role.ingest: frozenset({P.recording_ingest, P.recording_metadata_read}),
     Role.engineer: frozenset(
@@ -59,7 +60,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
          P.hold_manage, P.audit_read}
     ),
     Role.privacy: frozenset(
-        {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage}
+        {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
+         P.redaction_manage}
     ),
     Role.auditor: frozenset({P.recording_metadata_read, P.audit_read}),
     Role.monitor: frozenset({P.metrics_read}),

@@ -28,7 +28,9 @@ from vault.models import (
     GrantRecording,
     HoldMembership,
     LegalHold,
+    Manifest,
     Recording,
+    Redaction,
     Tenant,
 )
 
@@ -76,6 +78,12 @@ _SCOPES: dict[Any, Callable[[Actor], Any]] = {
             col(ErasureRequest.tenant_id).is_(None),
             _members_in_scope(ErasureItem, ErasureItem.request_id, ErasureRequest.id, a),
         ),
+    ),
+    Redaction: lambda a: _in(Redaction.tenant_id, a),
+    Manifest: lambda a: sa.exists(
+        select(Recording.id).where(
+            Recording.id == Manifest.recording_id, _in(Recording.tenant_id, a)
+        )
     ),
     # Events without a tenant are for principals over all tenants only.
     AuditEvent: lambda a: _in(AuditEvent.tenant_id, a),

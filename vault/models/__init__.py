@@ -50,6 +50,16 @@ from vault.models.recordings import (
     RecordingPurpose,
     RecordingStatus,
 )
+from vault.models.redaction import (
+    Manifest,
+    ManifestPublic,
+    Redaction,
+    RedactionCreate,
+    RedactionPublic,
+    RedactionStatus,
+    RedactionTrigger,
+    awaiting_expiry_redaction,
+)
 from vault.models.retention import (
     ErasureItem,
     ErasureRequest,
@@ -61,6 +71,7 @@ from vault.models.retention import (
     LegalHoldCreate,
     LegalHoldPublic,
     LegalHoldRelease,
+    under_erasure,
 )
 
 __all__ = [
@@ -69,9 +80,11 @@ __all__ = [
     "AuditCheckpointPublic", "AuditEvent", "AuditEventPublic", "BreakGlassCreate", "ErasureItem",
     "ErasureRequest", "ErasureRequestCreate", "ErasureRequestPublic", "ErasureStatus", "Grant",
     "GrantKind", "GrantPublic", "GrantRecording", "HoldMembership", "JobLease", "KekVersion",
-    "LegalHold", "LegalHoldCreate", "LegalHoldPublic", "LegalHoldRelease", "Principal",
+    "LegalHold", "LegalHoldCreate", "LegalHoldPublic", "LegalHoldRelease", "Manifest",
+    "ManifestPublic", "Principal",
     "PrincipalBase", "PrincipalPublic", "PrincipalTenant", "PurposePublic", "Recording",
-    "RecordingPage", "RecordingPublic", "RecordingPurpose", "RecordingStatus", "Review",
+    "RecordingPage", "RecordingPublic", "RecordingPurpose", "RecordingStatus", "Redaction",
+    "RedactionCreate", "RedactionPublic", "RedactionStatus", "RedactionTrigger", "Review",
     "ReviewCreate", "ReviewDecision", "Role", "Tenant", "TenantBase", "TenantCreate",
-    "TenantPublic", "UTCDateTime", "utcnow",
+    "TenantPublic", "UTCDateTime", "awaiting_expiry_redaction", "under_erasure", "utcnow",
 ]  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -125,3 +126,12 @@ class ErasureItem(SQLModel, table=True):
     dek_destroyed_at: datetime | None = _ts(nullable=True)
     media_destroyed_at: datetime | None = _ts(nullable=True)
     kek_retired_at: datetime | None = _ts(nullable=True)
+
+
+def under_erasure(recording_id: Any) -> sa.ColumnElement[bool]:
+    """SQL: an erasure request that is not complete covers this recording."""
+    return sa.exists().where(
+        ErasureItem.recording_id == recording_id,
+        ErasureItem.request_id == ErasureRequest.id,
+        ErasureRequest.status != ErasureStatus.complete.value,
+    )

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlmodel import Session
@@ -37,7 +38,7 @@ from vault.models import Principal, Recording, RecordingPurpose, RecordingStatus
 from vault.recordings.pipeline import Tally, ciphertext, pipelined
 from vault.retention import holds, holds_mirror
 
-__all__ = ["ingest"]
+__all__ = ["Derivation", "ingest"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,21 @@ _PARAM_RE = re.compile(
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
+@dataclass(frozen=True)
+class Derivation:
+    """Ingest of a derivative (redaction) rather than a client's upload.
+
+    ``verify`` runs after the object is written and before anything commits, with no transaction
+    open (it may sign); raising discards the object and the row. ``record`` runs inside the
+    transaction that makes the row ``stored`` (the manifest is written with it).
+    """
+
+    parent_id: uuid.UUID
+    expires: dict[str, datetime] = field(default_factory=dict)  # purpose -> its expiry
+    verify: Callable[[uuid.UUID, Tally], None] = lambda _rid, _tally: None
+    record: Callable[[Session, uuid.UUID], None] = lambda _session, _rid: None
+
+
 def ingest(
     ctx: Context,
     *,
@@ -69,6 +85,7 @@ def ingest(
     expected_sha256: str | None = None,
     expected_length: int | None = None,
     max_bytes: int | None = None,
+    derivation: Derivation | None = None,
 ) -> Recording:
     """Store one recording; return its ``stored`` row. Nothing is stored on any error."""
     # --- checks, in the documented order, before anything is written --------------------------
@@ -108,12 +125,15 @@ def ingest(
             # Only callvault's own ids: nothing the client sent (call ids, names) reaches S3.
             object_key=f"{target.id}/{rid}", recorded_at=recorded_at or now, ingested_at=now,
             updated_at=now, wrapped_dek=ctx.keys.encode(wrapped), kek_version=wrapped.kek_version,
+            parent_id=derivation.parent_id if derivation else None,
             # created_by is a foreign key: the operator and ad-hoc actors have no principal row.
             created_by=actor.id if not actor.system and session.get(Principal, actor.id) else None,
         )  # fmt: skip
         lifecycle.create(session, rec)
         for name in names:
             expires = now + ctx.policy.purpose(name).retention
+            if derivation is not None and name in derivation.expires:
+                expires = derivation.expires[name]
             session.add(RecordingPurpose(recording_id=rid, purpose=name, expires_at=expires))
         session.flush()
         # Under the shared hold lock: a hold created afterwards sees the row, one created
@@ -146,6 +166,12 @@ def ingest(
             raise StoreUnavailableError() from exc
         _abandon(ctx, rec, actor, reason="internal-error")
         raise
+    if derivation is not None:
+        try:
+            derivation.verify(rid, tally)
+        except BaseException as exc:
+            _abandon(ctx, rec, actor, reason=_reason(exc))
+            raise
 
     # --- phase 3: pending -> stored, audited in the same transaction -------------------------
     try:
@@ -163,6 +189,8 @@ def ingest(
             )  # fmt: skip
             if not moved:
                 raise _Abandoned()
+            if derivation is not None:
+                derivation.record(session, rid)
             stored = session.get(Recording, rid, populate_existing=True)
             assert stored is not None
     except _Abandoned:

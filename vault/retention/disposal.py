@@ -49,6 +49,7 @@ from vault.models import (
     Recording,
     RecordingPurpose,
     RecordingStatus,
+    awaiting_expiry_redaction,
 )
 from vault.retention import holds
 from vault.storage import BlobStore
@@ -141,6 +142,9 @@ def claim(
         query = select(Recording.id).where(disposable, due_condition(now), unheld)
         if only is not None:
             query = query.where(col(Recording.id).in_(only))
+        else:
+            # Retention waits for an on-expiry redaction under way (erasure never does).
+            query = query.where(~awaiting_expiry_redaction(Recording.id))
         ids = list(
             session.exec(query.order_by(col(Recording.updated_at), col(Recording.id)).limit(n))
         )

@@ -1,0 +1,1 @@
+"""Redaction: verified de-identified derivatives, with lineage and a signed manifest."""
