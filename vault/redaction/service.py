@@ -167,6 +167,8 @@ def execute(ctx: Context, redaction_id: uuid.UUID, *, now: datetime) -> Redactio
         signed: dict[str, str] = {}
 
         def verified(rid: uuid.UUID, tally: Tally) -> None:
+            if server.failure is not None:  # the input itself failed: nothing else counts
+                raise RedactionFailedError(server.failure)
             found = verify.checks(run)
             bad = verify.failed(found)
             if bad is not None:
@@ -193,7 +195,7 @@ def execute(ctx: Context, redaction_id: uuid.UUID, *, now: datetime) -> Redactio
                                       record=record),
             )  # fmt: skip
         except RedactionFailedError as exc:
-            return _fail(ctx, red.id, exc.check)
+            return _fail(ctx, red.id, exc.check, original=rec)
         except (media.MediaError, EmptyBodyError):
             return _fail(ctx, red.id, server.failure or "ffmpeg-failed", original=rec)
         finally:

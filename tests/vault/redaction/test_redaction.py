@@ -363,3 +363,22 @@ def test_a_run_killed_midway_is_taken_up_again_and_leaves_nothing_behind(
     assert {o.object_name for o in all_objects(pg.store)} == live  # nothing orphaned
     assert pg.store.incomplete_uploads() == []
     assert_chain_ok(pg)
+
+
+def test_a_flipped_byte_in_the_original_fails_the_redaction_and_raises_the_alarm(
+    make_ctx: Callable[..., Context], clock: FakeClock, clips: dict[str, bytes]
+) -> None:
+    ctx = make_ctx(db="sqlite", store="local", clock=clock)
+    parent = store(ctx, clips["call"])
+    assert ctx.settings.blob_dir is not None
+    path = ctx.settings.blob_dir.joinpath(*parent.object_key.split("/"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a segment in the middle: ffmpeg has started by then
+    path.write_bytes(bytes(data))
+    red = redact(ctx, parent, "network-diagnostics")
+    assert (red.status, red.failed_check) == (RedactionStatus.failed, "input-integrity")
+    with ctx.db.reading() as s:
+        rows = s.exec(select(Recording)).all()
+    assert [(r.id, r.status) for r in rows] == [(parent.id, RecordingStatus.integrity_failed)]
+    [alarm] = events(ctx, "integrity.alarm")
+    assert json.loads(alarm.canonical)["details"]["source"] == "redaction"
