@@ -16,6 +16,7 @@ from typing import Any
 from vault import audit, kek
 from vault.access import requests as access
 from vault.audit import checkpoints
+from vault.console import sessions as console_sessions
 from vault.context import Context
 from vault.leases import process_holder
 from vault.recordings import scrub as integrity
@@ -58,7 +59,12 @@ def process_erasures(ctx: Context, now: datetime, **_: Any) -> str:
 def expire_grants(ctx: Context, now: datetime, **_: Any) -> str:
     with ctx.db.transaction() as session:
         changed = access.expire(session, now=now)
-    return f"{changed} access request(s) and grant(s) expired or flagged"
+        # Console sessions long over (a day past their end) go with the expired access.
+        purged = console_sessions.purge(session, now=now)
+    return (
+        f"{changed} access request(s) and grant(s) expired or flagged; "
+        f"{purged} console session(s) purged"
+    )
 
 
 def sweep_orphans(ctx: Context, now: datetime, **_: Any) -> str:

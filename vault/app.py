@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from vault import __version__
 from vault.access import routes as access
-from vault.api import audit, health, openapi, problems
+from vault.api import audit, docs, health, openapi, problems
 from vault.api.limits import AuthFailures, Uploads
 from vault.api.metrics import Metrics
 from vault.config import Settings
+from vault.console import oversight, pages, web
+from vault.console import routes as console
 from vault.context import Context, build_context
 from vault.identity import routes as tenants
 from vault.recordings import content
@@ -49,7 +51,12 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     app.state.metrics.install(app)
     problems.install(app)
     openapi.install(app)
-    routers = (health, tenants, recordings, content, access, audit, holds, erasure, redaction)
+    docs.install(app)
+    web.install(app)
+    routers = (
+        health, tenants, recordings, content, access, audit, holds, erasure, redaction,
+        console, pages, oversight,
+    )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     return app

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # retried), and how many queued redactions one job run takes on.
     redaction_timeout_seconds: float = Field(default=3600.0, gt=0)
     redaction_batch: int = Field(default=4, ge=1, le=100)
+    # Console sessions: idle timeout and absolute lifetime (a sign-in never outlives either).
+    console_idle_minutes: float = Field(default=30.0, gt=0)
+    console_lifetime_hours: float = Field(default=12.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

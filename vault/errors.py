@@ -38,6 +38,19 @@ class PermissionDeniedError(VaultError):
     title = "Not allowed"
 
 
+class SessionEndedError(AuthenticationError):
+    """A console session that is missing, ended, idle, past its lifetime, or whose key or role
+    changed; ``end_reason`` (in ``extra``) says which when it has just ended."""
+
+    code = "console-session-ended"
+    title = "Console session ended"
+
+
+class CsrfError(PermissionDeniedError):
+    code = "csrf"
+    title = "The form could not be verified"
+
+
 class AllTenantsRequiredError(PermissionDeniedError):
     """The resource covers every tenant (the whole audit log); a scoped principal gets none."""
 

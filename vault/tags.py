@@ -12,6 +12,9 @@ class AuditAction(StrEnum):
     principal_revoke = "principal.revoke"
     principal_set_role = "principal.set_role"
     principal_clear_owner = "principal.clear_owner"
+    console_sign_in = "console.sign_in"
+    console_sign_out = "console.sign_out"
+    console_session_end = "console.session_end"  # idle, lifetime, key or role change
     auth_denied = "auth.denied"
     auth_denied_aggregate = "auth.denied.aggregate"
     permission_denied = "permission.denied"

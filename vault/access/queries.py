@@ -6,7 +6,9 @@ their scope. Grants: the caller's own; security (grant:read:all) sees every gran
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -19,7 +21,7 @@ from vault.access.rules import (
     request_recording_ids,
 )
 from vault.authz import Actor, Permission
-from vault.errors import InvalidInputError
+from vault.errors import InvalidInputError, NotFoundError
 from vault.models import (
     AccessRequest,
     AccessRequestPublic,
@@ -81,12 +83,29 @@ def list_grants(
 ) -> list[GrantPublic]:
     """The caller's own grants; security (grant:read:all) sees every grant in its scope."""
     authz.authorize(session, actor, P.grant_read, now=now)
-    q = select(Grant)
-    if not actor.can(P.grant_read_all):
-        q = q.where(Grant.principal_id == actor.id)
+    q = _readable_grants(actor)
     if active is not None:
         q = q.where(Grant.active_at(now) if active else ~Grant.active_at(now))
     if needs_review is not None:
         q = q.where(Grant.review_open() if needs_review else ~Grant.review_open())
     q = q.order_by(col(Grant.created_at).desc(), col(Grant.id)).limit(limit)
     return [grants.to_public(session, g, now=now) for g in session.exec(authz.visible(q, actor))]
+
+
+def get_grant(
+    session: Session, *, actor: Actor, grant_id: uuid.UUID, now: datetime
+) -> GrantPublic:
+    """One grant under the same rule as the listing (a grant the caller may not read is 404)."""
+    authz.authorize(session, actor, P.grant_read, now=now)
+    q = authz.visible(_readable_grants(actor).where(Grant.id == grant_id), actor)
+    grant = session.exec(q).first()
+    if grant is None:
+        raise NotFoundError("no such grant")
+    return grants.to_public(session, grant, now=now)
+
+
+def _readable_grants(actor: Actor) -> Any:
+    q = select(Grant)
+    if not actor.can(P.grant_read_all):
+        q = q.where(Grant.principal_id == actor.id)
+    return q

@@ -1,17 +1,21 @@
 """/v1/audit: the event chain, its signed checkpoints and their verification (auditor, security).
 
-Reads go through :mod:`vault.audit.reads` (authorization and the scope filter)."""
+Reads go through :mod:`vault.audit.reads` (authorization and the scope filter). The list's
+filters are checked twice on purpose: shapes and lengths here, as query types, and their meaning
+(a known action, ``from`` not after ``to``) in :class:`vault.audit.chain.AuditFilter`, which
+answers 422 ``invalid-input`` for callers that do not come through HTTP too."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep
-from vault.audit import reads
+from vault.audit import checkpoints, reads
 from vault.models import AuditCheckpointPublic, AuditEventPublic
-from vault.validation import BIGINT_MAX
+from vault.validation import BIGINT_MAX, Text, Timestamp
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -22,11 +26,24 @@ def list_events(
     session: ReadSessionDep,
     actor: CurrentActor,
     after_seq: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
+    before_seq: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    order: Annotated[reads.Order, Query()] = "asc",
+    recording_id: Annotated[uuid.UUID | None, Query()] = None,
+    event_actor: Annotated[Text | None, Query(alias="actor", min_length=1, max_length=64)] = None,
+    action: Annotated[Text | None, Query(min_length=1, max_length=64)] = None,
+    tenant_id: Annotated[uuid.UUID | None, Query()] = None,
+    ts_from: Annotated[Timestamp | None, Query(alias="from")] = None,
+    ts_to: Annotated[Timestamp | None, Query(alias="to")] = None,
 ) -> list[AuditEventPublic]:
+    filters = reads.AuditFilter(
+        recording_id=recording_id, actor=event_actor, action=action, tenant_id=tenant_id,
+        ts_from=ts_from, ts_to=ts_to,
+    )  # fmt: skip
     return reads.list_events(
-        session, actor=actor, after_seq=after_seq, limit=limit, now=ctx.now()
-    )
+        session, actor=actor, after_seq=after_seq, before_seq=before_seq, limit=limit,
+        order=order, filters=filters, now=ctx.now(),
+    )  # fmt: skip
 
 
 @router.get("/checkpoints", response_model=list[AuditCheckpointPublic])
@@ -43,5 +60,7 @@ def list_checkpoints(
 
 
 @router.get("/verify")
-def verify(ctx: CtxDep, session: ReadSessionDep, actor: CurrentActor) -> dict[str, Any]:
-    return reads.verify(ctx, session, actor=actor, now=ctx.now())
+def verify(ctx: CtxDep, actor: CurrentActor) -> dict[str, Any]:
+    key = checkpoints.trusted_public_key(ctx)  # may ask the provider: before the transaction
+    with ctx.db.reading() as session:
+        return reads.verify(session, actor=actor, public_key=key, now=ctx.now())

@@ -10,11 +10,12 @@ problem carries the same restrictive headers as media responses.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vault import errors as e
@@ -68,6 +69,21 @@ _HTTP_CODES = {
 }
 
 
+ErrorPage = Callable[[Request, int, str, str, str | None], Response | None]
+"""Renders an error for a human (the console's pages) from the same table, or declines (None)."""
+
+
+def _answer(
+    request: Request, status: int, code: str, title: str, detail: str | None = None, **extra: Any
+) -> Response:
+    page: ErrorPage | None = getattr(request.app.state, "error_page", None)
+    if page is not None:
+        rendered = page(request, status, code, title, detail)
+        if rendered is not None:
+            return rendered
+    return problem(status, code, title, detail, **extra)
+
+
 def problem(
     status: int, code: str, title: str, detail: str | None = None, **extra: Any
 ) -> JSONResponse:
@@ -94,39 +110,39 @@ def _json_safe(extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _vault_error(_: Request, exc: Exception) -> JSONResponse:
+async def _vault_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, e.VaultError)
     extra = dict(exc.extra)
     headers = extra.pop("headers", None)
     status = status_of(exc)
     if exc.public_detail:
-        resp = problem(status, exc.code, exc.title, exc.detail, **_json_safe(extra))
+        resp = _answer(request, status, exc.code, exc.title, exc.detail, **_json_safe(extra))
     else:
         # Operator detail (object keys, provider messages, settings) stays in the log.
         log.warning("%s (%s): %s", exc.code, type(exc).__name__, exc.detail)
-        resp = problem(status, exc.code, exc.title)
+        resp = _answer(request, status, exc.code, exc.title)
     if isinstance(headers, dict):
         resp.headers.update(headers)
     return resp
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": ".".join(str(p) for p in err.get("loc", ())), "msg": str(err.get("msg", ""))}
         for err in exc.errors()
     ]
     first = errors[0] if errors else {"loc": "", "msg": "invalid request"}
-    return problem(
-        422, e.InvalidInputError.code, e.InvalidInputError.title,
+    return _answer(
+        request, 422, e.InvalidInputError.code, e.InvalidInputError.title,
         f"{first['loc']}: {first['msg']}", errors=errors,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http-{exc.status_code}")
-    return problem(exc.status_code, code, str(exc.detail))
+    return _answer(request, exc.status_code, code, str(exc.detail))
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -28,6 +28,7 @@ from vault.db import is_postgres
 from vault.errors import InvalidInputError
 from vault.models import AuditEvent, AuditEventPublic
 from vault.tags import AuditAction, Outcome
+from vault.validation import check_datetime, check_text
 
 GLOBAL_CHAIN, GENESIS_HASH = "global", "0" * 64
 
@@ -189,25 +190,109 @@ def record(
 # --- reading -------------------------------------------------------------------------------------
 
 
+Order = Literal["asc", "desc"]
+ORDERS: tuple[Order, ...] = ("asc", "desc")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditFilter:
+    """Which events a list returns: every field given must match (AND); ``None`` matches all.
+
+    Built from client input, so it checks itself and raises :class:`InvalidInputError` (a 422).
+    It only ever narrows: the caller's scope filter is applied on top, never replaced.
+    """
+
+    # Events whose target is the recording (ingest, reads, redaction, expiry, disposal...).
+    # Access requests and grants target their own id and name recordings only in details.
+    recording_id: uuid.UUID | None = None
+    # The actor column verbatim: a principal id, or ``system:<name>`` for jobs and the CLI.
+    actor: str | None = None
+    action: AuditAction | str | None = None  # an AuditAction value; normalised to the enum
+    tenant_id: uuid.UUID | None = None
+    ts_from: datetime | None = None  # inclusive, timezone-aware
+    ts_to: datetime | None = None  # inclusive, timezone-aware
+
+    def __post_init__(self) -> None:
+        if self.action is not None:
+            try:
+                action = AuditAction(self.action)
+            except ValueError:
+                raise InvalidInputError(
+                    f"unknown action {self.action!r}; one of {', '.join(AuditAction)}"
+                ) from None
+            object.__setattr__(self, "action", action)  # frozen: normalise once, here
+        if self.actor is not None:
+            try:
+                check_text(self.actor)
+            except ValueError as exc:
+                raise InvalidInputError(f"actor {exc}") from None
+            if len(self.actor) > _MAX_LEN["actor"]:
+                raise InvalidInputError(f"actor longer than {_MAX_LEN['actor']} characters")
+        for name in ("ts_from", "ts_to"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                object.__setattr__(self, name, check_datetime(value))  # to UTC
+            except ValueError as exc:
+                raise InvalidInputError(f"{name}: {exc}") from None
+        if self.ts_from is not None and self.ts_to is not None and self.ts_from > self.ts_to:
+            raise InvalidInputError("from must not be after to")
+
+    def where(self) -> list[Any]:
+        """The SQL conditions, one per field given."""
+        conditions: list[Any] = []
+        if self.recording_id is not None:
+            conditions.append(AuditEvent.target == str(self.recording_id))
+        if self.actor is not None:
+            conditions.append(AuditEvent.actor == self.actor)
+        if self.action is not None:
+            conditions.append(AuditEvent.action == AuditAction(self.action).value)
+        if self.tenant_id is not None:
+            conditions.append(AuditEvent.tenant_id == self.tenant_id)
+        if self.ts_from is not None:
+            conditions.append(col(AuditEvent.ts) >= self.ts_from)
+        if self.ts_to is not None:
+            conditions.append(col(AuditEvent.ts) <= self.ts_to)
+        return conditions
+
+
 def list_events(
     session: Session,
     *,
     after_seq: int = 0,
+    before_seq: int | None = None,
     limit: int = 100,
+    order: Order = "asc",
+    filters: AuditFilter | None = None,
     chain_id: str = GLOBAL_CHAIN,
     restrict: Callable[[Any], Any] | None = None,
 ) -> list[AuditEvent]:
-    """Events after ``after_seq``; ``restrict`` narrows the query (the caller's scope filter)."""
+    """Events with ``after_seq < seq < before_seq`` matching ``filters``, oldest first (``asc``)
+    or newest first (``desc``). ``restrict`` narrows the query (the caller's scope filter).
+
+    Paging: ascending, pass the last seq seen as ``after_seq``; descending, as ``before_seq``.
+    """
     if after_seq < 0:
         raise InvalidInputError("after_seq must be >= 0")
+    if before_seq is not None and before_seq < 1:
+        raise InvalidInputError("before_seq must be >= 1")
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    if order not in ORDERS:
+        raise InvalidInputError(f"order must be one of {', '.join(ORDERS)}")
     query = select(AuditEvent).where(
         AuditEvent.chain_id == chain_id, col(AuditEvent.seq) > after_seq
     )
+    if before_seq is not None:
+        query = query.where(col(AuditEvent.seq) < before_seq)
+    if filters is not None:
+        query = query.where(*filters.where())
     if restrict is not None:
         query = restrict(query)
-    return list(session.exec(query.order_by(col(AuditEvent.seq)).limit(limit)).all())
+    seq = col(AuditEvent.seq)
+    query = query.order_by(seq.desc() if order == "desc" else seq).limit(limit)
+    return list(session.exec(query).all())
 
 
 def to_public(event: AuditEvent) -> AuditEventPublic:
@@ -302,5 +387,3 @@ def verify(session: Session, *, chain_id: str = GLOBAL_CHAIN) -> VerifyResult:
         checked += 1
         prev_seq, prev_hash = int(row[0]), str(row._mapping["hash"])
     return VerifyResult(True, checked, prev_seq, prev_hash)
-
-

@@ -18,20 +18,31 @@ from sqlmodel import Session
 
 from vault import authz
 from vault.audit import chain, checkpoints
+from vault.audit.chain import AuditFilter, Order
 from vault.authz import Actor, Permission
-from vault.context import Context
 from vault.models import AuditCheckpointPublic, AuditEventPublic
 
-__all__ = ["list_checkpoints", "list_events", "verify"]
+__all__ = ["AuditFilter", "Order", "list_checkpoints", "list_events", "verify"]
 
 
 def list_events(
-    session: Session, *, actor: Actor, after_seq: int, limit: int, now: datetime
+    session: Session,
+    *,
+    actor: Actor,
+    limit: int,
+    now: datetime,
+    after_seq: int = 0,
+    before_seq: int | None = None,
+    order: Order = "asc",
+    filters: AuditFilter | None = None,
 ) -> list[AuditEventPublic]:
+    """Events in ``actor``'s scope matching ``filters``: the filters narrow the scope, never
+    widen it (a scoped auditor asking for another tenant gets an empty list)."""
     authz.authorize(session, actor, Permission.audit_read, now=now)
     rows = chain.list_events(
-        session, after_seq=after_seq, limit=limit, restrict=lambda q: authz.visible(q, actor)
-    )
+        session, after_seq=after_seq, before_seq=before_seq, limit=limit, order=order,
+        filters=filters, restrict=lambda q: authz.visible(q, actor),
+    )  # fmt: skip
     return [chain.to_public(ev) for ev in rows]
 
 
@@ -42,10 +53,13 @@ def list_checkpoints(
     return checkpoints.list_checkpoints(session, limit=limit, after_id=after_id)
 
 
-def verify(ctx: Context, session: Session, *, actor: Actor, now: datetime) -> dict[str, Any]:
+def verify(
+    session: Session, *, actor: Actor, public_key: bytes, now: datetime
+) -> dict[str, Any]:
+    """``public_key`` is :func:`checkpoints.trusted_public_key`, fetched by the caller before its
+    transaction opens (it may ask the key provider); never from the DB or the exports."""
     authz.authorize(session, actor, Permission.audit_read, authz.EVERY_TENANT, now=now)
-    # The trusted key comes from config or the provider, never from the DB or the exports.
-    result = checkpoints.verify_all(session, public_key=checkpoints.trusted_public_key(ctx))
+    result = checkpoints.verify_all(session, public_key=public_key)
     found = result.chain
     return {
         "ok": result.ok,

@@ -269,6 +269,13 @@ def clear_owner(session: Session, *, actor: Actor, name: str, now: datetime) -> 
 
 def authenticate(session: Session, *, api_key: str | None, now: datetime) -> Actor:
     """The actor behind an API key, or AuthenticationError with one generic message."""
+    return authenticate_key(session, api_key=api_key, now=now)[0]
+
+
+def authenticate_key(
+    session: Session, *, api_key: str | None, now: datetime
+) -> tuple[Actor, uuid.UUID]:
+    """The actor and the id of its key row (a console session is bound to the key)."""
     if not isinstance(api_key, str) or not _KEY_RE.fullmatch(api_key):
         raise _fail()  # the format is public, so refusing it early leaks nothing
     prefix = api_key[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LEN]
@@ -277,6 +284,19 @@ def authenticate(session: Session, *, api_key: str | None, now: datetime) -> Act
     matched = hmac.compare_digest(hash_key(api_key), row.key_hash if row else _DUMMY_HASH)
     if row is None or not matched:
         raise _fail()
+    return _actor_of(session, row, now), row.id
+
+
+def actor_for_key(session: Session, *, key_id: uuid.UUID, now: datetime) -> Actor:
+    """Re-check a key already verified once (a console session's): revoked or expired key,
+    revoked principal, all fail exactly as at authentication."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise _fail()
+    return _actor_of(session, row, now)
+
+
+def _actor_of(session: Session, row: ApiKey, now: datetime) -> Actor:
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         raise _fail()
     principal = session.get(Principal, row.principal_id)

@@ -29,6 +29,7 @@ from vault.models.audit import (
     AuditEvent,
     AuditEventPublic,
 )
+from vault.models.console import ConsoleSession, ConsoleSessionPublic
 from vault.models.identity import (
     ApiKey,
     Principal,
@@ -77,7 +78,8 @@ from vault.models.retention import (
 __all__ = [
     "REVIEW_OVERDUE", "AccessRequest", "AccessRequestCreate", "AccessRequestPublic",
     "AccessRequestRecording", "AccessRequestStatus", "ApiKey", "AuditCheckpoint",
-    "AuditCheckpointPublic", "AuditEvent", "AuditEventPublic", "BreakGlassCreate", "ErasureItem",
+    "AuditCheckpointPublic", "AuditEvent", "AuditEventPublic", "BreakGlassCreate",
+    "ConsoleSession", "ConsoleSessionPublic", "ErasureItem",
     "ErasureRequest", "ErasureRequestCreate", "ErasureRequestPublic", "ErasureStatus", "Grant",
     "GrantKind", "GrantPublic", "GrantRecording", "HoldMembership", "JobLease", "KekVersion",
     "LegalHold", "LegalHoldCreate", "LegalHoldPublic", "LegalHoldRelease", "Manifest",

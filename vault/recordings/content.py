@@ -28,6 +28,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from vault.api.deps import CtxDep, CurrentActor
 from vault.api.problems import PROBLEM_JSON, SECURITY_HEADERS
+from vault.authz import Actor
+from vault.context import Context
 from vault.recordings import playback
 
 router = APIRouter(prefix="/v1/recordings", tags=["content"])
@@ -55,10 +57,27 @@ def get_content(
     range_: Annotated[str | None, Header(alias="range", max_length=1024)] = None,
     if_range: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Response:
+    return respond(
+        ctx, actor=actor, recording_id=recording_id, grant_id=grant, range_header=range_,
+        if_range=if_range,
+    )  # fmt: skip
+
+
+def respond(
+    ctx: Context,
+    *,
+    actor: Actor,
+    recording_id: uuid.UUID,
+    grant_id: uuid.UUID | None,
+    range_header: str | None,
+    if_range: str | None,
+) -> Response:
+    """Authorise, audit and stream one read: the API's content route and the console's media
+    route both answer through here (same Range handling, audit and re-checks)."""
     # A 416 (with its Content-Range) and every other refusal go through the one error table.
     plan = playback.open_read(
-        ctx, actor=actor, recording_id=recording_id, grant_id=grant, range_header=range_,
-        if_range=if_range, now=ctx.now(),
+        ctx, actor=actor, recording_id=recording_id, grant_id=grant_id,
+        range_header=range_header, if_range=if_range, now=ctx.now(),
     )  # fmt: skip
     chunks = playback.stream(ctx, plan)
     # Pull the first segment before any header is sent: a store outage or a bad header/first

@@ -340,3 +340,20 @@ def get_request(
         now=now, what="erasure request",
     )  # fmt: skip
     return to_public(session, req)
+
+
+def list_requests(
+    session: Session,
+    *,
+    actor: Actor,
+    status: ErasureStatus | None = None,
+    now: datetime,
+    limit: int = 500,
+) -> list[ErasureRequestPublic]:
+    """Erasure requests the actor may see, the soonest due first."""
+    authz.authorize(session, actor, Permission.erasure_manage, now=now)
+    query = select(ErasureRequest)
+    if status is not None:
+        query = query.where(ErasureRequest.status == status.value)
+    query = query.order_by(col(ErasureRequest.due_at), col(ErasureRequest.id)).limit(limit)
+    return [to_public(session, r) for r in session.exec(authz.visible(query, actor))]

@@ -1,5 +1,5 @@
 """/v1/erasure-requests: accept a deletion request (202 with ``due_at``), then show progress
-and, once complete, the signed receipt (privacy)."""
+and, once complete, the signed receipt; list them by due date (privacy)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter
 
 from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep, SessionDep
-from vault.models import ErasureRequestCreate, ErasureRequestPublic
+from vault.models import ErasureRequestCreate, ErasureRequestPublic, ErasureStatus
 from vault.retention import erasure
 
 router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure"])
@@ -23,6 +23,13 @@ def create_request(
         recording_ids=body.recording_ids, reason=body.reason, now=ctx.now(),
     )  # fmt: skip
     return erasure.to_public(session, req)
+
+
+@router.get("", response_model=list[ErasureRequestPublic])
+def list_requests(
+    ctx: CtxDep, session: ReadSessionDep, actor: CurrentActor, status: ErasureStatus | None = None
+) -> list[ErasureRequestPublic]:
+    return erasure.list_requests(session, actor=actor, status=status, now=ctx.now())
 
 
 @router.get("/{request_id}", response_model=ErasureRequestPublic)
