@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +24,19 @@ class ServeProcess:
     log: Path
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        """The resident memory of serve and its worker processes (``--workers``)."""
+        total, todo = 0, [self.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue  # gone meanwhile
+            total += next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                          if line.startswith("VmRSS:"))  # fmt: skip
+            todo += [int(c) for c in children]
+        return total
 
 
 def _callvault() -> list[str]:
@@ -37,7 +46,7 @@ def _callvault() -> list[str]:
 
 @contextlib.contextmanager
 def run_serve(
-    env: dict[str, str], workdir: Path, *, timeout: float = 60.0
+    env: dict[str, str], workdir: Path, *, timeout: float = 60.0, args: Sequence[str] = ()
 ) -> Iterator[ServeProcess]:
     """Start ``callvault serve --no-scheduler`` and yield its URL and bootstrap admin key."""
     port = free_port()
@@ -45,7 +54,8 @@ def run_serve(
     full_env = {**os.environ, **env}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*_callvault(), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-scheduler"],
+            [*_callvault(), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-scheduler",
+             *args],
             cwd=workdir, env=full_env, stdout=subprocess.PIPE, stderr=out,
         )  # fmt: skip
     try:
