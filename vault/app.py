@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
 
-from vault import __version__
+from vault import __version__, logs
 from vault.access import routes as access
+from vault.allocator import keep_freed_memory
 from vault.api import audit, docs, health, openapi, problems
+from vault.api.auth_cache import AuthCache
 from vault.api.limits import AuthFailures, Uploads
 from vault.api.metrics import Metrics
+from vault.audit import flush_denials
+from vault.cli_errors import settings_from_env
 from vault.config import Settings
 from vault.console import oversight, pages, web
 from vault.console import routes as console
@@ -33,6 +38,8 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if ctx is None:
+            with contextlib.suppress(Exception):  # best effort, like serve's own shutdown
+                flush_denials(context.db, context.denials, now=context.now(), force=True)
             context.close()
 
     app = FastAPI(
@@ -47,6 +54,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
         settings.auth_failure_limit, timedelta(seconds=settings.auth_failure_window_seconds)
     )
     app.state.uploads = Uploads(settings.max_uploads_per_principal)
+    app.state.auth_cache = AuthCache(timedelta(seconds=settings.auth_cache_seconds))
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     problems.install(app)
@@ -60,3 +68,11 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     return app
+
+
+def from_env() -> FastAPI:
+    """The app of one ``callvault serve --workers N`` process: its own context, built from the
+    same environment as the parent's (which initialised everything and runs the scheduler)."""
+    logs.configure()
+    keep_freed_memory()
+    return create_app(settings_from_env())

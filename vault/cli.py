@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from vault import __version__, logs
+from vault.allocator import keep_freed_memory
 from vault.authz import Actor
 from vault.cli_errors import clean_errors, fail, mask, settings_from_env
 from vault.config import Settings
@@ -77,6 +78,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
     no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Run the API only.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API processes on the port (about one per core).")
+    ] = 1,
 ) -> None:
     """Run the API (and, in single-node mode, the scheduler). Initialises on first start."""
     import uvicorn
@@ -85,12 +89,15 @@ def serve(
 
     settings = _settings()
     _check_port(host, port)  # before anything is said or started
+    keep_freed_memory()
     ctx = build_context(settings, create_keys=True)
     key = _initialise(ctx)
     if key:
         typer.echo("bootstrap admin API key (shown once; store it safely):")
         typer.echo(key)
-    api = create_app(settings, ctx=ctx)
+    # One process serves through this context; with --workers each worker builds its own
+    # from the same environment (the Python work of streaming is bound by one core per process).
+    api = create_app(settings, ctx=ctx) if workers == 1 else None
     scheduler = None
     if not no_scheduler:
         from jobs.scheduler import build_scheduler
@@ -105,7 +112,13 @@ def serve(
     try:
         logs.configure()
         # Our middleware writes the access line (route template, never the query string).
-        uvicorn.run(api, host=host, port=port, log_level="info", access_log=False, log_config=None)
+        quiet = {"log_level": "info", "access_log": False, "log_config": None}
+        if api is not None:
+            uvicorn.run(api, host=host, port=port, **quiet)  # type: ignore[arg-type]
+        else:
+            uvicorn.run(
+                "vault.app:from_env", factory=True, host=host, port=port, workers=workers, **quiet
+            )  # type: ignore[arg-type]
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=True)

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(default=20, ge=1)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0)
     trusted_proxies: list[str] = Field(default_factory=list)
+    # A verified API key is reused for this long per process (at most 1 s; 0: never), so a
+    # revocation takes effect on every process within it.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
     # Ingest: the largest body accepted (413 above it, before anything is stored), how long a
     # body may stall between chunks, and how many uploads one principal may run at once.
     max_ingest_bytes: int = Field(default=16 << 30, ge=1)

@@ -237,14 +237,27 @@ def _unavailable() -> Iterator[None]:
 class UnitSession(Session):
     """A session that honours :func:`after_commit` and :func:`detached`."""
 
-    def __init__(self, db: Database, bind: Any) -> None:
+    def __init__(self, db: Database, bind: Any, *, writer: threading.RLock | None = None) -> None:
         info = {**db.session_info, _AFTER_COMMIT: [], _DETACHED: []}
         # expire_on_commit=False: services hand rows to callers after commit.
         super().__init__(bind, expire_on_commit=False, info=info)
         self._callvault_db = db
+        # SQLite's one writer (see Database): held from the start of the unit to its commit or
+        # rollback, never across the hooks that follow (store calls, detached writes).
+        self._writer = writer
+        if writer is not None:
+            writer.acquire()
+
+    def _release_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.release()
 
     def commit(self) -> None:
-        super().commit()
+        try:
+            super().commit()
+        finally:
+            self._release_writer()
         hooks, self.info[_AFTER_COMMIT] = self.info[_AFTER_COMMIT], []
         for fn in hooks:
             try:
@@ -253,11 +266,17 @@ class UnitSession(Session):
                 log.warning("an after-commit step failed", exc_info=True)
 
     def rollback(self) -> None:
-        super().rollback()
+        try:
+            super().rollback()
+        finally:
+            self._release_writer()
         self.info[_AFTER_COMMIT] = []  # what was to follow the commit never happened
 
     def close(self) -> None:
-        super().close()
+        try:
+            super().close()
+        finally:
+            self._release_writer()
         self.info[_AFTER_COMMIT] = []
         writes, self.info[_DETACHED] = self.info.get(_DETACHED, []), []
         for write in writes:
@@ -275,6 +294,12 @@ class Database:
         self.engine = engine
         # Process-wide helpers every session carries (the denial limiter).
         self.session_info = dict(session_info or {})
+        # SQLite has one writer. Its busy handler makes a waiting writer sleep (up to 100 ms a
+        # try), so sixteen concurrent audited reads queue for seconds; this process's writers
+        # queue on a lock instead and each starts the moment the last one commits. Other
+        # processes (the worker) still meet the busy timeout. Reentrant: a nested unit waits on
+        # SQLite exactly as before.
+        self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def from_url(
@@ -306,7 +331,7 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any error; then its hooks."""
-        with _unavailable(), self.session() as session:
+        with _unavailable(), UnitSession(self, self.engine, writer=self._writer) as session:
             try:
                 yield session
                 session.commit()

@@ -117,6 +117,9 @@ def make_ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
                 s3_access_key=weed.access_key,
                 s3_secret_key=weed.secret_key,
             )
+        # In-process tests revoke and ask again at once on a frozen clock; the 1 s cache of
+        # verified keys has its own tests (test_auth_cache.py, two real API processes).
+        settings_kwargs.setdefault("auth_cache_seconds", 0.0)
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             database_url=db_url,

@@ -698,7 +698,7 @@ def test_flipped_byte_in_transit_is_caught(env: Env) -> None:
     assert env.status() == RecordingStatus.integrity_failed
 
 
-# --- concurrency: the grant is re-checked at every segment ----------------------------------------
+# --- concurrency: the grant is re-checked while streaming ----------------------------------------
 
 
 def test_revoke_ends_a_running_stream(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -721,6 +721,7 @@ def test_revoke_ends_a_running_stream(env: Env, monkeypatch: pytest.MonkeyPatch)
             env.revoke(gid)  # committed in its own transaction, mid-stream
             revoked_at.append(time.monotonic())
             received_at_revoke.append(total)
+        env.clock.advance(playback.RECHECK_EVERY)  # time passes while the client reads
 
     with env.client.stream("GET", env.url(), params={"grant": str(gid)}, headers=env.h("eng")) as r:
         assert r.status_code == 200
@@ -736,16 +737,47 @@ def test_revoke_ends_a_running_stream(env: Env, monkeypatch: pytest.MonkeyPatch)
     _problem(env.get(grant=gid), 403, "forbidden")  # and the next request is refused
 
 
-def test_revoke_stops_the_service_stream_at_the_next_segment(env: Env) -> None:
+def test_revoke_stops_the_service_stream_within_the_recheck_bound(env: Env) -> None:
+    """The grant's answer may be at most RECHECK_EVERY old when a segment leaves: with time
+    frozen the next segment still goes, and the first one after the bound is refused."""
     gid = env.grant()
     plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
                               grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
     chunks = playback.stream(env.ctx, plan)
     assert next(chunks) == env.clip[:FIRST]
-    assert next(chunks) == env.clip[FIRST : FIRST + SEG]
     env.revoke(gid)
+    assert next(chunks) == env.clip[FIRST : FIRST + SEG]  # the answer is still fresh
+    env.clock.advance(playback.RECHECK_EVERY)
     with pytest.raises(PermissionDeniedError):
         next(chunks)
+
+
+@pytest.mark.parametrize("per_segment_ms", [10, 40, 99, 100, 250])
+def test_a_revocation_stops_the_stream_within_100_ms_or_one_segment_whichever_is_later(
+    env: Env, per_segment_ms: int
+) -> None:
+    """Segments leaving every ``per_segment_ms`` (the clock is the test's): after a revocation
+    the stream delivers at most 100 ms worth of segments plus the one in flight, on both
+    databases; when a segment takes 100 ms or more, not one more segment."""
+    step = timedelta(milliseconds=per_segment_ms)
+    rid = env.ingest(bytes(14 * SEG))  # long enough for 100 ms of 10 ms segments
+    gid = env.grant(rid=rid)
+    plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=rid,
+                              grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
+    chunks = playback.stream(env.ctx, plan)
+    env.clock.advance(step)
+    next(chunks)
+    env.revoke(gid)
+    after = 0
+    with pytest.raises(PermissionDeniedError):
+        while True:
+            env.clock.advance(step)
+            next(chunks)
+            after += 1
+    bound = math.ceil(playback.RECHECK_EVERY / step)
+    assert after <= max(1, bound)
+    if per_segment_ms >= 100:
+        assert after == 0
 
 
 def test_expiry_ends_a_running_stream(env: Env) -> None:
@@ -785,6 +817,7 @@ def test_ended_purpose_and_disposal_end_a_running_stream(env: Env) -> None:
             else:
                 s.exec(sa.update(Recording).where(Recording.id == env.rid)  # type: ignore[arg-type]
                        .values(status=RecordingStatus.disposing))  # fmt: skip
+        env.clock.advance(playback.RECHECK_EVERY)
         with pytest.raises(PermissionDeniedError):
             next(chunks)
 
@@ -844,6 +877,9 @@ def test_revoke_mid_stream_against_real_server(
             with pytest.raises(httpx.RemoteProtocolError):
                 for chunk in stream:
                     got += chunk
+                    # A slow reader: the server blocks on the socket, and the first segment
+                    # boundary 100 ms after its last check asks the database again.
+                    time.sleep(0.002)
         assert 0 < len(got) < len(data)
         assert bytes(got) == data[: len(got)]
         again = httpx.get(url, params={"grant": str(gid)}, headers=headers)

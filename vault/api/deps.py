@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from vault import audit
+from vault.api.auth_cache import AuthCache
 from vault.api.limits import AuthFailures, client_address
 from vault.authz import Actor
 from vault.context import Context
@@ -60,10 +61,16 @@ def get_actor(request: Request, ctx: CtxDep) -> Actor:
     failures: AuthFailures = request.app.state.auth_failures
     address = client_address(request, ctx.settings.trusted_proxies)
     failures.check(address, now)  # 429 while this address is over its limit
+    cache: AuthCache = request.app.state.auth_cache
+    cached = cache.get(token, now)
+    if cached is not None:
+        request.state.principal = str(cached.id)
+        return cached
     try:
         with ctx.db.reading() as session:
             actor = principals.authenticate(session, api_key=token, now=now)
         request.state.principal = str(actor.id)  # for the access log: an opaque id
+        cache.put(token or "", actor, now)
         return actor
     except AuthenticationError:
         failures.failed(address, now)

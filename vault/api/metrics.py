@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.logs import REQUEST_ID
 
@@ -29,33 +30,46 @@ class Metrics:
         )  # fmt: skip
 
     def install(self, app: FastAPI) -> None:
-        @app.middleware("http")
-        async def _observe(
-            request: Request, call_next: Callable[[Request], Awaitable[Response]]
-        ) -> Response:
-            start = time.perf_counter()
-            request_id = uuid.uuid4().hex
-            token = REQUEST_ID.set(request_id)
-            try:
-                response = await call_next(request)
-            finally:
-                REQUEST_ID.reset(token)
-            route = request.scope.get("route")
-            # The template, never the raw URL: query strings carry call ids.
-            path = getattr(route, "path", "unmatched")
+        app.add_middleware(Observe, metrics=self)
+
+
+class Observe:
+    """Pure ASGI (not ``@app.middleware("http")``, whose ``BaseHTTPMiddleware`` pipes every body
+    chunk, both ways, through an extra task and memory stream): it only sees the response start
+    to add the request id and keep the status, and observes once the body is done."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                MutableHeaders(scope=message).append("X-Request-Id", request_id)
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
             elapsed = time.perf_counter() - start
-            self.requests.labels(request.method, path, str(response.status_code)).inc()
-            self.latency.labels(request.method, path).observe(elapsed)
-            response.headers["X-Request-Id"] = request_id
-            token = REQUEST_ID.set(request_id)
-            try:
-                access_log.info(
-                    "request", extra={
-                        "method": request.method, "route": path, "status": response.status_code,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "principal": getattr(request.state, "principal", None),
-                    },
-                )  # fmt: skip
-            finally:
-                REQUEST_ID.reset(token)
-            return response
+            # The template, never the raw URL: query strings carry call ids.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(method, path, str(status[0])).inc()
+            self.metrics.latency.labels(method, path).observe(elapsed)
+            access_log.info(
+                "request", extra={
+                    "method": method, "route": path, "status": status[0],
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "principal": scope.get("state", {}).get("principal"),
+                },
+            )  # fmt: skip
+            REQUEST_ID.reset(token)

@@ -9,8 +9,10 @@ A read has two phases, and the route calls them in this order:
 2. :func:`stream` yields the plaintext segment by segment. Segments are fetched by ranged GETs
    of exactly the recorded object version (windows of whole segments, read ahead; never past
    the segments the range covers) and authenticated by ``decrypt_range`` before release; then
-   the grant is re-checked (fresh short session, ``ctx.now()``), so revocation, expiry, an
-   ended purpose or disposal stop a running stream at the next segment. A segment that fails
+   the grant is re-checked: its expiry at every segment, the rest (revocation, an ended purpose,
+   disposal; one query on a bare connection) at the first segment boundary ``RECHECK_EVERY``
+   (100 ms) after the last answer, so a running stream stops within 100 ms plus the segment in
+   flight. A segment that fails
    authentication is never yielded: an ``integrity.alarm`` is audited, the recording becomes
    ``integrity_failed`` and the stream is aborted.
 
@@ -30,7 +32,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from crypto import streaming
 from crypto.errors import DecryptionError
@@ -56,6 +58,11 @@ __all__ = ["ReadPlan", "open_read", "stream"]
 
 log = logging.getLogger(__name__)
 
+# How stale the grant's answer may be when a segment leaves (issue #12): one query per 100 ms of
+# streaming instead of one per segment. The audit event, the open-time check and expiry are
+# never relaxed.
+RECHECK_EVERY = timedelta(milliseconds=100)
+
 # --- opening a read -------------------------------------------------------------------------------
 
 
@@ -79,6 +86,8 @@ class ReadPlan:
     content_type: str
     etag: str
     audit_seq: int
+    checked_at: datetime  # when the grant was last found valid (inside the audit transaction)
+    grant_expires_at: datetime  # expiry needs no query: checked at every segment
     dek: bytes = field(repr=False)
 
     @property
@@ -167,7 +176,7 @@ def open_read(
         ciphertext_size=int(rec.ciphertext_size),  # type: ignore[arg-type]
         ciphertext_sha256=rec.ciphertext_sha256, size=size, start=start, end=end,
         partial=chosen is not None, content_type=rec.content_type, etag=etag, audit_seq=seq,
-        dek=dek,
+        checked_at=now, grant_expires_at=grant.expires_at, dek=dek,
     )  # fmt: skip
 
 
@@ -232,6 +241,7 @@ def stream(ctx: Context, plan: ReadPlan) -> Iterator[bytes]:
 
 def _checked(ctx: Context, plan: ReadPlan, segments: Iterator[bytes]) -> Iterator[bytes]:
     sent = 0
+    checked = plan.checked_at
     while True:
         try:
             chunk = next(segments)
@@ -249,11 +259,18 @@ def _checked(ctx: Context, plan: ReadPlan, segments: Iterator[bytes]) -> Iterato
             raise IntegrityError("the recorded object version is missing") from None
         except StorageError as exc:
             raise StoreUnavailableError() from exc
-        # Re-checked after the segment is authenticated and right before it leaves: a
-        # revocation committed by now stops the stream here.
-        if not _still_valid(ctx, plan):
+        # Checked after the segment is authenticated and right before it leaves. Expiry costs
+        # nothing and is checked every time; revocation, an ended purpose or disposal need the
+        # database, asked at the first boundary RECHECK_EVERY after the last answer: a change
+        # committed at t stops the stream by t + RECHECK_EVERY + one segment's transfer.
+        now = ctx.now()
+        if now >= plan.grant_expires_at or (
+            now - checked >= RECHECK_EVERY and not _still_valid(ctx, plan)
+        ):
             log.info("grant %s ended; stream of %s stopped after %d bytes",
                      plan.grant_id, plan.recording_id, sent)  # fmt: skip
             raise PermissionDeniedError("the grant ended during the stream")
+        if now - checked >= RECHECK_EVERY:
+            checked = now
         yield chunk
         sent += len(chunk)
