@@ -59,8 +59,9 @@ def process_erasures(ctx: Context, now: datetime, **_: Any) -> str:
 def expire_grants(ctx: Context, now: datetime, **_: Any) -> str:
     with ctx.db.transaction() as session:
         changed = access.expire(session, now=now)
-        # Console sessions long over (a day past their end) go with the expired access.
-        purged = console_sessions.purge(session, now=now)
+        # Console sessions nobody came back to are ended (audited), and deleted a day later.
+        limits = console_sessions.Limits.of(ctx.settings)
+        purged = console_sessions.purge(session, limits=limits, now=now)
     return (
         f"{changed} access request(s) and grant(s) expired or flagged; "
         f"{purged} console session(s) purged"

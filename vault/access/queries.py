@@ -49,12 +49,19 @@ def to_public_request(
 
 
 def list_requests(
-    session: Session, *, actor: Actor, status: S | str | None, now: datetime, limit: int = 500
+    session: Session,
+    *,
+    actor: Actor,
+    status: S | str | None,
+    now: datetime,
+    limit: int = 500,
+    mine: bool = False,
 ) -> list[AccessRequestPublic]:
-    """Requesters see their own; reviewers also see every request wholly inside their scope."""
+    """Requesters see their own; reviewers also see every request wholly inside their scope
+    (``mine``: only the caller's own, whatever the role)."""
     authz.authorize(session, actor, P.access_request_read, now=now)
     q = select(AccessRequest)
-    if not actor.can(P.access_review):
+    if mine or not actor.can(P.access_review):
         q = q.where(AccessRequest.requester_id == actor.id)
     if status is not None:
         try:
@@ -80,10 +87,12 @@ def list_grants(
     needs_review: bool | None,
     now: datetime,
     limit: int = 500,
+    mine: bool = False,
 ) -> list[GrantPublic]:
-    """The caller's own grants; security (grant:read:all) sees every grant in its scope."""
+    """The caller's own grants; security (grant:read:all) sees every grant in its scope
+    (``mine``: only the caller's own)."""
     authz.authorize(session, actor, P.grant_read, now=now)
-    q = _readable_grants(actor)
+    q = _readable_grants(actor, mine=mine)
     if active is not None:
         q = q.where(Grant.active_at(now) if active else ~Grant.active_at(now))
     if needs_review is not None:
@@ -104,8 +113,8 @@ def get_grant(
     return grants.to_public(session, grant, now=now)
 
 
-def _readable_grants(actor: Actor) -> Any:
+def _readable_grants(actor: Actor, *, mine: bool = False) -> Any:
     q = select(Grant)
-    if not actor.can(P.grant_read_all):
+    if mine or not actor.can(P.grant_read_all):
         q = q.where(Grant.principal_id == actor.id)
     return q

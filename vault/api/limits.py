@@ -23,7 +23,7 @@ from fastapi import Request
 
 from vault.errors import RateLimitedError, TooManyUploadsError
 
-__all__ = ["AuthFailures", "Uploads", "client_address"]
+__all__ = ["AuthFailures", "Uploads", "client_address", "is_trusted_proxy"]
 
 _MAX_TRACKED = 10_000  # addresses remembered at once; the oldest are forgotten first
 
@@ -32,16 +32,21 @@ def _networks(trusted: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.
     return [ipaddress.ip_network(t.strip(), strict=False) for t in trusted if t.strip()]
 
 
+def is_trusted_proxy(address: str, trusted: Sequence[str]) -> bool:
+    """Whether ``address`` lies in one of the configured proxy addresses or networks."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in _networks(trusted))
+
+
 def client_address(request: Request, trusted: Sequence[str]) -> str:
     peer = request.client.host if request.client else "unknown"
     networks = _networks(trusted)
 
     def is_trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in networks)
+        return is_trusted_proxy(address, trusted)
 
     if not networks or not is_trusted(peer):
         return peer

@@ -65,14 +65,16 @@ def audit_page(
         action=action.strip() or None, tenant_id=_uuid(tenant_id, "tenant"),
         ts_from=_when(from_, "from"), ts_to=_when(to, "to"),
     )  # fmt: skip
-    # The trusted key may come from the provider: fetched before the read transaction opens.
-    key = checkpoints.trusted_public_key(ctx) if verify else b""
-    verified: dict[str, Any] | None = None
-    with ctx.db.reading() as session:
+    with ctx.db.reading() as session:  # authorizes audit:read (and audits a refusal)
         events = reads.list_events(
             session, actor=live.actor, limit=200, now=now, order="desc", filters=filters
         )
-        if verify:
+    verified: dict[str, Any] | None = None
+    if verify:
+        # Only for a caller the layer let through; the trusted key may come from the provider,
+        # so it is fetched between the two read transactions, never inside one.
+        key = checkpoints.trusted_public_key(ctx)
+        with ctx.db.reading() as session:
             try:
                 verified = reads.verify(session, actor=live.actor, public_key=key, now=now)
             except AllTenantsRequiredError:

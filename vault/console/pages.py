@@ -76,14 +76,14 @@ def home(request: Request, live: LiveDep, ctx: CtxDep, session: ReadSessionDep) 
     now, actor = ctx.now(), live.actor
     mine = []
     if actor.can(Permission.access_request_read):
-        reqs = queries.list_requests(session, actor=actor, status=None, now=now, limit=100)
-        mine = [r for r in reqs if r.requester_id == actor.id]
+        mine = queries.list_requests(
+            session, actor=actor, status=None, now=now, limit=100, mine=True
+        )
     grants = []
     if actor.can(Permission.grant_read):
-        own = queries.list_grants(
-            session, actor=actor, active=None, needs_review=None, now=now, limit=100
+        grants = queries.list_grants(
+            session, actor=actor, active=None, needs_review=None, now=now, limit=100, mine=True
         )
-        grants = [g for g in own if g.principal_id == actor.id]
     purposes = [(n, ctx.policy.purpose(n).max_access_minutes) for n in ctx.policy.names]
     return web.render(
         request, "home.html", live=live, requests=mine, grants=grants, now=now,

@@ -20,9 +20,9 @@ from vault.api.deps import CtxDep
 from vault.audit.denials import deny
 from vault.console import sessions, web
 from vault.console.sessions import COOKIE, Live
-from vault.console.web import LiveDep, PostedDep
+from vault.console.web import LiveDep, PolledDep, PostedDep
 from vault.context import Context
-from vault.errors import AuthenticationError, NotFoundError, PermissionDeniedError
+from vault.errors import AuthenticationError, CsrfError, NotFoundError, PermissionDeniedError
 from vault.identity import principals
 from vault.recordings import content
 
@@ -35,24 +35,47 @@ def see_other(url: str) -> RedirectResponse:
 # --- sign-in and sign-out ------------------------------------------------------------------------
 
 
+def _sign_in_page(request: Request, ctx: Context, *, status: int, error: str | None) -> Response:
+    """The form with a fresh double-submit token, also set as a cookie on the form's path."""
+    token = sessions.sign_in_token()
+    response = web.render(
+        request, "sign_in.html", live=None, status=status, error=error, sign_in_token=token
+    )
+    response.set_cookie(
+        sessions.SIGN_IN_COOKIE, token, path=f"{web.PREFIX}/sign-in", httponly=True,
+        samesite="strict", secure=web.secure(request, ctx.settings), max_age=3600,
+    )  # fmt: skip
+    return response
+
+
 @router.get("/sign-in")
-def sign_in_page(request: Request) -> Response:
-    return web.render(request, "sign_in.html", live=None, error=None)
+def sign_in_page(request: Request, ctx: CtxDep) -> Response:
+    return _sign_in_page(request, ctx, status=200, error=None)
 
 
 @router.post("/sign-in")
 def sign_in(
-    request: Request, ctx: CtxDep, api_key: Annotated[str, Form(max_length=256)] = ""
+    request: Request,
+    ctx: CtxDep,
+    api_key: Annotated[str, Form(max_length=256)] = "",
+    sign_in_token: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     now = ctx.now()
     failures = request.app.state.auth_failures
     addr = web.address(request, ctx.settings)
     failures.check(addr, now)  # the API's limiter: 429 while this address is over its limit
-    if sessions.cross_origin(
+    # Login CSRF: another site must not sign a browser into someone else's session.
+    foreign = sessions.cross_origin(
         origin=request.headers.get("origin"), fetch_site=request.headers.get("sec-fetch-site"),
         own_origin=web.own_origin(request),
-    ):  # fmt: skip
-        raise PermissionDeniedError("sign in from the console's own page")
+    )  # fmt: skip
+    paired = sessions.check_sign_in_token(
+        cookie=request.cookies.get(sessions.SIGN_IN_COOKIE), form=sign_in_token
+    )
+    if foreign or not paired:
+        why = "cross-origin" if foreign else "sign-in-token"
+        audit.record_denial(ctx.db, ctx.denials, key="console-sign-in", reason=why, now=now)
+        raise CsrfError("open the sign-in page again and sign in from there")
     try:
         with ctx.db.transaction() as session:
             cookie, _ = sessions.sign_in(
@@ -63,11 +86,10 @@ def sign_in(
         failures.failed(addr, now)
         key = principals.denial_key(api_key.strip())
         audit.record_denial(ctx.db, ctx.denials, key=key, reason="invalid key", now=now)
-        return web.render(
-            request, "sign_in.html", live=None, status=401, error="That key was not accepted."
-        )
+        return _sign_in_page(request, ctx, status=401, error="That key was not accepted.")
     response = see_other(web.PREFIX)
     web.set_cookie(response, request, ctx.settings, cookie)
+    response.delete_cookie(sessions.SIGN_IN_COOKIE, path=f"{web.PREFIX}/sign-in")
     return response
 
 
@@ -132,7 +154,7 @@ def media(
 
 
 @router.get("/grants/{grant_id}/status")
-def grant_status(ctx: CtxDep, live: LiveDep, grant_id: uuid.UUID) -> JSONResponse:
+def grant_status(ctx: CtxDep, live: PolledDep, grant_id: uuid.UUID) -> JSONResponse:
     """Polled by the player: a revoked or expired grant (or an ended session, 401) stops it."""
     now = ctx.now()
     with ctx.db.reading() as session:

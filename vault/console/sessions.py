@@ -26,6 +26,7 @@ from sqlmodel import Session, col, update
 
 from vault import audit
 from vault.authz import Actor
+from vault.config import Settings
 from vault.errors import AuthenticationError, SessionEndedError
 from vault.identity import principals
 from vault.models import ConsoleSession
@@ -49,6 +50,13 @@ def _token(rng: Rng, n: int = 32) -> str:
 class Limits:
     idle: timedelta
     lifetime: timedelta
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            idle=timedelta(minutes=settings.console_idle_minutes),
+            lifetime=timedelta(hours=settings.console_lifetime_hours),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,23 +163,41 @@ def _end(
     return True
 
 
-def purge(session: Session, *, now: datetime, keep: timedelta = timedelta(days=1)) -> int:
-    """Delete sessions ended or past their lifetime for longer than ``keep`` (their sign-in and
-    end stay in the audit chain); idle ones end at their next request or here, a day on."""
-    cutoff = now - keep
-    gone = session.exec(
-        sa.delete(ConsoleSession).where(
+def purge(
+    session: Session, *, limits: Limits, now: datetime, keep: timedelta = timedelta(days=1)
+) -> int:
+    """End (audited, like any end) the sessions past their idle timeout or lifetime that nobody
+    came back to, then delete those ended more than ``keep`` ago; returns how many went."""
+    stale = session.exec(
+        sa.select(ConsoleSession.token_hash, ConsoleSession.expires_at).where(
+            col(ConsoleSession.ended_at).is_(None),
             sa.or_(
-                col(ConsoleSession.ended_at) < cutoff,
-                col(ConsoleSession.expires_at) < cutoff,
-                col(ConsoleSession.last_seen_at) < cutoff,
-            )
+                col(ConsoleSession.expires_at) <= now,
+                col(ConsoleSession.last_seen_at) <= now - limits.idle,
+            ),
         )
-    )  # type: ignore[call-overload]
+    ).all()  # type: ignore[call-overload]
+    for token_hash, expires_at in stale:
+        reason = "lifetime" if expires_at <= now else "idle"
+        _end(session, token_hash=token_hash, reason=reason, actor=None, now=now)
+    gone = session.exec(sa.delete(ConsoleSession).where(col(ConsoleSession.ended_at) < now - keep))  # type: ignore[call-overload]
     return int(gone.rowcount or 0)
 
 
 # --- CSRF -----------------------------------------------------------------------------------------
+
+
+SIGN_IN_COOKIE = "callvault_sign_in"
+
+
+def sign_in_token(rng: Rng = os.urandom) -> str:
+    """A double-submit token for the sign-in form (there is no session yet to hold a CSRF
+    token): set as a cookie and in the form; a cross-site page can neither read nor set it."""
+    return _token(rng, 24)
+
+
+def check_sign_in_token(*, cookie: str | None, form: str | None) -> bool:
+    return bool(cookie and form) and hmac.compare_digest(str(cookie).encode(), str(form).encode())
 
 
 def cross_origin(*, origin: str | None, fetch_site: str | None, own_origin: str) -> bool:

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session
 
 from vault.api.deps import CtxDep, SessionDep
-from vault.api.limits import client_address
+from vault.api.limits import client_address, is_trusted_proxy
 from vault.audit.denials import deny
 from vault.authz import Actor, Permission
 from vault.config import Settings
@@ -53,10 +53,7 @@ NAV: tuple[tuple[str, str, Permission | None], ...] = (
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(
-        idle=timedelta(minutes=settings.console_idle_minutes),
-        lifetime=timedelta(hours=settings.console_lifetime_hours),
-    )
+    return Limits.of(settings)
 
 
 def templates() -> jinja2.Environment:
@@ -97,7 +94,7 @@ def secure(request: Request, settings: Settings) -> bool:
         return True
     peer = request.client.host if request.client else ""
     forwarded = request.headers.get("x-forwarded-proto", "")
-    return peer in settings.trusted_proxies and forwarded.lower() == "https"
+    return is_trusted_proxy(peer, settings.trusted_proxies) and forwarded.lower() == "https"
 
 
 def set_cookie(response: Response, request: Request, settings: Settings, value: str) -> None:
@@ -117,9 +114,7 @@ def clear_cookie(response: Response, request: Request, settings: Settings) -> No
 # --- the session dependency ----------------------------------------------------------------------
 
 
-def get_live(request: Request, ctx: CtxDep) -> Live:
-    """The re-checked session. Declared before any unit of work in a route's parameters: its
-    own short transactions (ending, touching) must not nest inside the request's."""
+def _resolve(request: Request, ctx: Context, *, activity: bool) -> Live:
     cookie = request.cookies.get(COOKIE)
     now = ctx.now()
     try:
@@ -131,13 +126,26 @@ def get_live(request: Request, ctx: CtxDep) -> Live:
             with ctx.db.transaction() as session:
                 sessions.end(session, cookie=cookie, reason=str(reason), actor=None, now=now)
         raise
-    if live.touch and cookie:
+    if activity and live.touch and cookie:
         with ctx.db.transaction() as session:
             sessions.touch(session, cookie=cookie, now=now)
     request.state.principal = str(live.actor.id)
     return live
 
 
+def get_live(request: Request, ctx: CtxDep) -> Live:
+    """The re-checked session, as activity (pages, media reads). Declared before any unit of
+    work in a route's parameters: its own short transactions must not nest inside the request's."""
+    return _resolve(request, ctx, activity=True)
+
+
+def get_polled(request: Request, ctx: CtxDep) -> Live:
+    """The same check for the player's status poll, which is not activity: an open tab left
+    alone still reaches the idle timeout."""
+    return _resolve(request, ctx, activity=False)
+
+
+PolledDep = Annotated[Live, Depends(get_polled)]
 LiveDep = Annotated[Live, Depends(get_live)]
 
 

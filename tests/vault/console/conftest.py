@@ -46,7 +46,11 @@ class Browser:
         self.key = key
 
     def sign_in(self) -> httpx.Response:
-        return self.client.post("/console/sign-in", data={"api_key": self.key})
+        form = self.client.get("/console/sign-in").text
+        found = re.search(r'name="sign_in_token" value="([^"]+)"', form)
+        assert found, "the sign-in form carries no token"
+        data = {"api_key": self.key, "sign_in_token": found.group(1)}
+        return self.client.post("/console/sign-in", data=data)
 
     def page(self, path: str = "/console", **params: str) -> httpx.Response:
         return self.client.get(path, params=params)

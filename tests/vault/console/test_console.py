@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from tests.vault.console.conftest import ConsoleWorld
@@ -29,7 +31,8 @@ def ask(w: ConsoleWorld, who: str = "alice", rid: str = "acme", **over: str) -> 
     r = b.post("/console/requests", {**REQUEST, "recording_ids": str(w.rids[rid]), **over})
     assert r.status_code == 303, r.text
     with w.ctx.db.session() as s:
-        return s.exec(select(AccessRequest.id).order_by(AccessRequest.created_at.desc())).first()  # type: ignore[union-attr]
+        mine = select(AccessRequest.id).where(AccessRequest.requester_id == w.actors[who].id)
+        return s.exec(mine.order_by(AccessRequest.created_at.desc())).first()  # type: ignore[union-attr,return-value]
 
 
 # --- sign-in, cookie, session end
@@ -64,7 +67,8 @@ def test_a_wrong_key_is_refused_audited_and_limited_like_the_api(
     b.key = "cv_" + "x" * 40
     for _ in range(3):
         r = b.sign_in()
-        assert r.status_code == 401 and "not accepted" in r.text and "set-cookie" not in r.headers
+        assert r.status_code == 401 and "not accepted" in r.text
+        assert "callvault_console" not in r.headers.get("set-cookie", "")
     assert b.sign_in().status_code == 429  # the API's limiter, per address
     assert w.events("auth.denied")
 
@@ -418,3 +422,99 @@ def test_the_grant_expiry_job_purges_sessions_a_day_after_they_ended(
     with w.ctx.db.session() as s:
         assert s.exec(select(ConsoleSession)).all() == []
     assert len(w.events("console.sign_in")) == 2  # the chain keeps them
+
+
+# --- review findings: proxies, polls, purge, login CSRF, own lists, key fetch ---------------------
+
+
+def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_given_as_a_network(
+    make_ctx: Any, clock: Any
+) -> None:
+    from tests.vault.console.conftest import build
+
+    w = build(
+        make_ctx(db="sqlite", store="local", clock=clock, trusted_proxies=["10.0.0.0/8"]), clock
+    )
+    for peer, proto, secure in [("10.0.0.5", "https", True), ("10.0.0.5", "http", False),
+                                ("192.0.2.7", "https", False)]:  # fmt: skip
+        client = TestClient(w.app, follow_redirects=False, client=(peer, 5000))
+        page = client.get("/console/sign-in", headers={"X-Forwarded-Proto": proto})
+        token = page.text.split('name="sign_in_token" value="')[1].split('"')[0]
+        form = {"api_key": w.keys["alice"], "sign_in_token": token}
+        # A Secure cookie is not sent back over this plain-HTTP test transport: send it by hand.
+        headers = {"X-Forwarded-Proto": proto, "Cookie": f"callvault_sign_in={token}"}
+        client.cookies.clear()
+        r = client.post("/console/sign-in", data=form, headers=headers)
+        assert r.status_code == 303
+        assert ("Secure" in r.headers["set-cookie"]) is secure, (peer, proto)
+
+
+def test_the_players_status_poll_does_not_keep_an_idle_session_alive(
+    sqlite_world: ConsoleWorld,
+) -> None:
+    w = sqlite_world
+    rid, grant, _ = _granted(w, b"\x00" * 100_000)
+    alice = w.browser("alice")
+    assert alice.page(f"/console/play/{grant}/{rid}").status_code == 200
+    w.clock.advance(timedelta(minutes=20))
+    assert alice.page(f"/console/grants/{grant}/status").status_code == 200
+    w.clock.advance(timedelta(minutes=11))  # 31 min after the last page, polls or not
+    assert alice.page(f"/console/grants/{grant}/status").status_code == 401
+    assert [e["details"]["reason"] for e in w.events("console.session_end")] == ["idle"]
+
+
+def test_sessions_nobody_came_back_to_are_ended_with_an_audit_event_before_deletion(
+    sqlite_world: ConsoleWorld,
+) -> None:
+    from jobs import tasks
+
+    w = sqlite_world
+    w.browser("alice")
+    w.clock.advance(timedelta(days=2))
+    assert "0 console session(s) purged" in tasks.run("expire-grants", w.ctx, w.ctx.now())
+    assert [e["details"]["reason"] for e in w.events("console.session_end")] == ["lifetime"]
+    w.clock.advance(timedelta(days=1, minutes=1))
+    assert "1 console session(s) purged" in tasks.run("expire-grants", w.ctx, w.ctx.now())
+
+
+@pytest.mark.parametrize("attack", ["no-token", "token-of-another-browser", "cross-site"])
+def test_sign_in_needs_the_forms_own_token_so_another_site_cannot_sign_you_in(
+    sqlite_world: ConsoleWorld, attack: str
+) -> None:
+    w = sqlite_world
+    victim = w.browser("alice", signed_in=False)
+    victim.page("/console/sign-in")  # the victim's browser holds its own sign-in cookie
+    other = w.browser("bob", signed_in=False).page("/console/sign-in").text
+    other_token = other.split('name="sign_in_token" value="')[1].split('"')[0]
+    data = {"api_key": w.keys["bob"]}  # the attacker's own key
+    headers = {}
+    if attack == "token-of-another-browser":
+        data["sign_in_token"] = other_token
+    elif attack == "cross-site":
+        data["sign_in_token"] = other_token
+        headers = {"Sec-Fetch-Site": "cross-site"}
+    r = victim.client.post("/console/sign-in", data=data, headers=headers)
+    assert r.status_code == 403 and "callvault_console" not in r.headers.get("set-cookie", "")
+    assert w.events("console.sign_in") == []
+    assert w.events("auth.denied")[-1]["details"]["key"] == "console-sign-in"
+
+
+def test_my_access_lists_my_own_requests_and_grants_only(sqlite_world: ConsoleWorld) -> None:
+    w = sqlite_world
+    theirs = ask(w, "alice")
+    mine = ask(w, "sec")
+    page = w.browser("sec").page().text
+    assert str(mine) in page and str(theirs) not in page  # sec may review alice's: not "mine"
+
+
+def test_the_audit_pages_verify_asks_for_the_key_only_after_authorization(
+    sqlite_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vault.audit import checkpoints
+
+    def must_not_run(ctx: Any) -> bytes:
+        raise AssertionError("the trusted key was fetched for a caller without audit:read")
+
+    monkeypatch.setattr(checkpoints, "trusted_public_key", must_not_run)
+    r = sqlite_world.browser("alice").page("/console/audit", verify="1")
+    assert r.status_code == 403
