@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import jinja2
 from fastapi import Depends, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from vault.api.deps import CtxDep, SessionDep
@@ -227,6 +227,10 @@ def error_page(
         return None
     if path.startswith((f"{PREFIX}/media/", f"{PREFIX}/static/")) or path.endswith("/status"):
         return None
+    if status == 401 and request.method == "GET" and COOKIE not in request.cookies:
+        # Never signed in (no cookie at all): the sign-in page, as anyone would expect. A
+        # session that has ended keeps its 401 page saying so.
+        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=PAGE_HEADERS)
     section = "/".join(path.split("/")[:3])
     back = section if section in {p for p, _, _ in NAV} else PREFIX
     response = render(

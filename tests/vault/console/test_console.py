@@ -93,6 +93,7 @@ def test_a_revoked_principal_or_changed_role_ends_the_session_at_the_next_page(
     w = sqlite_world
     b = w.browser("bob")
     assert b.page("/console/reviews").status_code == 200
+    cookie = b.cookie
     with w.ctx.db.transaction() as s:
         if change == "revoke-principal":
             principals.revoke_principal(s, actor=Actor.operator(), name="bob", now=w.ctx.now())
@@ -112,7 +113,11 @@ def test_a_revoked_principal_or_changed_role_ends_the_session_at_the_next_page(
     assert [e["details"]["reason"] for e in ended] == [
         "role-changed" if change == "role" else "credentials"
     ]
-    assert b.page("/console").status_code == 401  # and stays ended
+    # The 401 page told the browser to forget the cookie: the next page is the sign-in page,
+    # and the old cookie replayed by hand stays refused.
+    assert b.page("/console").headers.get("location") == "/console/sign-in"
+    old = {"Cookie": f"callvault_console={cookie}"}
+    assert b.client.get("/console", headers=old).status_code == 401
 
 
 def test_idle_timeout_and_absolute_lifetime_end_the_session(sqlite_world: ConsoleWorld) -> None:
@@ -142,11 +147,25 @@ def test_sign_out_revokes_the_session(sqlite_world: ConsoleWorld) -> None:
     w = sqlite_world
     b = w.browser("alice")
     assert b.post("/console/sign-out", {}, csrf=None).status_code == 403  # CSRF applies here too
+    old = b.cookie
     r = b.post("/console/sign-out", {})
     assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
     assert len(w.events("console.sign_out")) == 1
+    assert b.cookie == ""  # the browser was told to forget it
     # Replaying the old cookie does not bring it back.
-    assert b.page().status_code == 401
+    replay = b.client.get("/console", headers={"Cookie": f"callvault_console={old}"})
+    assert replay.status_code == 401 and "Sign in again" in replay.text
+
+
+def test_a_browser_that_never_signed_in_is_sent_to_the_sign_in_page(
+    sqlite_world: ConsoleWorld,
+) -> None:
+    b = sqlite_world.browser("alice", signed_in=False)
+    for path in ("/console", "/console/reviews", "/console/audit"):
+        r = b.page(path)
+        assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
+    media = b.page(f"/console/media/{uuid.uuid4()}/{uuid.uuid4()}")
+    assert media.status_code == 401  # not a page: the problem answer
 
 
 # --- CSRF and bad input
