@@ -1,4 +1,5 @@
-"""A multipart upload with a few parts in flight, and a clean abort.
+"""A multipart upload with a few parts in flight, and a clean abort; the body reader and the
+part sizing it uses.
 
 minio's own parallel mode leaves its worker threads running when the body fails; here every
 in-flight part is waited for before the upload is aborted, so nothing is sent after the abort.
@@ -7,13 +8,75 @@ Memory is bounded: ``in_flight`` parts plus the one being read.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 import minio
 from minio.datatypes import Part
+
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 6 * MIB  # S3 minimum is 5 MiB; 10,000 parts without a size hint = 60 GB
+PARTS_IN_FLIGHT = 2  # memory per upload: about PARTS_IN_FLIGHT + 1 parts
+MAX_PART_SIZE = 5 * 1024 * MIB  # S3 limit
+MAX_PARTS = 10_000  # S3 limit; we aim below it to leave slack for a wrong size_hint
+
+
+class SourceFailed(Exception):
+    """Carries a failure of the caller's iterator through minio, which only aborts on Exception."""
+
+
+class ChunkReader:
+    """A read()-able view of an iterator of byte chunks, for minio's put_object.
+
+    minio reads ``part_size + 1`` bytes per call and appends what read() returns to its buffer;
+    returning the whole requested amount at once keeps that to one copy per part instead of one
+    per chunk, and only about one part is ever held in memory.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._source = iter(chunks)
+        self._pending = b""
+        self.size = 0
+        self.source_error: BaseException | None = None
+
+    def push_back(self, data: bytes) -> None:
+        """Un-read ``data`` (a one-byte end-of-body probe)."""
+        self._pending = data + self._pending
+        self.size -= len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        pieces = [self._pending]
+        have = len(self._pending)
+        while n < 0 or have < n:
+            try:
+                chunk = next(self._source)
+            except StopIteration:
+                break
+            except BaseException as exc:
+                self.source_error = exc
+                raise SourceFailed from exc
+            piece = bytes(chunk)
+            pieces.append(piece)
+            have += len(piece)
+        self._pending = b""
+        if 0 <= n < have:
+            # Split only the last piece, so the big buffer is built exactly once by join().
+            last = pieces[-1]
+            keep = len(last) - (have - n)
+            pieces[-1], self._pending = last[:keep], last[keep:]
+        data = b"".join(pieces)
+        self.size += len(data)
+        return data
+
+
+def part_size_for(size_hint: int | None) -> int:
+    if not size_hint:
+        return DEFAULT_PART_SIZE
+    needed = math.ceil(size_hint / (MAX_PARTS * 0.9))
+    return min(MAX_PART_SIZE, max(DEFAULT_PART_SIZE, math.ceil(needed / MIB) * MIB))
 
 
 def upload(

@@ -9,7 +9,6 @@ source aborts the upload so no invisible, billable parts are left behind.
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,13 +33,16 @@ from vault.errors import (
     StoreUnavailableError,
 )
 from vault.storage import _multipart
+from vault.storage._multipart import (
+    DEFAULT_PART_SIZE,
+    PARTS_IN_FLIGHT,
+    ChunkReader,
+    SourceFailed,
+    part_size_for,
+)
 from vault.storage.base import PutResult, validate_key
 
-MIB = 1024 * 1024
-DEFAULT_PART_SIZE = 6 * MIB  # S3 minimum is 5 MiB; 10,000 parts without a size hint = 60 GB
-PARTS_IN_FLIGHT = 2  # memory per upload: about PARTS_IN_FLIGHT + 1 parts
-MAX_PART_SIZE = 5 * 1024 * MIB  # S3 limit
-MAX_PARTS = 10_000  # S3 limit; we aim below it to leave slack for a wrong size_hint
+__all__ = ["DEFAULT_PART_SIZE", "PARTS_IN_FLIGHT", "S3BlobStore", "make_http_client"]
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "NoSuchObject", "NoSuchUpload"}
 _UNAVAILABLE = {"NoSuchBucket", "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
@@ -79,61 +81,6 @@ def _s3_errors(what: str) -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from exc
-
-
-class _SourceFailed(Exception):
-    """Carries a failure of the caller's iterator through minio, which only aborts on Exception."""
-
-
-class _ChunkReader:
-    """A read()-able view of an iterator of byte chunks, for minio's put_object.
-
-    minio reads ``part_size + 1`` bytes per call and appends what read() returns to its buffer;
-    returning the whole requested amount at once keeps that to one copy per part instead of one
-    per chunk, and only about one part is ever held in memory.
-    """
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._source = iter(chunks)
-        self._pending = b""
-        self.size = 0
-        self.source_error: BaseException | None = None
-
-    def push_back(self, data: bytes) -> None:
-        """Un-read ``data`` (a one-byte end-of-body probe)."""
-        self._pending = data + self._pending
-        self.size -= len(data)
-
-    def read(self, n: int = -1) -> bytes:
-        pieces = [self._pending]
-        have = len(self._pending)
-        while n < 0 or have < n:
-            try:
-                chunk = next(self._source)
-            except StopIteration:
-                break
-            except BaseException as exc:
-                self.source_error = exc
-                raise _SourceFailed from exc
-            piece = bytes(chunk)
-            pieces.append(piece)
-            have += len(piece)
-        self._pending = b""
-        if 0 <= n < have:
-            # Split only the last piece, so the big buffer is built exactly once by join().
-            last = pieces[-1]
-            keep = len(last) - (have - n)
-            pieces[-1], self._pending = last[:keep], last[keep:]
-        data = b"".join(pieces)
-        self.size += len(data)
-        return data
-
-
-def _part_size_for(size_hint: int | None) -> int:
-    if not size_hint:
-        return DEFAULT_PART_SIZE
-    needed = math.ceil(size_hint / (MAX_PARTS * 0.9))
-    return min(MAX_PART_SIZE, max(DEFAULT_PART_SIZE, math.ceil(needed / MIB) * MIB))
 
 
 def make_http_client(
@@ -216,8 +163,8 @@ class S3BlobStore:
         self, key: str, chunks: Iterable[bytes], *, size_hint: int | None = None
     ) -> PutResult:
         validate_key(key)
-        reader = _ChunkReader(chunks)
-        part_size = _part_size_for(size_hint)
+        reader = ChunkReader(chunks)
+        part_size = part_size_for(size_hint)
         try:
             first = reader.read(part_size)
             more = reader.read(1) if len(first) == part_size else b""
@@ -243,7 +190,7 @@ class S3BlobStore:
 
     @staticmethod
     def _reraise_source_error(source_error: BaseException, exc: BaseException) -> NoReturn:
-        if not isinstance(exc, _SourceFailed):
+        if not isinstance(exc, SourceFailed):
             # minio's abort of the multipart upload failed too; keep the caller's error first.
             source_error.add_note(f"aborting the multipart upload failed as well: {exc!r}")
         raise source_error
