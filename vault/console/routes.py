@@ -80,7 +80,7 @@ def sign_in(
         with ctx.db.transaction() as session:
             cookie, _ = sessions.sign_in(
                 session, api_key=api_key.strip(), replaces=request.cookies.get(COOKIE),
-                limits=web.limits(ctx.settings), now=now,
+                limits=sessions.Limits.of(ctx.settings), now=now,
             )  # fmt: skip
     except AuthenticationError:
         failures.failed(addr, now)

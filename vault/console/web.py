@@ -52,10 +52,6 @@ NAV: tuple[tuple[str, str, Permission | None], ...] = (
 )
 
 
-def limits(settings: Settings) -> Limits:
-    return Limits.of(settings)
-
-
 def templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("vault.console", "templates"),
@@ -119,7 +115,7 @@ def _resolve(request: Request, ctx: Context, *, activity: bool) -> Live:
     now = ctx.now()
     try:
         with ctx.db.reading() as session:
-            live = sessions.resolve(session, cookie=cookie, limits=limits(ctx.settings), now=now)
+            live = sessions.resolve(session, cookie=cookie, limits=Limits.of(ctx.settings), now=now)
     except SessionEndedError as exc:
         reason = exc.extra.get("end_reason")
         if reason and cookie:

@@ -264,13 +264,12 @@ def _checked(ctx: Context, plan: ReadPlan, segments: Iterator[bytes]) -> Iterato
         # database, asked at the first boundary RECHECK_EVERY after the last answer: a change
         # committed at t stops the stream by t + RECHECK_EVERY + one segment's transfer.
         now = ctx.now()
-        if now >= plan.grant_expires_at or (
-            now - checked >= RECHECK_EVERY and not _still_valid(ctx, plan)
-        ):
+        due = now - checked >= RECHECK_EVERY
+        if now >= plan.grant_expires_at or (due and not _still_valid(ctx, plan)):
             log.info("grant %s ended; stream of %s stopped after %d bytes",
                      plan.grant_id, plan.recording_id, sent)  # fmt: skip
             raise PermissionDeniedError("the grant ended during the stream")
-        if now - checked >= RECHECK_EVERY:
+        if due:
             checked = now
         yield chunk
         sent += len(chunk)

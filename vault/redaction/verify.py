@@ -240,30 +240,23 @@ def checks(run: Run) -> list[dict[str, Any]]:
     return out
 
 
+def _duration(name: str, n_in: int, n_out: int, rate: float) -> dict[str, Any]:
+    d_in, d_out = n_in / rate, n_out / rate
+    return _check(
+        name,
+        n_out > 0 and abs(d_in - d_out) <= DURATION_TOLERANCE_S,
+        input_s=round(d_in, 3),
+        output_s=round(d_out, 3),
+        tolerance_s=DURATION_TOLERANCE_S,
+    )
+
+
 def _durations(ev: Evidence, shape: Any) -> list[dict[str, Any]]:
     found = []
     if shape.video:
-        d_in, d_out = ev.frames_in / shape.fps, ev.frames_out / shape.fps
-        found.append(
-            _check(
-                "video-duration",
-                ev.frames_out > 0 and abs(d_in - d_out) <= DURATION_TOLERANCE_S,
-                input_s=round(d_in, 3),
-                output_s=round(d_out, 3),
-                tolerance_s=DURATION_TOLERANCE_S,
-            )
-        )
+        found.append(_duration("video-duration", ev.frames_in, ev.frames_out, shape.fps))
     if shape.audio_out:
-        d_in, d_out = ev.samples_in / sound.RATE, ev.samples_out / sound.RATE
-        found.append(
-            _check(
-                "audio-duration",
-                ev.samples_out > 0 and abs(d_in - d_out) <= DURATION_TOLERANCE_S,
-                input_s=round(d_in, 3),
-                output_s=round(d_out, 3),
-                tolerance_s=DURATION_TOLERANCE_S,
-            )
-        )
+        found.append(_duration("audio-duration", ev.samples_in, ev.samples_out, sound.RATE))
     return found
 
 
