@@ -51,6 +51,14 @@ class CsrfError(PermissionDeniedError):
     title = "The form could not be verified"
 
 
+class MediaLinkError(PermissionDeniedError):
+    """A console media URL used without its token, for another grant, recording or session,
+    after its expiry, or from another site."""
+
+    code = "media-link-invalid"
+    title = "This media link is not valid here"
+
+
 class AllTenantsRequiredError(PermissionDeniedError):
     """The resource covers every tenant (the whole audit log); a scoped principal gets none."""
 

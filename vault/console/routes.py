@@ -22,7 +22,12 @@ from vault.console import sessions, web
 from vault.console.sessions import COOKIE, Live
 from vault.console.web import LiveDep, PolledDep, PostedDep
 from vault.context import Context
-from vault.errors import AuthenticationError, CsrfError, NotFoundError, PermissionDeniedError
+from vault.errors import (
+    AuthenticationError,
+    CsrfError,
+    MediaLinkError,
+    NotFoundError,
+)
 from vault.identity import principals
 from vault.recordings import content
 
@@ -118,14 +123,14 @@ def static(name: str) -> Response:
 # --- playback ------------------------------------------------------------------------------------
 
 
-def _refuse(ctx: Context, live: Live, reason: str, route: str) -> PermissionDeniedError:
+def _refuse(ctx: Context, live: Live, reason: str, route: str) -> MediaLinkError:
     with ctx.db.reading() as session:  # the denial is written once this unit closes
         deny(
             session, actor=live.actor.audit_name, role=live.actor.role.value,
             permission="console:media", reason=reason, target=route, tenant_id=None,
             now=ctx.now(),
         )  # fmt: skip
-    return PermissionDeniedError("this media link is not valid here")
+    return MediaLinkError("open the recording from its page in the console")
 
 
 @router.get("/media/{grant_id}/{recording_id}")

@@ -312,6 +312,7 @@ def test_unknown_console_paths_are_pages_and_media_errors_stay_problem_json(
     assert r.status_code == 404 and "text/html" in r.headers["content-type"]
     r = b.page(f"/console/media/{uuid.uuid4()}/{uuid.uuid4()}")
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"].endswith("/media-link-invalid")
 
 
 # --- media under a session-bound token -----------------------------------------------------------
@@ -361,8 +362,10 @@ def test_media_plays_with_session_token_and_same_origin_and_nothing_else(
     for why, resp in refused.items():
         assert resp.status_code == 403, why
         assert resp.headers["content-type"] == "application/problem+json", why
+        assert resp.json()["type"].endswith("/media-link-invalid"), why
     no_cookie = w.browser("alice", signed_in=False).client.get(src, headers=same)
     assert no_cookie.status_code == 401
+    assert no_cookie.json()["type"].endswith("/console-session-ended")
     assert len(w.events("recording.read")) == n  # no read was opened for any of them
     assert {e["details"]["reason"] for e in w.events("permission.denied")} >= {
         "not-same-origin",
