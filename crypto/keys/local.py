@@ -18,16 +18,9 @@ rotation or retirement done by another process takes effect here at the next cal
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import fcntl
-import json
 import os
 import stat
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,35 +40,23 @@ from crypto._primitives import (
     random_bytes,
 )
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyringError
+from crypto.keys._keyring_file import (
+    PSEUDONYM_KEY_SIZE,
+    SIGNING_KEY_SIZE,
+    Kek,
+    State,
+    dump,
+    locked,
+    parse,
+    stamp,
+    write_atomic,
+)
 from crypto.keys.base import WrappedKey
 
-FORMAT = "callvault-keyring/1"
-_SIGNING_KEY_SIZE = 32  # raw Ed25519 private key (RFC 8032 seed)
-_PSEUDONYM_KEY_SIZE = 32  # HMAC-SHA256 key
 # Domain-separates KEK wraps from any other use of AES-GCM; the version is bound too, so a wrap
 # relabelled with another kek_version fails authentication instead of decrypting.
 _AAD_PREFIX = b"callvault/v1/kek"
 _WRAPPED_SIZE = GCM_NONCE_SIZE + DEK_SIZE + GCM_TAG_SIZE
-
-
-@dataclass(frozen=True, slots=True)
-class _Kek:
-    key: bytes = field(repr=False)
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class _State:
-    keks: dict[int, _Kek]
-    retired_through: int
-    signing_key: bytes = field(repr=False)
-    # Keys pseudonyms (HMAC); never rotated, so a pseudonym stays equal to itself forever.
-    # Keyrings written before it existed get one the first time a pseudonym is asked for.
-    pseudonym_key: bytes | None = field(default=None, repr=False)
-
-    @property
-    def newest(self) -> int:
-        return max(self.keks)
 
 
 def _aad(version: int, associated_data: bytes) -> bytes:
@@ -100,80 +81,6 @@ def _utc(now: datetime | None) -> datetime:
     return now.astimezone(UTC)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _parse(raw: bytes, path: Path) -> _State:
-    """Validate the whole file; any problem is a one-line ``KeyringError`` naming the path."""
-
-    def bad(reason: str) -> KeyringError:
-        return KeyringError(f"keyring {path} is corrupted: {reason}")
-
-    def key_bytes(value: Any, what: str, size: int) -> bytes:
-        try:
-            key = base64.b64decode(value, validate=True)
-        except (binascii.Error, TypeError, ValueError):
-            raise bad(f"{what} is not valid base64") from None
-        if len(key) != size:
-            raise bad(f"{what} is {len(key)} bytes, expected {size}")
-        return key
-
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise bad("not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise bad("top level is not an object")
-    if doc.get("format") != FORMAT:
-        raise bad(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
-    entries = doc.get("keks")
-    if not isinstance(entries, dict) or not entries:
-        raise bad("no KEKs")
-    keks: dict[int, _Kek] = {}
-    for name, entry in entries.items():
-        if not (isinstance(name, str) and name.isdigit() and str(int(name)) == name):
-            raise bad(f"KEK version {name!r} is not a positive integer")
-        if not isinstance(entry, dict):
-            raise bad(f"KEK version {name} is not an object")
-        try:
-            created = datetime.fromisoformat(entry.get("created_at"))
-        except (TypeError, ValueError):
-            raise bad(f"KEK version {name} has no valid created_at") from None
-        if created.tzinfo is None:
-            raise bad(f"KEK version {name} created_at has no timezone")
-        key = key_bytes(entry.get("key"), f"KEK version {name}", AES256_KEY_SIZE)
-        keks[int(name)] = _Kek(key, created)
-    retired = doc.get("retired_through", 0)
-    if not isinstance(retired, int) or isinstance(retired, bool) or retired < 0:
-        raise bad("retired_through is not a non-negative integer")
-    # Live versions must be exactly retired+1..newest: a gap means someone edited the file.
-    if set(keks) != set(range(retired + 1, max(keks) + 1)):
-        raise bad("KEK versions are not contiguous after retired_through")
-    signing = key_bytes(doc.get("signing_key"), "signing_key", _SIGNING_KEY_SIZE)
-    pseudonym = doc.get("pseudonym_key")
-    return _State(
-        keks=keks, retired_through=retired, signing_key=signing,
-        pseudonym_key=None if pseudonym is None
-        else key_bytes(pseudonym, "pseudonym_key", _PSEUDONYM_KEY_SIZE),
-    )  # fmt: skip
-
-
-def _dump(state: _State) -> bytes:
-    doc = {
-        "format": FORMAT,
-        "keks": {
-            str(v): {"key": _b64(k.key), "created_at": k.created_at.isoformat()}
-            for v, k in sorted(state.keks.items())
-        },
-        "retired_through": state.retired_through,
-        "signing_key": _b64(state.signing_key),
-    }
-    if state.pseudonym_key is not None:
-        doc["pseudonym_key"] = _b64(state.pseudonym_key)
-    return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
-
-
 class LocalKeyring:
     """A :class:`~crypto.keys.base.KeyProvider` backed by a keyring file.
 
@@ -187,7 +94,7 @@ class LocalKeyring:
         self.path = Path(path)
         self._rng = rng
         self._stamp: tuple[int, ...] | None = None
-        self._state: _State | None = None
+        self._state: State | None = None
         self._current()
 
     # -- creation ----------------------------------------------------------------------------
@@ -225,21 +132,21 @@ class LocalKeyring:
                 os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
             except OSError as exc:
                 raise KeyringError(f"cannot create keyring directory {parent}: {exc}") from None
-        with _locked(path):
+        with locked(path):
             if path.exists():
                 return False
-            state = _State(
-                keks={1: _Kek(random_bytes(AES256_KEY_SIZE, rng), created_at)},
+            state = State(
+                keks={1: Kek(random_bytes(AES256_KEY_SIZE, rng), created_at)},
                 retired_through=0,
-                signing_key=random_bytes(_SIGNING_KEY_SIZE, rng),
-                pseudonym_key=random_bytes(_PSEUDONYM_KEY_SIZE, rng),
+                signing_key=random_bytes(SIGNING_KEY_SIZE, rng),
+                pseudonym_key=random_bytes(PSEUDONYM_KEY_SIZE, rng),
             )
-            _write_atomic(path, _dump(state))
+            write_atomic(path, dump(state))
         return True
 
     # -- loading -----------------------------------------------------------------------------
 
-    def _current(self) -> _State:
+    def _current(self) -> State:
         """The keyring as on disk now; reloads only when the file was replaced."""
         try:
             st = os.stat(self.path)
@@ -249,7 +156,7 @@ class LocalKeyring:
             ) from None
         except OSError as exc:
             raise KeyringError(f"cannot read keyring {self.path}: {exc.strerror}") from None
-        if self._state is None or self._stamp != _stamp(st):
+        if self._state is None or self._stamp != stamp(st):
             self._load()
         assert self._state is not None
         return self._state
@@ -272,17 +179,17 @@ class LocalKeyring:
             ) from None
         except OSError as exc:
             raise KeyringError(f"cannot read keyring {self.path}: {exc.strerror}") from None
-        self._state = _parse(raw, self.path)
-        self._stamp = _stamp(st)
+        self._state = parse(raw, self.path)
+        self._stamp = stamp(st)
 
-    def _mutate(self, change: Any) -> _State:
+    def _mutate(self, change: Any) -> State:
         """Apply ``change(state) -> new state | None`` under the lock, on the on-disk state."""
-        with _locked(self.path):
+        with locked(self.path):
             self._state = None  # force a fresh read: another process may have written
             state = self._current()
             new = change(state)
             if new is not None:
-                _write_atomic(self.path, _dump(new))
+                write_atomic(self.path, dump(new))
                 self._state = None
                 state = self._current()
         return state
@@ -325,9 +232,9 @@ class LocalKeyring:
     def rotate(self, now: datetime | None = None) -> int:
         created_at = _utc(now)
 
-        def change(state: _State) -> _State:
+        def change(state: State) -> State:
             keks = dict(state.keks)
-            keks[state.newest + 1] = _Kek(random_bytes(AES256_KEY_SIZE, self._rng), created_at)
+            keks[state.newest + 1] = Kek(random_bytes(AES256_KEY_SIZE, self._rng), created_at)
             return replace(state, keks=keks)
 
         return self._mutate(change).newest
@@ -336,7 +243,7 @@ class LocalKeyring:
         if not isinstance(version, int) or isinstance(version, bool) or version < 0:
             raise ValueError("version must be a non-negative int")
 
-        def change(state: _State) -> _State | None:
+        def change(state: State) -> State | None:
             if version >= state.newest:
                 raise ValueError(
                     f"cannot retire KEK version {version}: the newest version is "
@@ -385,56 +292,12 @@ class LocalKeyring:
         key = self._current().pseudonym_key
         if key is None:
 
-            def add(state: _State) -> _State | None:
+            def add(state: State) -> State | None:
                 if state.pseudonym_key is not None:
                     return None  # another process added it first
-                return replace(state, pseudonym_key=random_bytes(_PSEUDONYM_KEY_SIZE, self._rng))
+                return replace(state, pseudonym_key=random_bytes(PSEUDONYM_KEY_SIZE, self._rng))
 
             self._mutate(add)
             key = self._current().pseudonym_key
             assert key is not None
         return hmac_sha256(key, value)
-
-
-def _stamp(st: os.stat_result) -> tuple[int, ...]:
-    # os.replace always gives a new inode, so this changes on every write.
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``.<name>.lock`` beside the keyring."""
-    lock_path = path.parent / f".{path.name}.lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise KeyringError(f"cannot lock keyring {path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old or the new file, never half."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise KeyringError(f"cannot write keyring {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise KeyringError(f"cannot write keyring {path}: {exc.strerror}") from None
