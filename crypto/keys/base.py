@@ -133,3 +133,15 @@ class KeyProvider(KeyWrapper, KeyAdmin, Signer, Pseudonymizer, Protocol):
     """
 
     name: str
+
+
+def check_wrap_inputs(tenant: str, associated_data: bytes) -> None:
+    """The checks every provider makes before a wrap or unwrap."""
+    if not isinstance(tenant, str) or not tenant:
+        raise ValueError("tenant must be a non-empty str")
+    if not isinstance(associated_data, bytes):
+        raise TypeError("associated_data must be bytes")
+    if not associated_data:
+        # An empty context would make every wrap interchangeable between rows (and Transit's
+        # derived keys need a context).
+        raise ValueError("associated_data must not be empty")

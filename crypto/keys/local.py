@@ -51,7 +51,7 @@ from crypto.keys._keyring_file import (
     stamp,
     write_atomic,
 )
-from crypto.keys.base import WrappedKey
+from crypto.keys.base import WrappedKey, check_wrap_inputs
 
 # Domain-separates KEK wraps from any other use of AES-GCM; the version is bound too, so a wrap
 # relabelled with another kek_version fails authentication instead of decrypting.
@@ -61,16 +61,6 @@ _WRAPPED_SIZE = GCM_NONCE_SIZE + DEK_SIZE + GCM_TAG_SIZE
 
 def _aad(version: int, associated_data: bytes) -> bytes:
     return _AAD_PREFIX + version.to_bytes(4, "big") + associated_data
-
-
-def _check_inputs(tenant: str, associated_data: bytes) -> None:
-    if not isinstance(tenant, str) or not tenant:
-        raise ValueError("tenant must be a non-empty str")
-    if not isinstance(associated_data, bytes):
-        raise TypeError("associated_data must be bytes")
-    if not associated_data:
-        # An empty context would make every wrap interchangeable between rows.
-        raise ValueError("associated_data must not be empty")
 
 
 def _utc(now: datetime | None) -> datetime:
@@ -197,7 +187,7 @@ class LocalKeyring:
     # -- KeyWrapper, KeyAdmin ----------------------------------------------------------------
 
     def wrap(self, dek: bytes, *, tenant: str, associated_data: bytes) -> WrappedKey:
-        _check_inputs(tenant, associated_data)
+        check_wrap_inputs(tenant, associated_data)
         if not isinstance(dek, bytes) or len(dek) != DEK_SIZE:
             raise ValueError(f"dek must be {DEK_SIZE} bytes")
         state = self._current()
@@ -209,7 +199,7 @@ class LocalKeyring:
         return WrappedKey(kek_version=version, ciphertext=nonce + sealed)
 
     def unwrap(self, wrapped: WrappedKey, *, tenant: str, associated_data: bytes) -> bytes:
-        _check_inputs(tenant, associated_data)
+        check_wrap_inputs(tenant, associated_data)
         state = self._current()
         version = wrapped.kek_version
         kek = state.keks.get(version)

@@ -33,7 +33,12 @@ from hvac.exceptions import InvalidPath, InvalidRequest, VaultError
 
 from crypto._layout import DEK_SIZE
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyProviderError
-from crypto.keys.base import ED25519_PUBLIC_KEY_SIZE, ED25519_SIGNATURE_SIZE, WrappedKey
+from crypto.keys.base import (
+    ED25519_PUBLIC_KEY_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    WrappedKey,
+    check_wrap_inputs,
+)
 
 _AES_KEY_TYPE = "aes256-gcm96"
 _SIGNING_KEY_TYPE = "ed25519"
@@ -47,16 +52,6 @@ _DATA_KEY = {"type": _AES_KEY_TYPE, "derived": True, "exportable": False}
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _check_inputs(tenant: str, associated_data: bytes) -> None:
-    if not isinstance(tenant, str) or not tenant:
-        raise ValueError("tenant must be a non-empty str")
-    if not isinstance(associated_data, bytes):
-        raise TypeError("associated_data must be bytes")
-    if not associated_data:
-        # Derived keys need a context, and an empty one would make wraps interchangeable.
-        raise ValueError("associated_data must not be empty")
 
 
 def _parse_ciphertext(wrapped: WrappedKey) -> str:
@@ -229,7 +224,7 @@ class TransitKeyProvider:
     # -- KeyWrapper, KeyAdmin ----------------------------------------------------------------
 
     def wrap(self, dek: bytes, *, tenant: str, associated_data: bytes) -> WrappedKey:
-        _check_inputs(tenant, associated_data)
+        check_wrap_inputs(tenant, associated_data)
         if not isinstance(dek, bytes) or len(dek) != DEK_SIZE:
             raise ValueError(f"dek must be {DEK_SIZE} bytes")
         epoch_info = self._epoch()
@@ -247,7 +242,7 @@ class TransitKeyProvider:
         return self._wrapped(data["ciphertext"], expect=epoch)
 
     def unwrap(self, wrapped: WrappedKey, *, tenant: str, associated_data: bytes) -> bytes:
-        _check_inputs(tenant, associated_data)
+        check_wrap_inputs(tenant, associated_data)
         ciphertext = _parse_ciphertext(wrapped)
         name = self.key_name(tenant)  # never create keys on the read path
         with self._crypto_errors(wrapped):
@@ -263,7 +258,7 @@ class TransitKeyProvider:
         return dek
 
     def rewrap(self, wrapped: WrappedKey, *, tenant: str, associated_data: bytes) -> WrappedKey:
-        _check_inputs(tenant, associated_data)
+        check_wrap_inputs(tenant, associated_data)
         ciphertext = _parse_ciphertext(wrapped)
         epoch_info = self._epoch()
         epoch = int(epoch_info["latest_version"])
