@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
+from tests.support.api import Api
 from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
@@ -27,16 +27,6 @@ from vault.setup import initialise
 PROBLEM = "application/problem+json"
 TYPE = "https://callvault.dev/problems/"
 NUL, BELL, DEL = "\x00", "\x07", "\x7f"
-
-
-@dataclass
-class Api:
-    client: TestClient
-    ctx: Context
-    keys: dict[str, str]
-
-    def h(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[who]}"}
 
 
 def _key(ctx: Context, name: str, role: str, tenants: list[str]) -> str:

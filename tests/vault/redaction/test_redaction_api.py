@@ -6,7 +6,6 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from jobs.tasks import run as run_job
+from tests.support.api import Api
 from tests.support.clock import FakeClock
 from tests.vault.redaction.test_redaction import clips, store  # noqa: F401  (a fixture)
 from tests.vault.test_recordings import assert_chain_ok, events
@@ -30,16 +30,6 @@ from vault.setup import initialise
 
 OP = Actor.operator()
 TYPE = "https://callvault.dev/problems/"
-
-
-@dataclass
-class Api:
-    client: TestClient
-    ctx: Context
-    keys: dict[str, str]
-
-    def h(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[who]}"}
 
 
 @pytest.fixture
