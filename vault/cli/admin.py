@@ -1,0 +1,160 @@
+"""Operating callvault by hand: jobs, KEKs, tenants and principals."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from vault.authz import Actor
+from vault.cli._common import context, jobs_app, keys_app, principal_app, tenant_app
+from vault.cli_errors import clean_errors, fail
+
+# --- jobs and keys --------------------------------------------------------------------------------
+
+
+@jobs_app.command("run")
+@clean_errors
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="A job name, or `all` for every job in order.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="kek-cycle: rotate now, whatever the KEK's age.")
+    ] = False,
+) -> None:
+    """Run one job now (or `all` of them once) and print a one-line summary per job."""
+    from jobs import tasks
+
+    if name != "all" and name not in tasks.JOBS:
+        fail(f"unknown job {name!r}; choose one of {', '.join(tasks.JOBS)} or all")
+    ctx = context()
+    try:
+        if name != "all":
+            typer.echo(f"{name}: {tasks.run(name, ctx, ctx.now(), force=force)}")
+            return
+        failed = 0
+        for outcome in tasks.run_all(ctx, ctx.now(), force=force):
+            failed += not outcome.ok
+            typer.echo(f"{outcome.name}: {'' if outcome.ok else 'FAILED: '}{outcome.summary}")
+    finally:
+        ctx.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+@clean_errors
+def keys_rotate() -> None:
+    """Add a new KEK version now (the kek-cycle job then rewraps DEKs and retires old ones)."""
+    from vault import kek as keys
+
+    ctx = context()
+    try:
+        version = keys.rotate(ctx, now=ctx.now())
+    finally:
+        ctx.close()
+    typer.echo(f"KEK rotated: newest version is {version}")
+
+
+@keys_app.command("retire")
+@clean_errors
+def keys_retire() -> None:
+    """Destroy the KEK versions that no live DEK uses any more."""
+    from vault import kek as keys
+
+    ctx = context()
+    try:
+        retired = keys.retire_unused(ctx, now=ctx.now())
+    finally:
+        ctx.close()
+    if retired:
+        typer.echo(f"KEK versions retired (destroyed): {', '.join(map(str, retired))}")
+    else:
+        typer.echo("no KEK version to retire")
+
+
+# --- tenants and principals -----------------------------------------------------------------------
+
+
+@tenant_app.command("add")
+@clean_errors
+def tenant_add(name: str, region: Annotated[str | None, typer.Option()] = None) -> None:
+    """Register a tenant."""
+    from vault.identity.tenants import create_tenant
+
+    ctx = context()
+    with ctx.db.transaction() as session:
+        tenant = create_tenant(
+            session, actor=Actor.operator(), name=name, region=region, now=ctx.now()
+        )
+    typer.echo(f"tenant {tenant.name} {tenant.id}")
+
+
+@principal_app.command("add")
+@clean_errors
+def principal_add(
+    name: str,
+    role: Annotated[
+        str, typer.Option(help="admin|ingest|engineer|approver|security|privacy|auditor|monitor")
+    ],
+    owner: Annotated[str, typer.Option(help="The person or service behind the key (email).")],
+    tenant: Annotated[
+        list[str] | None, typer.Option("--tenant", help="Tenant in scope (repeat).")
+    ] = None,
+    all_tenants: Annotated[
+        bool, typer.Option("--all-tenants", help="Scope over every tenant.")
+    ] = False,
+    expires_days: Annotated[float | None, typer.Option(help="Key lifetime in days.")] = None,
+) -> None:
+    """Create a principal and print its API key (alone on the last line)."""
+    from vault.identity import principals
+    from vault.identity.owners import owner_of
+
+    ctx = context()
+    now = ctx.now()
+    expires_at = now + timedelta(days=expires_days) if expires_days else None
+    owner_id = owner_of(ctx.keys, owner)  # the provider call, before the transaction
+    with ctx.db.transaction() as session:
+        principal, key = principals.add_principal(
+            session, actor=Actor.operator(), name=name, role=role, owner=owner_id,
+            tenants=tenant or [], all_tenants=all_tenants, now=now, expires_at=expires_at,
+            rng=ctx.rng,
+        )  # fmt: skip
+    typer.echo(f"principal {principal.name} ({principal.role}) {principal.id}")
+    typer.echo(key)
+
+
+@principal_app.command("revoke")
+@clean_errors
+def principal_revoke(name: str) -> None:
+    """Revoke a principal and all its keys."""
+    from vault.identity import principals
+
+    ctx = context()
+    with ctx.db.transaction() as session:
+        principals.revoke_principal(session, actor=Actor.operator(), name=name, now=ctx.now())
+    typer.echo(f"principal {name} revoked")
+
+
+@principal_app.command("set-role")
+@clean_errors
+def principal_set_role(name: str, role: Annotated[str, typer.Option()]) -> None:
+    """Change a principal's role."""
+    from vault.identity import principals
+
+    ctx = context()
+    with ctx.db.transaction() as session:
+        principals.set_role(session, actor=Actor.operator(), name=name, role=role, now=ctx.now())
+    typer.echo(f"principal {name} now has role {role}")
+
+
+@principal_app.command("clear-owner")
+@clean_errors
+def principal_clear_owner(name: str) -> None:
+    """Forget the e-mail behind a principal; four-eyes and the audit chain keep its pseudonym."""
+    from vault.identity import principals
+
+    ctx = context()
+    with ctx.db.transaction() as session:
+        principals.clear_owner(session, actor=Actor.operator(), name=name, now=ctx.now())
+    typer.echo(f"principal {name}: owner e-mail cleared")
