@@ -46,6 +46,7 @@ class AuditAction(StrEnum):
     hold_release = "hold.release"
     erasure_request = "erasure.request"
     erasure_complete = "erasure.complete"
+    restore_reconcile = "restore.reconcile"  # erasures and disposals re-applied after a restore
     # redaction
     redaction_request = "redaction.request"
     redaction_start = "redaction.start"  # the system reads the original under a profile

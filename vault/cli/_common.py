@@ -14,11 +14,13 @@ principal_app = typer.Typer(help="Principals and their API keys.", no_args_is_he
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key-encryption keys (KEKs).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Scheduled jobs, run by hand.", no_args_is_help=True)
+restore_app = typer.Typer(help="After restoring a backup.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(principal_app, name="principal")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(restore_app, name="restore")
 
 
 def settings() -> Settings:

@@ -72,6 +72,7 @@ from vault.models.retention import (
     LegalHoldCreate,
     LegalHoldPublic,
     LegalHoldRelease,
+    RetentionRecord,
     under_erasure,
 )
 
@@ -86,7 +87,8 @@ __all__ = [
     "ManifestPublic", "Principal",
     "PrincipalBase", "PrincipalPublic", "PrincipalTenant", "PurposePublic", "Recording",
     "RecordingPage", "RecordingPublic", "RecordingPurpose", "RecordingStatus", "Redaction",
-    "RedactionCreate", "RedactionPublic", "RedactionStatus", "RedactionTrigger", "Review",
-    "ReviewCreate", "ReviewDecision", "Role", "Tenant", "TenantBase", "TenantCreate",
-    "TenantPublic", "UTCDateTime", "awaiting_expiry_redaction", "under_erasure", "utcnow",
+    "RedactionCreate", "RedactionPublic", "RedactionStatus", "RedactionTrigger",
+    "RetentionRecord", "Review", "ReviewCreate", "ReviewDecision", "Role", "Tenant", "TenantBase",
+    "TenantCreate", "TenantPublic", "UTCDateTime", "awaiting_expiry_redaction", "under_erasure",
+    "utcnow",
 ]  # fmt: skip

@@ -135,3 +135,23 @@ def under_erasure(recording_id: Any) -> sa.ColumnElement[bool]:
         ErasureItem.request_id == ErasureRequest.id,
         ErasureRequest.status != ErasureStatus.complete.value,
     )
+
+
+# --- signed retention records ------------------------------------------------------------------
+
+
+class RetentionRecord(SQLModel, table=True):
+    """A signed erasure receipt or disposal record, waiting for (or done with) its export.
+
+    ``restore reconcile`` re-applies these from the store after a restore from an older backup:
+    the copy in the store is what counts there, this row only tracks signing and export.
+    """
+
+    __tablename__ = "retention_record"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)  # receipts: request id
+    kind: str = Field(max_length=24)
+    created_at: datetime = _ts(index=True)
+    document: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    signature: str | None = Field(default=None, max_length=128)
+    object_key: str | None = Field(default=None, max_length=512)
+    version_id: str | None = Field(default=None, max_length=256)

@@ -13,9 +13,10 @@ due recording has two steps, each idempotent, so a crash between them loses noth
 2. **Finish** (:func:`finish`, the one owner of ``disposing -> disposed``): with no transaction
    open, remove every object version of rows already ``disposing`` with their DEK gone (overlapped
    in a small thread pool); then one short transaction moves them to ``disposed``, audited as
-   ``media.destroy``. A ``disposing`` row with a NULL DEK is all a crash leaves behind; the next
-   run finishes it, and the compare-and-set keeps the audit event single even when two workers
-   remove the same (idempotent) objects.
+   ``media.destroy``, with a signed disposal record for the store (:mod:`.records`: what a
+   restore from an older backup re-applies). A ``disposing`` row with a NULL DEK is all a
+   crash leaves behind; the next run finishes it, and the compare-and-set keeps the audit event
+   single even when two workers remove the same (idempotent) objects.
 
 The third step of crypto-shredding, retiring the KEK version that wrapped the DEK, belongs to the
 kek-cycle job; :mod:`vault.retention.erasure` waits for it.
@@ -51,7 +52,7 @@ from vault.models import (
     RecordingStatus,
     awaiting_expiry_redaction,
 )
-from vault.retention import holds
+from vault.retention import holds, records
 from vault.storage import BlobStore
 from vault.tags import AuditAction
 
@@ -124,6 +125,7 @@ def _dispose(
         crashpoint(AFTER_DEK_DESTROYED)  # committed: DEKs gone, objects still there
         disposed += len(finish(ctx, now=now, only=claimed, limit=len(claimed)))
         claimed_total += len(claimed)
+    records.publish_pending(ctx, now=now)  # this run's records, and those that failed before
     return DisposeResult(disposed, _defer_held(ctx, now=now, only=only))
 
 
@@ -212,6 +214,8 @@ def finish(
                     session, list(removed), from_=S.disposing, to=S.disposed, actor=DISPOSE_ACTOR,
                     now=now, details=lambda m, r=removed: {"objects_removed": r[m.id]},
                 )  # fmt: skip
+                # Kept in the store too: a restore from an older backup re-applies it.
+                records.add_disposal_record(session, [m.id for m in moved], now=now)
             done.extend(m.id for m in moved)
         if unavailable:
             log.warning("dispose: object store unavailable; retrying next run")

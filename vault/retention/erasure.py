@@ -53,11 +53,13 @@ from vault.models import (
 )
 from vault.policy import Policy
 from vault.retention import disposal as retention
-from vault.retention import holds, receipts
+from vault.retention import holds, receipts, records
 from vault.retention.expiry import end_purposes
 from vault.tags import AuditAction
 
-__all__ = ["ERASURE_ACTOR", "create_request", "get_request", "process"]
+__all__ = [
+    "ERASURE_ACTOR", "complete_from_receipt", "create_request", "get_request", "process",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,7 @@ def process(ctx: Context, *, now: datetime) -> int:
         ready = _settle(ctx, request_id, now)
         if ready is not None:
             completed += _sign_and_complete(ctx, request_id, ready, now)
+    records.publish_pending(ctx, now=now)  # receipts to the store; earlier failures retried
     return completed
 
 
@@ -313,7 +316,27 @@ def _sign_and_complete(ctx: Context, request_id: uuid.UUID, canonical: str, now:
                 "on_time": body["on_time"],
             },
         )  # fmt: skip
+        records.add_receipt(
+            session, request_id=req.id, canonical=canonical, signature=signature, now=now
+        )
     return 1
+
+
+def complete_from_receipt(
+    session: Session, *, request_id: uuid.UUID, canonical: str, signature: str
+) -> bool:
+    """Restore reconcile: a request that a restored database still has open is completed with
+    the receipt it was signed with (verified by the caller); True if it changed."""
+    req = _lock_request(session, request_id)
+    if req is None:
+        return False
+    completed_at = json.loads(canonical)["completed_at"]
+    req.status = E.complete
+    req.completed_at = datetime.fromisoformat(completed_at.replace("Z", "+00:00"))
+    req.call_id = None
+    req.receipt, req.receipt_signature = canonical, signature
+    session.add(req)
+    return True
 
 
 # --- reads ----------------------------------------------------------------------------------------

@@ -99,6 +99,11 @@ class BlobStore(Protocol):
         """
         ...
 
+    def list_versions(self, prefix: str) -> list[tuple[str, str | None]]:
+        """(key, version id) of every object version under ``prefix`` (delete markers left
+        out), by key; the version id is None where the store has no versions (local)."""
+        ...
+
     def incomplete_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
         """(key, upload id, initiated) of multipart uploads left unfinished under ``prefix``
         (a process killed mid-upload leaves them, invisible and billed); none where the store

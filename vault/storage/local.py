@@ -166,6 +166,18 @@ class LocalBlobStore:
             _fsync_dir(path.parent)
         return 1
 
+    def list_versions(self, prefix: str) -> list[tuple[str, str | None]]:
+        base = self._path(prefix.rstrip("/"))
+        with _os_errors(prefix):
+            if not base.is_dir():
+                return []
+            root = self._root.resolve()
+            return sorted(
+                (path.resolve().relative_to(root).as_posix(), None)
+                for path in base.rglob("*")
+                if path.is_file() and not path.name.startswith(".")
+            )
+
     def incomplete_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
         return []  # writes land whole (temp file + rename): nothing is ever left half-done
 

@@ -294,6 +294,18 @@ class S3BlobStore:
             )
         return removed
 
+    def list_versions(self, prefix: str) -> list[tuple[str, str | None]]:
+        validate_key(prefix.rstrip("/"))
+        with _s3_errors(prefix):
+            found = [
+                (str(obj.object_name), obj.version_id)
+                for obj in self._client.list_objects(
+                    self._bucket, prefix=prefix, recursive=True, include_version=True
+                )
+                if not obj.is_dir and not obj.is_delete_marker
+            ]
+        return sorted(found, key=lambda kv: (kv[0], kv[1] or ""))
+
     def incomplete_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
         with _s3_errors(prefix or "<bucket>"):
             return _multipart.incomplete(self._client, self._bucket, prefix)
