@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import select
 
 from tests.support.clock import FakeClock
@@ -24,11 +25,11 @@ from tests.support.weed import WeedServer
 from tests.vault.test_recordings import CALL_ID, actor_for, assert_chain_ok, make_tenant
 from tests.vault.test_retention import audit_texts, ingest, kek_cycle, privacy, row
 from vault.context import Context, build_context
-from vault.errors import GoneError, NotFoundError, StoreUnavailableError
+from vault.errors import GoneError, InvalidKeyError, NotFoundError, StoreUnavailableError
 from vault.models import AuditEvent, ErasureRequest, Recording, RetentionRecord
 from vault.recordings import metadata, playback
 from vault.retention import disposal, erasure, reconcile, records
-from vault.storage import S3BlobStore
+from vault.storage import BlobStore, S3BlobStore
 
 EXE = Path(sys.executable).with_name("callvault")
 OTHER_CALL = "call-kept-7"
@@ -48,7 +49,7 @@ def _exported(ctx: Context) -> dict[str, bytes]:
     return found
 
 
-def _cli(ctx: Context, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(ctx: Context, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     s = ctx.settings
     env = {
         "PATH": "/usr/bin:/bin",
@@ -58,6 +59,7 @@ def _cli(ctx: Context, *args: str) -> subprocess.CompletedProcess[str]:
         "CALLVAULT_S3_ENDPOINT": s.s3_endpoint or "",
         "CALLVAULT_S3_ACCESS_KEY": s.s3_access_key or "",
         "CALLVAULT_S3_SECRET_KEY": s.s3_secret_key or "",
+        **extra,
     }
     return subprocess.run(
         [str(EXE), *args], env=env, capture_output=True, text=True, timeout=60, check=False
@@ -184,6 +186,17 @@ def test_reconcile_reapplies_erasure_and_disposal_to_an_older_dump(
     ]  # the fourth: the re-disposal of the first run, exported as it happened
     assert len(audit_texts(back)) == count
 
+    # Trust is the pinned key (or the provider's): under another key nothing verifies; a
+    # malformed pinned key is one line and exit 2.
+    other = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    out = _cli(back, "restore", "reconcile", CALLVAULT_AUDIT_PUBLIC_KEY=other)
+    assert out.returncode == 1 and "0 signed record(s) verified, 4 refused" in out.stdout
+    out = _cli(back, "restore", "reconcile", CALLVAULT_AUDIT_PUBLIC_KEY="not-hex")
+    assert out.returncode == 2 and out.stdout == ""
+    assert [line for line in out.stderr.splitlines() if line.startswith("error: ")] == [
+        "error: CALLVAULT_AUDIT_PUBLIC_KEY must be 64 hex digits (Ed25519)"
+    ]
+
     # A flipped byte in an exported record, and a forged record naming a live recording:
     # both reported, neither applied, exit 1.
     assert isinstance(ctx.store, S3BlobStore)
@@ -249,3 +262,22 @@ def test_a_failed_export_is_retried_on_the_next_run(
     )
     assert [i["recording_id"] for i in doc["items"]] == [str(rec.id)]
     assert CALL_ID not in document
+
+
+def test_list_versions_lists_every_version_under_a_prefix_only(store: BlobStore) -> None:
+    store.put_bytes("retention/a/1.json", b"one")
+    store.put_bytes("retention/a/1.json", b"two")  # a second version on S3, an overwrite here
+    store.put_bytes("retention/a/sub/2.json", b"x")
+    store.put_bytes("retention/ab.json", b"not under retention/a/")
+    store.put_bytes("other/3.json", b"y")
+    store.delete_all_versions("other/3.json")
+    found = store.list_versions("retention/a/")
+    keys = [k for k, _ in found]
+    if isinstance(store, S3BlobStore):
+        assert keys == ["retention/a/1.json", "retention/a/1.json", "retention/a/sub/2.json"]
+        assert all(v for _, v in found) and len({v for _, v in found}) == 3
+    else:
+        assert found == [("retention/a/1.json", None), ("retention/a/sub/2.json", None)]
+    assert store.list_versions("nothing/") == [] and store.list_versions("other/") == []
+    with pytest.raises(InvalidKeyError):
+        store.list_versions("../")

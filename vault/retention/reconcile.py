@@ -45,6 +45,7 @@ S = RecordingStatus
 RECONCILE_ACTOR = "system:restore-reconcile"
 REASON = "restore reconcile"
 BATCH = 500
+MAX_LISTED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,9 @@ def reconcile(ctx: Context, *, now: datetime) -> ReconcileResult:
                     session, action=AuditAction.restore_reconcile, actor=RECONCILE_ACTOR,
                     now=now, details={
                         "records_verified": result.verified, "records_refused": len(refused),
-                        "records_applied": sorted(applied), "recordings": result.recordings,
+                        # Each recording's own event names its record; this list is bounded.
+                        "records_applied": sorted(applied)[:MAX_LISTED],
+                        "records_applied_total": len(applied), "recordings": result.recordings,
                         "erasure_requests": result.requests,
                     },
                 )  # fmt: skip
