@@ -192,20 +192,26 @@ def export_pending(ctx: Context, *, now: datetime) -> dict[int, tuple[str, str |
         publish_public_key(ctx)
         for row in pending:
             key = export_key(row.chain_id, row.head_seq)
-            version = ctx.store.put_bytes(
-                key, export_document(row), retention_until=now + EXPORT_RETENTION
-            )
-            with ctx.db.transaction() as session:
-                session.exec(
-                    sa.update(AuditCheckpoint)
-                    .where(col(AuditCheckpoint.id) == row.id)
-                    .values(object_key=key, version_id=version)
-                )
+            version = export_signed(ctx, AuditCheckpoint, row.id, key, export_document(row), now)
             assert row.id is not None
             done[row.id] = (key, version)
     except StorageError as exc:
         log.warning("audit checkpoint export failed (will retry next run): %s", exc)
     return done
+
+
+def export_signed(
+    ctx: Context, table: Any, row_id: Any, key: str, data: bytes, now: datetime
+) -> str | None:
+    """Put one signed document under COMPLIANCE retention (no transaction open), then record
+    where on its row (``object_key``, ``version_id``); the version id. Checkpoints and the
+    retention records (:mod:`vault.retention.records`) are exported this one way."""
+    version = ctx.store.put_bytes(key, data, retention_until=now + EXPORT_RETENTION)
+    with ctx.db.transaction() as session:
+        session.execute(
+            sa.update(table).where(table.id == row_id).values(object_key=key, version_id=version)
+        )
+    return version
 
 
 def publish_public_key(ctx: Context) -> None:

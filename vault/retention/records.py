@@ -39,7 +39,7 @@ from sqlmodel import Session, col, select
 from crypto.errors import CryptoError
 from vault import audit
 from vault.audit import signing
-from vault.audit.checkpoints import EXPORT_RETENTION
+from vault.audit.checkpoints import export_signed
 from vault.context import Context
 from vault.errors import KeyProviderUnavailableError, StorageError
 from vault.models import Recording, RetentionRecord
@@ -157,15 +157,7 @@ def publish_pending(ctx: Context, *, now: datetime, limit: int = 1000) -> int:
     try:
         for record in pending:
             key = object_key(record.kind, record.id)
-            version = ctx.store.put_bytes(
-                key, export_bytes(record), retention_until=now + EXPORT_RETENTION
-            )
-            with ctx.db.transaction() as session:
-                session.execute(
-                    sa.update(RetentionRecord)
-                    .where(col(RetentionRecord.id) == record.id)
-                    .values(object_key=key, version_id=version)
-                )
+            export_signed(ctx, RetentionRecord, record.id, key, export_bytes(record), now)
             done += 1
     except StorageError as exc:
         log.warning("retention records: export failed (retried next run): %s", exc)
