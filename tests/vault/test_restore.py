@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import select
 
+import vault.db
 from tests.support.clock import FakeClock
 from tests.support.postgres import find_pg_bin, temp_database, to_libpq
 from tests.support.txguard import guard
@@ -281,3 +283,33 @@ def test_list_versions_lists_every_version_under_a_prefix_only(store: BlobStore)
     assert store.list_versions("nothing/") == [] and store.list_versions("other/") == []
     with pytest.raises(InvalidKeyError):
         store.list_versions("../")
+
+
+def test_receipts_completed_before_the_upgrade_are_exported_too(
+    make_ctx: Callable[..., Context], clock: FakeClock
+) -> None:
+    ctx = make_ctx(clock=clock)
+    tenant = make_tenant(ctx)
+    kek_cycle(ctx, clock())
+    rec = ingest(ctx, tenant)
+    with ctx.db.transaction() as s:
+        req = erasure.create_request(
+            s, actor=privacy(), policy=ctx.policy, recording_ids=[rec.id], reason="request",
+            now=clock(),
+        )  # fmt: skip
+    erasure.process(ctx, now=clock())
+    kek_cycle(ctx, clock(), force=True)
+    assert erasure.process(ctx, now=clock()) == 1
+    for key in list(_exported(ctx)):
+        ctx.store.delete_all_versions(key)  # as if exports had not existed yet (local store)
+    cfg = vault.db._alembic_config(ctx.db.engine)
+    command.downgrade(cfg, "0010-1")  # before this revision: no retention records at all
+    command.upgrade(cfg, "head")
+    with ctx.db.session() as s:
+        (queued,) = s.exec(select(RetentionRecord)).all()
+        done = s.get(ErasureRequest, req.id)
+    assert done is not None and (queued.id, queued.kind) == (req.id, records.ERASURE)
+    assert (queued.document, queued.signature) == (done.receipt, done.receipt_signature)
+    assert queued.object_key is None
+    erasure.process(ctx, now=clock())
+    assert list(_exported(ctx)) == [records.object_key(records.ERASURE, req.id)]

@@ -6,7 +6,8 @@ Create Date: 2026-11-26
 
 - ``retention_record``: a signed erasure receipt or disposal record (its canonical text and
   signature) and where it was exported in the object store; ``restore reconcile`` re-applies
-  the exported copies after a restore from an older backup.
+  the exported copies after a restore from an older backup. Receipts of erasures completed
+  before this revision are queued for export too (the next erasure run exports them).
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_retention_record_created_at"), ["created_at"], unique=False
         )
+    # Receipts signed before this revision: exported like new ones, so a restore from a backup
+    # taken before the upgrade still re-applies them.
+    op.execute(
+        "INSERT INTO retention_record (id, kind, created_at, document, signature) "
+        "SELECT id, 'erasure-receipt', completed_at, receipt, receipt_signature "
+        "FROM erasure_request WHERE status = 'complete' AND completed_at IS NOT NULL "
+        "AND receipt IS NOT NULL AND receipt_signature IS NOT NULL"
+    )
 
 
 def downgrade() -> None:
