@@ -27,7 +27,13 @@ from tests.support.weed import WeedServer
 from tests.vault.test_recordings import CALL_ID, actor_for, assert_chain_ok, make_tenant
 from tests.vault.test_retention import audit_texts, ingest, kek_cycle, privacy, row
 from vault.context import Context, build_context
-from vault.errors import GoneError, InvalidKeyError, NotFoundError, StoreUnavailableError
+from vault.errors import (
+    GoneError,
+    InvalidKeyError,
+    KeyProviderUnavailableError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from vault.models import AuditEvent, ErasureRequest, Recording, RetentionRecord
 from vault.recordings import metadata, playback
 from vault.retention import disposal, erasure, reconcile, records
@@ -228,7 +234,7 @@ def _stream(data: bytes) -> tuple[io.BytesIO, int]:
     return io.BytesIO(data), len(data)
 
 
-def test_a_failed_export_is_retried_on_the_next_run(
+def test_a_failed_signature_or_export_is_retried_on_the_next_run(
     make_ctx: Callable[..., Context], clock: FakeClock
 ) -> None:
     ctx = make_ctx(clock=clock)  # SQLite and a local directory: the rule is the same
@@ -239,23 +245,22 @@ def test_a_failed_export_is_retried_on_the_next_run(
             s, actor=privacy(), recording_id=rec.id, purpose="troubleshooting", reason="done",
             now=clock(),
         )  # fmt: skip
-    real = ctx.store
-
-    class Down:
-        def put_bytes(self, *_: Any, **__: Any) -> None:
-            raise StoreUnavailableError("store down")
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    ctx.store = Down()  # type: ignore[assignment]
+    real_store, real_keys = ctx.store, ctx.keys
+    ctx.store = _Down(real_store, "put_bytes", StoreUnavailableError("store down"))  # type: ignore[assignment]
+    ctx.keys = _Down(real_keys, "sign", KeyProviderUnavailableError("provider down"))  # type: ignore[assignment]
     assert disposal.dispose(ctx, now=clock()).disposed == 1  # disposal itself does not wait
+    with ctx.db.session() as s:
+        (pending,) = s.exec(select(RetentionRecord)).all()
+    assert pending.signature is None and pending.object_key is None
+
+    ctx.keys = real_keys
+    assert disposal.dispose(ctx, now=clock()).disposed == 0
     with ctx.db.session() as s:
         (pending,) = s.exec(select(RetentionRecord)).all()
     assert pending.signature and pending.object_key is None
     assert _exported(ctx) == {}
 
-    ctx.store = real
+    ctx.store = real_store
     assert disposal.dispose(ctx, now=clock()).disposed == 0
     (data,) = _exported(ctx).values()
     document, signature = records.parse_export(data)
@@ -264,6 +269,18 @@ def test_a_failed_export_is_retried_on_the_next_run(
     )
     assert [i["recording_id"] for i in doc["items"]] == [str(rec.id)]
     assert CALL_ID not in document
+
+
+class _Down:
+    """Delegates to ``inner``, except that ``method`` raises ``error``."""
+
+    def __init__(self, inner: Any, method: str, error: Exception) -> None:
+        self.inner, self.method, self.error = inner, method, error
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self.method:
+            raise self.error
+        return getattr(self.inner, name)
 
 
 def test_list_versions_lists_every_version_under_a_prefix_only(store: BlobStore) -> None:

@@ -36,7 +36,6 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, col, select
 
-from crypto.errors import CryptoError
 from vault import audit
 from vault.audit import signing
 from vault.audit.checkpoints import export_signed
@@ -141,7 +140,7 @@ def publish_pending(ctx: Context, *, now: datetime, limit: int = 1000) -> int:
                     )
                     .values(signature=signature)
                 )
-    except (CryptoError, KeyProviderUnavailableError) as exc:
+    except KeyProviderUnavailableError as exc:
         log.warning("retention records: signing failed (retried next run): %s", type(exc).__name__)
     with ctx.db.reading() as session:
         pending = session.exec(
