@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 from alembic import command
+from click.testing import Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import select
+from typer.testing import CliRunner
 
 import vault.db
 from tests.support.clock import FakeClock
@@ -26,6 +28,7 @@ from tests.support.txguard import guard
 from tests.support.weed import WeedServer
 from tests.vault.test_recordings import CALL_ID, actor_for, assert_chain_ok, make_tenant
 from tests.vault.test_retention import audit_texts, ingest, kek_cycle, privacy, row
+from vault.cli import app as cli_app
 from vault.context import Context, build_context
 from vault.errors import (
     GoneError,
@@ -39,7 +42,6 @@ from vault.recordings import metadata, playback
 from vault.retention import disposal, erasure, reconcile, records
 from vault.storage import BlobStore, S3BlobStore
 
-EXE = Path(sys.executable).with_name("callvault")
 OTHER_CALL = "call-kept-7"
 
 
@@ -57,21 +59,20 @@ def _exported(ctx: Context) -> dict[str, bytes]:
     return found
 
 
-def _cli(ctx: Context, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def _cli(ctx: Context, *args: str, **extra: str) -> Result:
+    """The command in process (typer's runner), with exactly ``ctx``'s settings in the env."""
     s = ctx.settings
-    env = {
-        "PATH": "/usr/bin:/bin",
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CALLVAULT_")}
+    env.update({
         "CALLVAULT_DATABASE_URL": s.database_url,
         "CALLVAULT_BLOB_STORE": s.blob_store,
         "CALLVAULT_KEY_PROVIDER": s.key_provider,
-        "CALLVAULT_S3_ENDPOINT": s.s3_endpoint or "",
-        "CALLVAULT_S3_ACCESS_KEY": s.s3_access_key or "",
-        "CALLVAULT_S3_SECRET_KEY": s.s3_secret_key or "",
+        "CALLVAULT_S3_ENDPOINT": s.s3_endpoint,
+        "CALLVAULT_S3_ACCESS_KEY": s.s3_access_key,
+        "CALLVAULT_S3_SECRET_KEY": s.s3_secret_key,
         **extra,
-    }
-    return subprocess.run(
-        [str(EXE), *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    })  # fmt: skip
+    return CliRunner().invoke(cli_app, list(args), env=env)
 
 
 def _events(ctx: Context, action: str) -> list[dict[str, Any]]:
@@ -187,7 +188,7 @@ def test_reconcile_reapplies_erasure_and_disposal_to_an_older_dump(
     # A second run (the CLI) changes nothing.
     count = len(audit_texts(back))
     out = _cli(back, "restore", "reconcile")
-    assert out.returncode == 0, out.stderr
+    assert out.exit_code == 0, out.stderr
     assert out.stdout.strip().splitlines() == [
         "restore reconcile: 4 signed record(s) verified, 0 refused; 0 recording(s) re-erased or "
         "re-disposed, 0 erasure request(s) completed from their receipts"
@@ -198,9 +199,9 @@ def test_reconcile_reapplies_erasure_and_disposal_to_an_older_dump(
     # malformed pinned key is one line and exit 2.
     other = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
     out = _cli(back, "restore", "reconcile", CALLVAULT_AUDIT_PUBLIC_KEY=other)
-    assert out.returncode == 1 and "0 signed record(s) verified, 4 refused" in out.stdout
+    assert out.exit_code == 1 and "0 signed record(s) verified, 4 refused" in out.stdout
     out = _cli(back, "restore", "reconcile", CALLVAULT_AUDIT_PUBLIC_KEY="not-hex")
-    assert out.returncode == 2 and out.stdout == ""
+    assert out.exit_code == 2 and out.stdout == "" and isinstance(out.exception, SystemExit)
     assert [line for line in out.stderr.splitlines() if line.startswith("error: ")] == [
         "error: CALLVAULT_AUDIT_PUBLIC_KEY must be 64 hex digits (Ed25519)"
     ]
@@ -223,10 +224,10 @@ def test_reconcile_reapplies_erasure_and_disposal_to_an_older_dump(
     forged_key = f"{records.PREFIXES[records.DISPOSAL]}{uuid.uuid4()}.json"
     client.put_object(ctx.store.bucket, forged_key, *_stream(json.dumps(forged).encode()))
     out = _cli(back, "restore", "reconcile")
-    assert out.returncode == 1, out.stderr
+    assert out.exit_code == 1, out.stderr
     refused = [line for line in out.stderr.splitlines() if line.startswith("refused: ")]
     assert len(refused) == 2 and all("signature does not verify" in line for line in refused)
-    assert "2 refused" in out.stdout and "Traceback" not in out.stderr
+    assert "2 refused" in out.stdout and isinstance(out.exception, SystemExit)  # no traceback
     assert row(back, kept.id).status == "stored" and row(back, kept.id).wrapped_dek
 
 
