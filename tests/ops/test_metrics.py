@@ -232,7 +232,7 @@ def test_job_runs_success_duration_and_failures(world: World) -> None:
         with pytest.raises(RuntimeError):
             tasks.execute(world.ctx, "dispose", boom, world.ctx.now())
     m = world.scrape()
-    ok, bad = {"job": "sweep-orphans"}, {"job": "dispose"}
+    ok, bad = {"job_name": "sweep-orphans"}, {"job_name": "dispose"}
     assert _v(m, "callvault_job_runs_total", **ok) == 1
     assert _v(m, "callvault_job_failures_total", **ok) == 0
     assert _v(m, "callvault_job_last_success_timestamp_seconds", **ok) == pytest.approx(
@@ -241,7 +241,7 @@ def test_job_runs_success_duration_and_failures(world: World) -> None:
     assert 0 <= _v(m, "callvault_job_last_duration_seconds", **ok) < 5
     assert _v(m, "callvault_job_failures_total", **bad) == 2
     assert _v(m, "callvault_job_consecutive_failures", **bad) == 2
-    assert ("callvault_job_last_success_timestamp_seconds", (("job", "dispose"),)) not in m
+    assert ("callvault_job_last_success_timestamp_seconds", (("job_name", "dispose"),)) not in m
     # A success resets the run of failures, not the total.
     tasks.run("dispose", world.ctx, world.ctx.now())
     m = world.scrape()
@@ -314,7 +314,7 @@ def test_no_id_call_id_or_email_in_the_scrape(world: World) -> None:
     for secret in (*world.call_ids, *world.acme, *world.globex, "example.com"):
         assert secret not in text
     labels = {k for (_, lbls) in parse(text) for k, _ in lbls}
-    assert labels <= {"tenant", "status", "kind", "job", "group", "method", "route", "le"}
+    assert labels <= {"tenant", "status", "kind", "job_name", "group", "method", "route", "le"}
 
 
 @pytest.mark.parametrize("backend", [("postgres", "s3")], indirect=False)

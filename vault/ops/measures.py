@@ -157,7 +157,7 @@ def disposal(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sam
 
 def jobs(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sample]:
     for row in session.exec(select(JobStatus).order_by(col(JobStatus.name))).all():
-        job = {"job": row.name}
+        job = {"job_name": row.name}
         yield "callvault_job_runs_total", job, row.runs
         yield "callvault_job_failures_total", job, row.failures
         yield "callvault_job_consecutive_failures", job, row.consecutive_failures

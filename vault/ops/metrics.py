@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 STATEMENT_TIMEOUT_MS = 5000
 Group = Callable[..., Iterable[Sample]]
 
-# name: (type, help, label names). Counters keep their ``_total`` here, as exposed.
+# name: (type, help, label names). Counters keep their ``_total`` here, as exposed. A job is
+# labelled ``job_name``: Prometheus puts its own ``job`` label on every scraped series.
 FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "callvault_recordings": ("gauge", "Recordings by tenant and status.", ("tenant", "status")),
     "callvault_recording_bytes": (
@@ -60,14 +61,14 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "gauge", "Recordings with no active purpose and no hold, not yet disposed.", ()),
     "callvault_disposal_lag_seconds": (
         "gauge", "How long the oldest of those has been due (0 when none).", ()),
-    "callvault_job_runs_total": ("counter", "Job runs.", ("job",)),
-    "callvault_job_failures_total": ("counter", "Job runs that raised.", ("job",)),
+    "callvault_job_runs_total": ("counter", "Job runs.", ("job_name",)),
+    "callvault_job_failures_total": ("counter", "Job runs that raised.", ("job_name",)),
     "callvault_job_consecutive_failures": (
-        "gauge", "Failed runs since the job last succeeded.", ("job",)),
-    "callvault_job_last_duration_seconds": ("gauge", "Duration of the last run.", ("job",)),
-    "callvault_job_last_run_timestamp_seconds": ("gauge", "End of the last run.", ("job",)),
+        "gauge", "Failed runs since the job last succeeded.", ("job_name",)),
+    "callvault_job_last_duration_seconds": ("gauge", "Duration of the last run.", ("job_name",)),
+    "callvault_job_last_run_timestamp_seconds": ("gauge", "End of the last run.", ("job_name",)),
     "callvault_job_last_success_timestamp_seconds": (
-        "gauge", "End of the last successful run.", ("job",)),
+        "gauge", "End of the last successful run.", ("job_name",)),
     "callvault_integrity_failed_recordings": (
         "gauge", "Recordings in integrity_failed.", ()),
     "callvault_integrity_alarms_total": ("counter", "integrity.alarm audit events.", ()),
