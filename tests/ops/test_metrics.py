@@ -17,13 +17,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import tasks
+from tests.support.api import principal_key
 from tests.support.clock import FakeClock
 from vault import lifecycle
 from vault.app import create_app
-from vault.authz import Actor
 from vault.context import Context, build_context
-from vault.identity import principals
-from vault.identity.owners import owner_of
 from vault.models import utcnow
 from vault.setup import initialise
 
@@ -74,16 +72,6 @@ def domain(values: dict[tuple[str, tuple], float]) -> dict[tuple[str, tuple], fl
             if not k[0].startswith(("callvault_http_", "callvault_metrics_"))}  # fmt: skip
 
 
-def _key(ctx: Context, name: str, role: str, tenants: list[str]) -> str:
-    owner = owner_of(ctx.keys, f"{name}@example.com")
-    with ctx.db.transaction() as s:
-        _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=owner,
-            tenants=tenants, all_tenants=not tenants, now=ctx.now(),
-        )  # fmt: skip
-    return key
-
-
 @pytest.fixture
 def world(make_ctx: Callable[..., Context], backend: tuple[str, str]) -> Iterator[World]:
     # The real time: KEK versions carry the keyring's real creation time.
@@ -96,12 +84,12 @@ def world(make_ctx: Callable[..., Context], backend: tuple[str, str]) -> Iterato
                             headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
             assert r.status_code == 201, r.text
         keys = {
-            "ingest": _key(ctx, "ingest", "ingest", ["acme", "globex"]),
-            "eng": _key(ctx, "eng", "engineer", []),
-            "appr": _key(ctx, "appr", "approver", []),
-            "sec": _key(ctx, "sec", "security", []),
-            "privacy": _key(ctx, "privacy", "privacy", []),
-            "monitor": _key(ctx, "monitor", "monitor", []),
+            "ingest": principal_key(ctx, "ingest", "ingest", ["acme", "globex"]),
+            "eng": principal_key(ctx, "eng", "engineer", []),
+            "appr": principal_key(ctx, "appr", "approver", []),
+            "sec": principal_key(ctx, "sec", "security", []),
+            "privacy": principal_key(ctx, "privacy", "privacy", []),
+            "monitor": principal_key(ctx, "monitor", "monitor", []),
         }
         w = World(client, ctx, clock, keys, [], [], [])
         for tenant, bodies, ids in (("acme", ACME, w.acme), ("globex", GLOBEX, w.globex)):
