@@ -31,7 +31,8 @@ def job_log() -> Iterator[Lines]:
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("jobs.tasks")
     logger.addHandler(handler)
-    old, logger.level = logger.level, logging.INFO
+    old = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not .level: it clears the logger's level cache
     try:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     finally:
