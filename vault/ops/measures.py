@@ -27,6 +27,7 @@ from vault.models import (
     ErasureRequest,
     ErasureStatus,
     Grant,
+    GrantKind,
     JobStatus,
     KekVersion,
     MetricRollup,
@@ -59,7 +60,8 @@ def _ts(value: datetime) -> float:
 
 def recordings(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sample]:
     """Recordings and plaintext bytes by tenant and status; ingested originals as counters
-    (rows are never deleted: a disposed recording keeps its size in its tombstone)."""
+    (monotonic: only ``pending``/``failed`` rows are ever deleted, and a disposed recording
+    keeps its size in its tombstone)."""
     rows = session.exec(
         select(Tenant.name, Recording.status, col(Recording.parent_id).is_(None),
                sa.func.count(), sa.func.coalesce(sa.func.sum(Recording.size), 0))
@@ -94,8 +96,8 @@ def access(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sampl
             select(Grant.kind, sa.func.count()).where(Grant.active_at(now)).group_by(Grant.kind)
         ).all()
     )
-    for kind in ("request", "break_glass"):
-        yield "callvault_grants_active", {"kind": kind}, kinds.get(kind, 0)
+    for kind in GrantKind:
+        yield "callvault_grants_active", {"kind": kind.value}, kinds.get(kind.value, 0)
     pending = session.exec(
         select(sa.func.count()).where(
             AccessRequest.status == AccessRequestStatus.pending.value,
