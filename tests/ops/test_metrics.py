@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from vault import lifecycle
 from vault.app import create_app
 from vault.context import Context, build_context
 from vault.models import utcnow
+from vault.ops.rollup import roll_up_playback
 from vault.setup import initialise
 
 # Every test runs on PostgreSQL; the SQL that differs by dialect (times, FILTER, the aggregates)
@@ -326,3 +328,22 @@ def test_a_failing_group_loses_only_its_families(
     assert any("metrics group jobs failed: ProgrammingError" in r.getMessage()
                for r in caplog.records)  # fmt: skip
     assert not any("job_status" in r.getMessage() for r in caplog.records)
+
+
+@POSTGRES_ONLY
+def test_concurrent_rollups_and_job_records_count_everything_once(world: World) -> None:
+    _grant_and_read(world)
+    _grant_and_read(world)  # four reads: 2 x (100 + 1000) bytes
+    now = world.ctx.now()
+    # Batches of one, four workers at once: each batch is claimed by one of them only.
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda _: roll_up_playback(world.ctx, now=now, batch=1), range(4)))
+    roll_up_playback(world.ctx, now=now)  # whatever a worker that skipped left behind
+    assert sum(d.bytes for d in done) <= 2200
+    m = world.scrape()
+    assert _v(m, "callvault_playback_bytes_total") == 2200
+    assert _v(m, "callvault_playback_reads_total") == 4
+    # Eight runs of one job recorded at once from eight threads: no increment lost.
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: tasks.run("sweep-orphans", world.ctx, now), range(8)))
+    assert _v(world.scrape(), "callvault_job_runs_total", job_name="sweep-orphans") == 8
