@@ -20,7 +20,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from jobs.tasks import JOBS, JobFn
+from jobs.tasks import JOBS, JobFn, execute
 from vault.context import Context
 from vault.leases import process_holder
 
@@ -34,13 +34,12 @@ MAX_WORKER_THREADS = 4
 
 
 def run_job(ctx: Context, name: str, fn: JobFn, opts: Mapping[str, Any]) -> None:
-    """One scheduled run: never lets an exception escape into the scheduler."""
+    """One scheduled run through the one job runner (recorded, one log line); never lets an
+    exception escape into the scheduler: the next period tries again."""
     try:
-        summary = fn(ctx, ctx.now(), **opts)
-    except Exception:
-        log.exception("job %s failed; it runs again next period", name)
+        execute(ctx, name, fn, ctx.now(), opts)
+    except Exception:  # logged by execute, with its traceback
         return
-    log.info("job %s: %s", name, summary)
 
 
 def build_scheduler(

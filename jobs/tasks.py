@@ -1,15 +1,24 @@
 """The jobs: one thin function per job name, each a call into the domain services.
 
-Every job takes ``(ctx, now, **opts)`` and returns a one-line summary. Jobs hold no domain rule:
-idempotence and row claiming (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
-SQLite) live in the services they call, so any number of workers may run them at once.
+Every job takes ``(ctx, now, **opts)`` and returns a :class:`JobResult`: a one-line summary and
+its counts as numbers. Jobs hold no domain rule: idempotence and row claiming (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) live in the services they call, so any
+number of workers may run them at once.
+
+:func:`execute` is the one job runner (the scheduler, ``jobs run`` and ``run_all`` all go through
+it): it times the run, records it in ``job_status`` (what ``/metrics`` reports, whichever
+replica is scraped) and logs one structured line per run::
+
+    {"msg": "job dispose: ok", "job": "dispose", "outcome": "ok", "duration_ms": 12.3,
+     "counts": {"disposed": 2, "deferred": 0, ...}, ...}
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +28,8 @@ from vault.audit import checkpoints
 from vault.console import sessions as console_sessions
 from vault.context import Context
 from vault.leases import process_holder
+from vault.ops import job_runs
+from vault.ops import rollup as metrics_rollup
 from vault.recordings import scrub as integrity
 from vault.recordings import sweep
 from vault.redaction import expiry as redaction_expiry
@@ -26,71 +37,116 @@ from vault.redaction import service as redaction
 from vault.retention import disposal as retention
 from vault.retention import erasure, expiry
 
-__all__ = ["JOBS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "run", "run_all"]
+__all__ = [
+    "JOBS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "JobResult", "execute", "run", "run_all",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-JobFn = Callable[..., str]
+
+@dataclass(frozen=True)
+class JobResult:
+    summary: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.summary
 
 
-def expire_purposes(ctx: Context, now: datetime, **_: Any) -> str:
-    return f"{expiry.expire_purposes(ctx, now=now)} purpose(s) expired"
+JobFn = Callable[..., JobResult | str]
 
 
-def dispose(ctx: Context, now: datetime, **_: Any) -> str:
+def _result(summary: str, **counts: int) -> JobResult:
+    return JobResult(summary, {k: int(v) for k, v in counts.items()})
+
+
+def expire_purposes(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    expired = expiry.expire_purposes(ctx, now=now)
+    return _result(f"{expired} purpose(s) expired", expired=expired)
+
+
+def dispose(ctx: Context, now: datetime, **_: Any) -> JobResult:
     # On-expiry redactions first: disposal of their originals waits for them.
     made, failed = redaction_expiry.redact_due(ctx, now=now)
     result = retention.dispose(ctx, now=now)
-    return (
+    return _result(
         f"{result.disposed} recording(s) disposed, {result.deferred} deferred by legal holds; "
-        f"{made} de-identified derivative(s) made on expiry, {failed} failed"
-    )
+        f"{made} de-identified derivative(s) made on expiry, {failed} failed",
+        disposed=result.disposed, deferred=result.deferred, redacted=made, redact_failed=failed,
+    )  # fmt: skip
 
 
-def redact(ctx: Context, now: datetime, **_: Any) -> str:
+def redact(ctx: Context, now: datetime, **_: Any) -> JobResult:
     made, failed = redaction.run_queue(ctx, now=now, limit=ctx.settings.redaction_batch)
-    return f"{made} redaction(s) verified, {failed} failed"
+    return _result(f"{made} redaction(s) verified, {failed} failed", verified=made, failed=failed)
 
 
-def process_erasures(ctx: Context, now: datetime, **_: Any) -> str:
-    return f"{erasure.process(ctx, now=now)} erasure request(s) completed"
+def process_erasures(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    completed = erasure.process(ctx, now=now)
+    return _result(f"{completed} erasure request(s) completed", completed=completed)
 
 
-def expire_grants(ctx: Context, now: datetime, **_: Any) -> str:
+def expire_grants(ctx: Context, now: datetime, **_: Any) -> JobResult:
     with ctx.db.transaction() as session:
         changed = access.expire(session, now=now)
         # Console sessions nobody came back to are ended (audited), and deleted a day later.
         limits = console_sessions.Limits.of(ctx.settings)
         purged = console_sessions.purge(session, limits=limits, now=now)
-    return (
+    return _result(
         f"{changed} access request(s) and grant(s) expired or flagged; "
-        f"{purged} console session(s) purged"
-    )
+        f"{purged} console session(s) purged",
+        expired_or_flagged=changed, console_sessions_purged=purged,
+    )  # fmt: skip
 
 
-def sweep_orphans(ctx: Context, now: datetime, **_: Any) -> str:
+def sweep_orphans(ctx: Context, now: datetime, **_: Any) -> JobResult:
     older_than = timedelta(seconds=ctx.settings.pending_ingest_timeout_seconds)
     swept = sweep.sweep_orphans(ctx, older_than=older_than, now=now)
-    return f"{swept} orphan(s) swept"
+    return _result(f"{swept} orphan(s) swept", swept=swept)
 
 
 def kek_cycle(
     ctx: Context, now: datetime, *, force: bool = False, holder: str | None = None, **_: Any
-) -> str:
+) -> JobResult:
     result = kek.kek_cycle(ctx, now=now, force=force, holder=holder or process_holder())
-    return result.summary()
+    return _result(
+        result.summary(), rotated=int(result.rotated_to is not None), adopted=len(result.adopted),
+        rewrapped=result.rewrapped, rewrap_failed=result.rewrap_failed,
+        retired=len(result.retired), skipped=int(not result.acquired),
+    )  # fmt: skip
 
 
-def audit_checkpoint(ctx: Context, now: datetime, **_: Any) -> str:
+def audit_checkpoint(ctx: Context, now: datetime, **_: Any) -> JobResult:
     # The aggregates of denials counted in this process (the API's, in single-node mode).
     flushed = audit.flush_denials(ctx.db, ctx.denials, now=now)
     checkpoint = checkpoints.write_checkpoint(ctx, now=now)
     head = f"checkpoint at seq {checkpoint.head_seq}" if checkpoint else "no new events"
-    return f"{head}; {flushed} denial aggregate(s) written"
+    return _result(
+        f"{head}; {flushed} denial aggregate(s) written",
+        checkpoints=int(checkpoint is not None),
+        denial_aggregates=flushed,
+    )
 
 
-def scrub(ctx: Context, now: datetime, *, sample: int = 10, **_: Any) -> str:
-    return integrity.scrub(ctx, now=now, sample=sample).summary()
+def scrub(ctx: Context, now: datetime, *, sample: int = 10, **_: Any) -> JobResult:
+    result = integrity.scrub(ctx, now=now, sample=sample)
+    return _result(
+        result.summary(),
+        sampled=result.sampled,
+        intact=result.ok,
+        failed=len(result.failed),
+        errors=result.errors,
+    )
+
+
+def roll_up_metrics(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    done = metrics_rollup.roll_up_playback(ctx, now=now)
+    if done.skipped:
+        return _result("skipped: another worker is rolling up", events=0, bytes=0, skipped=1)
+    return _result(
+        f"{done.events} read event(s), {done.bytes} playback byte(s) rolled up",
+        events=done.events, bytes=done.bytes, skipped=0,
+    )  # fmt: skip
 
 
 JOBS: dict[str, JobFn] = {
@@ -103,6 +159,7 @@ JOBS: dict[str, JobFn] = {
     "kek-cycle": kek_cycle,
     "audit-checkpoint": audit_checkpoint,
     "scrub": scrub,
+    "metrics-rollup": roll_up_metrics,
 }
 
 # Grants lapse first (nobody reads what is about to go); purposes expire before disposal;
@@ -118,6 +175,7 @@ RUN_ALL_ORDER: tuple[str, ...] = (
     "kek-cycle",
     "erasure",
     "audit-checkpoint",
+    "metrics-rollup",
     "scrub",
 )
 
@@ -129,9 +187,50 @@ class JobOutcome:
     summary: str
 
 
+def execute(
+    ctx: Context, name: str, fn: JobFn, now: datetime, opts: Mapping[str, Any] | None = None
+) -> JobResult:
+    """The one job runner: run, record in ``job_status``, log one line; exceptions propagate
+    (after being recorded and logged)."""
+    started = time.perf_counter()
+    try:
+        out = fn(ctx, now, **(opts or {}))
+    except Exception as exc:
+        _finish(ctx, name, now, started, None, error=type(exc).__name__)
+        raise
+    result = out if isinstance(out, JobResult) else JobResult(str(out))
+    _finish(ctx, name, now, started, result)
+    return result
+
+
+def _finish(
+    ctx: Context, name: str, now: datetime, started: float, result: JobResult | None,
+    *, error: str | None = None,
+) -> None:  # fmt: skip
+    duration = time.perf_counter() - started
+    ok = result is not None
+    try:
+        with ctx.db.transaction() as session:
+            job_runs.record_run(
+                session, name=name, ok=ok, started_at=now,
+                finished_at=now + timedelta(seconds=duration), duration_seconds=duration,
+            )  # fmt: skip
+    except Exception as exc:  # the run's outcome stands; /metrics shows the gap
+        log.warning("job %s: its run could not be recorded (%s)", name, type(exc).__name__)
+    line = {
+        "job": name, "outcome": job_runs.OK if ok else job_runs.ERROR,
+        "duration_ms": round(duration * 1000, 2), "counts": dict(result.counts) if ok else {},
+    }  # fmt: skip
+    if ok:
+        log.info("job %s: %s", name, result.summary, extra=line)
+    else:
+        # The one line of a failed run, with its traceback; callers do not log it again.
+        log.error("job %s failed: %s", name, error, exc_info=True, extra=line)
+
+
 def run(name: str, ctx: Context, now: datetime, **opts: Any) -> str:
     """Run one job now; ``KeyError`` for an unknown name. Exceptions propagate."""
-    return JOBS[name](ctx, now, **opts)
+    return execute(ctx, name, JOBS[name], now, opts).summary
 
 
 def run_all(ctx: Context, now: datetime, **opts: Any) -> list[JobOutcome]:
@@ -140,7 +239,6 @@ def run_all(ctx: Context, now: datetime, **opts: Any) -> list[JobOutcome]:
     for name in RUN_ALL_ORDER:
         try:
             outcomes.append(JobOutcome(name, True, run(name, ctx, now, **opts)))
-        except Exception as exc:
-            log.exception("job %s failed", name)
+        except Exception as exc:  # already logged by execute
             outcomes.append(JobOutcome(name, False, f"{type(exc).__name__}: {exc}"))
     return outcomes

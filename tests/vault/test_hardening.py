@@ -15,28 +15,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
-from tests.support.api import Api
+from tests.support.api import Api, principal_key
 from vault.app import create_app
-from vault.authz import Actor
 from vault.context import Context
-from vault.identity import principals
-from vault.identity.owners import owner_of
 from vault.models import Recording
 from vault.setup import initialise
 
 PROBLEM = "application/problem+json"
 TYPE = "https://callvault.dev/problems/"
 NUL, BELL, DEL = "\x00", "\x07", "\x7f"
-
-
-def _key(ctx: Context, name: str, role: str, tenants: list[str]) -> str:
-    owner = owner_of(ctx.keys, f"{name}@example.com")
-    with ctx.db.transaction() as s:
-        _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=owner,
-            tenants=tenants, all_tenants=not tenants, now=ctx.now(),
-        )  # fmt: skip
-    return key
 
 
 @pytest.fixture
@@ -48,11 +35,11 @@ def api(make_ctx: Callable[..., Context], backend: tuple[str, str]) -> Iterator[
         as_admin = {"Authorization": f"Bearer {admin}"}
         client.post("/v1/tenants", json={"name": "acme"}, headers=as_admin)
         keys = {
-            "ingest": _key(ctx, "ingest", "ingest", ["acme"]),
-            "eng": _key(ctx, "eng", "engineer", ["acme"]),
-            "privacy": _key(ctx, "privacy", "privacy", []),
-            "auditor": _key(ctx, "auditor", "auditor", []),
-            "monitor": _key(ctx, "monitor", "monitor", []),
+            "ingest": principal_key(ctx, "ingest", "ingest", ["acme"]),
+            "eng": principal_key(ctx, "eng", "engineer", ["acme"]),
+            "privacy": principal_key(ctx, "privacy", "privacy", []),
+            "auditor": principal_key(ctx, "auditor", "auditor", []),
+            "monitor": principal_key(ctx, "monitor", "monitor", []),
         }
         yield Api(client=client, ctx=ctx, keys=keys)
 

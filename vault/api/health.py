@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vault import authz
-from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep
+from vault.api.deps import CtxDep, CurrentActor
 from vault.authz import Permission
 
 router = APIRouter(tags=["health"])
@@ -49,10 +49,13 @@ def readyz(ctx: CtxDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-def metrics(
-    request: Request, ctx: CtxDep, session: ReadSessionDep, actor: CurrentActor
-) -> Response:
-    """Prometheus text, for a key with ``metrics:read`` (the ``monitor`` role, or admin)."""
-    authz.authorize(session, actor, Permission.metrics_read, now=ctx.now())
+def metrics(request: Request, ctx: CtxDep, actor: CurrentActor) -> Response:
+    """Prometheus text, for a key with ``metrics:read`` (the ``monitor`` role, or admin).
+
+    The domain families query the database as they are collected (:mod:`vault.ops.metrics`),
+    each group in a session of its own: the authorising session is closed first, so a scrape
+    holds one connection at a time."""
+    with ctx.db.reading() as session:
+        authz.authorize(session, actor, Permission.metrics_read, now=ctx.now())
     return Response(generate_latest(request.app.state.metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)  # fmt: skip

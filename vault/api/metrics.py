@@ -1,5 +1,6 @@
 """Per-request observation: Prometheus metrics (one registry per app, no module globals), the
-request id (``X-Request-Id``) and the one structured access-log line of each request."""
+request id (``X-Request-Id``) and the one structured access-log line of each request. The same
+registry carries the domain families read from the database at scrape time (:mod:`vault.ops`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.logs import REQUEST_ID
+from vault.ops import metrics as domain
 
 access_log = logging.getLogger("callvault.access")
 
@@ -31,6 +33,7 @@ class Metrics:
 
     def install(self, app: FastAPI) -> None:
         app.add_middleware(Observe, metrics=self)
+        domain.install(self.registry, app.state.ctx)
 
 
 class Observe:

@@ -43,6 +43,7 @@ from vault.models.identity import (
     TenantPublic,
 )
 from vault.models.operations import JobLease, KekVersion
+from vault.models.ops import JobStatus, MetricRollup
 from vault.models.recordings import (
     PurposePublic,
     Recording,
@@ -82,9 +83,10 @@ __all__ = [
     "AuditCheckpointPublic", "AuditEvent", "AuditEventPublic", "BreakGlassCreate",
     "ConsoleSession", "ConsoleSessionPublic", "ErasureItem",
     "ErasureRequest", "ErasureRequestCreate", "ErasureRequestPublic", "ErasureStatus", "Grant",
-    "GrantKind", "GrantPublic", "GrantRecording", "HoldMembership", "JobLease", "KekVersion",
+    "GrantKind", "GrantPublic", "GrantRecording", "HoldMembership", "JobLease", "JobStatus",
+    "KekVersion",
     "LegalHold", "LegalHoldCreate", "LegalHoldPublic", "LegalHoldRelease", "Manifest",
-    "ManifestPublic", "Principal",
+    "ManifestPublic", "MetricRollup", "Principal",
     "PrincipalBase", "PrincipalPublic", "PrincipalTenant", "PurposePublic", "Recording",
     "RecordingPage", "RecordingPublic", "RecordingPurpose", "RecordingStatus", "Redaction",
     "RedactionCreate", "RedactionPublic", "RedactionStatus", "RedactionTrigger",
