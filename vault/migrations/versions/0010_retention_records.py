@@ -1,7 +1,7 @@
 """Signed retention records
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-11-26
 
 - ``retention_record``: a signed erasure receipt or disposal record (its canonical text and
@@ -19,7 +19,7 @@ from alembic import op
 import vault.models
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
