@@ -339,6 +339,11 @@ def test_every_audit_event_is_written_once_in_one_chain_that_verifies(people: St
         twice = [t for t, n in Counter(e["target"] for e in _by_action(events, action)).items()
                  if n > 1]  # fmt: skip
         assert not twice, (action, twice)
+    ended = Counter((e["target"], e["purpose"]) for e in _by_action(events, "purpose.expire"))
+    assert ended and max(ended.values()) == 1  # each purpose of each recording ends once
+    # Both workers checkpoint every 2 s: each checkpoint follows a different one.
+    links = [e["details"]["prev_checkpoint_seq"] for e in _by_action(events, "audit.checkpoint")]
+    assert len(links) > 1 and len(links) == len(set(links))
     assert len(_by_action(events, "recording.ingest")) == len(people.data)
     verified = people.cli("audit", "verify", check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
