@@ -32,6 +32,7 @@ import psutil
 import psycopg
 
 from bench._util import report
+from vault.devstack.policy import fast_policy
 from vault.devstack.postgres import to_libpq
 from vault.devstack.stack import Stack, callvault_cmd, run_stack
 
@@ -46,20 +47,7 @@ PURGE_SEED = 48  # 1 MiB recordings that expire just as a purging phase starts
 # The mix, by weight: mostly reads, as a vault is used; every ingest is 5 MiB.
 MIX = (("metadata", 50), ("playback", 35), ("ingest", 15))
 EXPIRES_SECONDS = 4.0
-POLICY = f"""
-[purposes.troubleshooting]
-retention_days = 1
-max_access_minutes = 120
-approvals = 1
-approver_roles = ["approver"]
-on_expiry = "delete"
-[purposes.transcription]
-retention_days = {EXPIRES_SECONDS / 86400:.8f}
-max_access_minutes = 60
-approvals = 1
-approver_roles = ["approver"]
-on_expiry = "delete"
-"""
+POLICY = fast_policy(expire_seconds=EXPIRES_SECONDS)
 
 
 @dataclass

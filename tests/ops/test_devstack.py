@@ -27,25 +27,13 @@ import httpx
 import minio
 import pytest
 
+from vault.devstack.policy import fast_policy
+
 MiB = 1 << 20
 START_TIMEOUT = 150.0  # five helpers share two cores: a cold stack can take a while
 JOB_INTERVAL = 2.0
 PURPOSE_SECONDS = 3.0  # transcription's retention: expired before the purge test waits for it
-POLICY = f"""
-kek_rotation_days = {1 / 86400:.8f}   # one second: due at the workers' first kek-cycle
-[purposes.troubleshooting]
-retention_days = 1
-max_access_minutes = 60
-approvals = 1
-approver_roles = ["approver"]
-on_expiry = "delete"
-[purposes.transcription]
-retention_days = {PURPOSE_SECONDS / 86400:.8f}
-max_access_minutes = 60
-approvals = 1
-approver_roles = ["approver"]
-on_expiry = "delete"
-"""
+POLICY = fast_policy(expire_seconds=PURPOSE_SECONDS, kek_rotation_seconds=1.0)
 # Events that name what they act on and must exist once per target, however many APIs and
 # workers raced to write them.
 ONCE_PER_TARGET = ("recording.ingest", "dek.destroy", "media.destroy", "grant.create",
