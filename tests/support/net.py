@@ -1,12 +1,7 @@
-"""Loopback helpers shared by the test servers."""
+"""Loopback helpers shared by the test servers (the launchers' own, from vault.devstack)."""
 
 from __future__ import annotations
 
-import socket
+from vault.devstack.procs import free_port
 
-
-def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1 (servers here bind loopback only)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port"]

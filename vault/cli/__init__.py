@@ -7,7 +7,13 @@ Each module registers its commands on the shared apps in ``_common``.
 
 from __future__ import annotations
 
-from vault.cli import admin, records, restore, server  # noqa: F401  (they register their commands)
+from vault.cli import (  # noqa: F401  (they register their commands)
+    admin,
+    devstack,
+    records,
+    restore,
+    server,
+)
 from vault.cli._common import app
 
 
