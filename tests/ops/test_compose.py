@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -88,7 +89,7 @@ def test_the_compose_environment_builds_valid_settings(
 ) -> None:
     """Each callvault service's environment, with its files stood in for, is accepted."""
     for name, service in _callvault_services(services).items():
-        for var in list(__import__("os").environ):
+        for var in list(os.environ):
             if var.startswith("CALLVAULT_"):
                 monkeypatch.delenv(var)
         for var, value in _env(service).items():

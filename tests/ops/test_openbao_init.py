@@ -28,6 +28,7 @@ from hvac.exceptions import Forbidden
 from crypto import envelope
 from crypto.keys.transit import TransitKeyProvider
 from tests.support.bao import BaoStartError, find_bao
+from tests.support.bao import _stop as stop_bao
 from tests.support.net import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "openbao"
@@ -58,12 +59,7 @@ def _server(config: Path, url: str, log: Path) -> Iterator[None]:
             time.sleep(0.1)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_bao(proc)
 
 
 @pytest.fixture
