@@ -8,14 +8,17 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
+from tests.support.net import free_port
 from tests.support.postgres import temp_database
 from vault.app import create_app
 from vault.cli import app as cli
@@ -150,3 +153,41 @@ def _in_process(env: dict[str, str], *args: str) -> Result:
         for name, value in env.items():
             mp.setenv(name, value)
         return CliRunner().invoke(cli, list(args))
+
+
+def test_a_first_serve_writes_the_admin_key_file_too_and_logs_no_key(tmp_path: Path) -> None:
+    """Single-node mode initialises in ``serve``: the same file, nothing on stdout or the log."""
+    key_file = tmp_path / "admin-key"
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")},
+           "CALLVAULT_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'cv.db'}",
+           "CALLVAULT_BLOB_STORE": f"file:{tmp_path / 'data' / 'blobs'}",
+           "CALLVAULT_KEY_PROVIDER": f"local:{tmp_path / 'keys'}",
+           "CALLVAULT_ADMIN_KEY_FILE": str(key_file)}  # fmt: skip
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [CALLVAULT, "serve", "--port", str(port), "--no-scheduler"],
+            cwd=tmp_path, env=env, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, err.read_text()[-2000:]
+            assert time.monotonic() < deadline, err.read_text()[-2000:]
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        key = key_file.read_text().strip()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        made = httpx.post(f"{url}/v1/tenants", json={"name": "acme"},
+                          headers={"Authorization": f"Bearer {key}"}, timeout=10)  # fmt: skip
+        assert made.status_code == 201, made.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"bootstrap admin API key written to {key_file}" in out.read_text()
+    assert key not in out.read_text() and key not in err.read_text()
