@@ -49,13 +49,6 @@ def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProc
                           text=True, timeout=60)  # fmt: skip
 
 
-def _set_revision(url: str, revision: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
-    engine.dispose()
-
-
 def test_the_worker_on_an_empty_database_says_so_in_one_line_and_exits_2(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -116,11 +109,20 @@ def test_the_admin_key_file_setting_is_used_by_the_init_process(
     assert key and key not in out.stdout and key not in out.stderr
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
-    # Initialised: the healthcheck passes and the worker starts; a schema behind or ahead of
-    # the code stops it in one line.
-    assert _in_process(env, "check").stdout.strip() == "ok"
+
+@pytest.fixture
+def initialised(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    result = _in_process(env, "init", "--admin-key-file", str(tmp_path / "admin-key"))
+    assert result.exit_code == 0, result.output
+    return env
+
+
+def test_on_an_initialised_database_the_check_passes_and_the_worker_runs_until_sigterm(
+    initialised: dict[str, str], tmp_path: Path
+) -> None:
+    assert _in_process(initialised, "check").stdout.strip() == "ok"
     proc = subprocess.Popen([CALLVAULT, "worker"], cwd=tmp_path, stderr=subprocess.PIPE,
-                            env={**os.environ, **env}, text=True)  # fmt: skip
+                            env={**os.environ, **initialised}, text=True)  # fmt: skip
     try:
         assert proc.stderr is not None
         # Its log lines first (JSON), then the banner; EOF ends the loop if it died instead.
@@ -128,23 +130,30 @@ def test_the_admin_key_file_setting_is_used_by_the_init_process(
     finally:
         proc.send_signal(signal.SIGTERM)  # at once: even before its loop runs, it stops
     assert proc.wait(timeout=30) == 0
-    url = env["CALLVAULT_DATABASE_URL"]
+
+
+@pytest.mark.parametrize(
+    ("revision", "message"),
+    [
+        ("0001", "the database schema is at revision 0001, this callvault needs {head}; "
+                 "run `callvault init` to migrate it"),
+        ("9999", "the database schema (9999) is newer than this callvault ({head}); "
+                 "upgrade callvault"),
+    ],
+)  # fmt: skip
+def test_a_schema_behind_or_ahead_of_the_code_stops_the_worker_in_one_line(
+    initialised: dict[str, str], revision: str, message: str
+) -> None:
+    url = initialised["CALLVAULT_DATABASE_URL"]
     engine = sa.create_engine(url)
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         head = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
     engine.dispose()
-    _set_revision(url, "0001")
-    behind = _in_process(env, "worker")
-    assert behind.exit_code == 2 and behind.stderr.splitlines() == [
-        f"error: the database schema is at revision 0001, this callvault needs {head}; "
-        "run `callvault init` to migrate it"
-    ]
-    _set_revision(url, "9999")
-    ahead = _in_process(env, "worker")
-    assert ahead.exit_code == 2 and ahead.stderr.splitlines() == [
-        f"error: the database schema (9999) is newer than this callvault ({head}); "
-        "upgrade callvault"
-    ]
+    for command in ("worker", "check"):
+        result = _in_process(initialised, command)
+        assert result.exit_code == 2, command
+        assert result.stderr.splitlines() == [f"error: {message.format(head=head)}"], command
 
 
 def _in_process(env: dict[str, str], *args: str) -> Result:

@@ -4,22 +4,22 @@ seal) and deploy/openbao/init.sh (bao-init) against a real ``bao server``.
 What the operator relies on: init initialises, enables Transit and hands callvault a token that
 does everything callvault does (wrap, rewrap, rotate, retire, sign, pseudonyms) and nothing
 else; a second run changes nothing; a restarted server unseals itself (the compose file's
-OpenBao never waits for a human); no secret is printed.
+OpenBao never waits for a human); no secret is printed. One server per module (set up once).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hvac
 import pytest
@@ -32,9 +32,10 @@ from tests.support.bao import _stop as stop_bao
 from tests.support.net import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "openbao"
+DEK = b"k" * 32
 
 
-def _health(url: str) -> dict[str, object] | None:
+def _health(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"{url}/v1/sys/health?uninitcode=200", timeout=2) as resp:
             return json.loads(resp.read())
@@ -44,122 +45,157 @@ def _health(url: str) -> dict[str, object] | None:
         return None
 
 
-@contextlib.contextmanager
-def _server(config: Path, url: str, log: Path) -> Iterator[None]:
-    """``bao server -config`` until it answers; stopped by PID."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen([find_bao(), "server", f"-config={config}"], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "HOME": str(config.parent)})  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while _health(url) is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"bao server did not start: {log.read_text()[-1500:]}", pytrace=False)
-            time.sleep(0.1)
-        yield
-    finally:
-        stop_bao(proc)
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> dict[str, Path | str]:
+@dataclass
+class Bao:
     """The shipped config with only its paths and addresses moved to this machine."""
+
+    root: Path
+    url: str = ""
+    first_run: subprocess.CompletedProcess[str] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def configure(self) -> None:
+        port, cluster = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        (self.root / "data").mkdir()
+        key = self.root / "unseal.key"
+        key.write_bytes(os.urandom(32))
+        text = (DEPLOY / "openbao.hcl").read_text()
+        for old, new in [
+            ("/openbao/file", str(self.root / "data")),
+            ("0.0.0.0:8200", f"127.0.0.1:{port}"),
+            ("http://openbao:8200", self.url),
+            ("http://openbao:8201", f"http://127.0.0.1:{cluster}"),
+            ("file:///run/secrets/openbao_unseal_key", f"file://{key}"),
+        ]:
+            assert old in text, old
+            text = text.replace(old, new)
+        (self.root / "openbao.hcl").write_text(text)
+
+    @property
+    def log(self) -> Path:
+        return self.root / "bao.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [find_bao(), "server", f"-config={self.root / 'openbao.hcl'}"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "HOME": str(self.root)},
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while _health(self.url) is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"bao server did not start: {self.log.read_text()[-1500:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_bao(self.proc)
+
+    def init(self) -> subprocess.CompletedProcess[str]:
+        """deploy/openbao/init.sh, as the bao-init service runs it."""
+        env = {k: v for k, v in os.environ.items() if k not in {"BAO_TOKEN", "VAULT_TOKEN"}}
+        env |= {
+            "PATH": f"{Path(find_bao()).parent}:{os.environ.get('PATH', '')}",
+            "HOME": str(self.root),
+            "BAO_ADDR": self.url,
+            "BAO_INIT_STATE": str(self.root / "state"),
+            "BAO_INIT_OUT": str(self.root / "out"),
+            "BAO_INIT_POLICY": str(DEPLOY / "callvault-policy.hcl"),
+            "CALLVAULT_UID": str(os.getuid()),
+        }
+        return subprocess.run(["sh", str(DEPLOY / "init.sh")], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    @property
+    def token(self) -> str:
+        return (self.root / "out" / "token").read_text().strip()
+
+    def provider(self) -> TransitKeyProvider:
+        return TransitKeyProvider(self.url, self.token, "transit")
+
+
+@pytest.fixture(scope="module")
+def bao_init(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
     try:
         find_bao()
     except BaoStartError as exc:
         pytest.fail(str(exc), pytrace=False)
-    port, cluster = free_port(), free_port()
-    (tmp_path / "data").mkdir()
-    key = tmp_path / "unseal.key"
-    key.write_bytes(os.urandom(32))
-    text = (DEPLOY / "openbao.hcl").read_text()
-    for old, new in [
-        ("/openbao/file", str(tmp_path / "data")),
-        ("0.0.0.0:8200", f"127.0.0.1:{port}"),
-        ("http://openbao:8200", f"http://127.0.0.1:{port}"),
-        ("http://openbao:8201", f"http://127.0.0.1:{cluster}"),
-        ("file:///run/secrets/openbao_unseal_key", f"file://{key}"),
-    ]:
-        assert old in text, old
-        text = text.replace(old, new)
-    config = tmp_path / "openbao.hcl"
-    config.write_text(text)
-    return {"config": config, "url": f"http://127.0.0.1:{port}", "dir": tmp_path}
+    bao = Bao(tmp_path_factory.mktemp("bao-init"))
+    bao.configure()
+    bao.start()
+    try:
+        bao.first_run = bao.init()
+        assert bao.first_run.returncode == 0, bao.first_run.stderr
+        yield bao
+    finally:
+        bao.stop()
 
 
-def _bao_init(layout: dict[str, Path | str]) -> subprocess.CompletedProcess[str]:
-    root = Path(layout["dir"])
-    env = {
-        **os.environ,
-        "PATH": f"{Path(find_bao()).parent}:{os.environ.get('PATH', '')}",
-        "HOME": str(root),
-        "BAO_ADDR": str(layout["url"]),
-        "BAO_INIT_STATE": str(root / "state"),
-        "BAO_INIT_OUT": str(root / "out"),
-        "BAO_INIT_POLICY": str(DEPLOY / "callvault-policy.hcl"),
-        "CALLVAULT_UID": str(os.getuid()),
-    }
-    env.pop("BAO_TOKEN", None)
-    env.pop("VAULT_TOKEN", None)
-    return subprocess.run(["sh", str(DEPLOY / "init.sh")], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+def test_first_run_initialises_and_prints_no_secret(bao_init: Bao) -> None:
+    run = bao_init.first_run
+    assert run is not None
+    root_token = json.loads((bao_init.root / "state" / "init.json").read_text())["root_token"]
+    for secret in (bao_init.token, root_token):
+        assert secret not in run.stdout + run.stderr
+    assert (bao_init.root / "out" / "token").stat().st_mode & 0o777 == 0o400
+    health = _health(bao_init.url) or {}
+    assert health["initialized"] is True and health["sealed"] is False
 
 
-def test_bao_init_sets_up_transit_and_a_token_that_does_exactly_callvaults_work(
-    layout: dict[str, Path | str],
+def test_a_second_run_changes_nothing(bao_init: Bao) -> None:
+    token = bao_init.token
+    again = bao_init.init()  # every `docker compose up` runs it
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == ["bao-init: done"]
+    assert bao_init.token == token
+
+
+def test_the_token_does_all_of_callvaults_key_work(bao_init: Bao) -> None:
+    provider = bao_init.provider()
+    rid = uuid.uuid4()
+    wrapped = envelope.wrap_dek(provider, DEK, tenant="acme", recording_id=rid)
+    epoch = provider.rotate()
+    moved = envelope.rewrap_dek(provider, wrapped, tenant="acme", recording_id=rid)
+    assert moved.kek_version == epoch
+    provider.retire(epoch - 1)
+    assert provider.live_versions() == [epoch]
+    assert envelope.unwrap_dek(provider, moved, tenant="acme", recording_id=rid) == DEK
+    assert len(provider.sign(b"checkpoint")) == 64 and len(provider.signing_public_key()) == 32
+    assert len(provider.pseudonym(b"owner@example.com")) == 32
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        lambda c: c.secrets.transit.create_key("someone-else", mount_point="transit"),
+        lambda c: c.secrets.transit.delete_key("callvault-epoch", mount_point="transit"),
+        lambda c: c.secrets.transit.export_key("callvault-epoch", "encryption-key",
+                                               mount_point="transit"),
+        lambda c: c.sys.enable_secrets_engine("kv", path="loot"),
+        lambda c: c.sys.list_policies(),
+        lambda c: c.auth.token.create(policies=["callvault"]),
+    ],
+    ids=["other-key", "delete", "export", "mount", "policies", "new-token"],
+)  # fmt: skip
+def test_the_token_is_refused_everything_else(
+    bao_init: Bao, attempt: Callable[[hvac.Client], object]
 ) -> None:
-    root, url = Path(layout["dir"]), str(layout["url"])
-    log = root / "bao.log"
-    with _server(Path(layout["config"]), url, log):
-        first = _bao_init(layout)
-        assert first.returncode == 0, first.stderr
-        token_file = root / "out" / "token"
-        token = token_file.read_text().strip()
-        assert (token_file.stat().st_mode & 0o777) == 0o400
-        root_token = json.loads((root / "state" / "init.json").read_text())["root_token"]
-        for secret in (token, root_token):
-            assert secret not in first.stdout + first.stderr
+    bao_init.provider().check()  # the epoch key exists, so "delete"/"export" name a real key
+    with pytest.raises(Forbidden):
+        attempt(hvac.Client(url=bao_init.url, token=bao_init.token))
 
-        again = _bao_init(layout)  # every `compose up` runs it
-        assert again.returncode == 0, again.stderr
-        assert token_file.read_text().strip() == token
-        assert again.stdout.strip().splitlines() == ["bao-init: done"]
 
-        provider = TransitKeyProvider(url, token, "transit")
-        rid = uuid.uuid4()
-        wrapped = envelope.wrap_dek(provider, b"k" * 32, tenant="acme", recording_id=rid)
-        assert provider.rotate() == 2
-        moved = envelope.rewrap_dek(provider, wrapped, tenant="acme", recording_id=rid)
-        provider.retire(1)
-        assert provider.live_versions() == [2]
-        assert envelope.unwrap_dek(provider, moved, tenant="acme", recording_id=rid) == b"k" * 32
-        assert len(provider.sign(b"checkpoint")) == 64
-        assert len(provider.pseudonym(b"owner@example.com")) == 32
-
-        client = hvac.Client(url=url, token=token)
-        transit = client.secrets.transit
-        for attempt in (
-            lambda: transit.create_key("someone-else", mount_point="transit"),
-            lambda: transit.delete_key("callvault-epoch", mount_point="transit"),
-            lambda: transit.export_key("callvault-t-acme", "encryption-key", mount_point="transit"),
-            lambda: client.sys.enable_secrets_engine("kv", path="loot"),
-            lambda: client.sys.list_policies(),
-            lambda: client.auth.token.create(policies=["callvault"]),
-        ):
-            with pytest.raises(Forbidden):
-                attempt()
-
-    # Restarted (a host reboot, `restart: unless-stopped`): it unseals itself, no human needed.
-    with _server(Path(layout["config"]), url, log):
-        deadline = time.monotonic() + 20
-        while (_health(url) or {}).get("sealed") is not False:
-            assert time.monotonic() < deadline, log.read_text()[-1500:]
-            time.sleep(0.2)
-        assert (
-            envelope.unwrap_dek(
-                TransitKeyProvider(url, token, "transit"), moved, tenant="acme", recording_id=rid
-            )
-            == b"k" * 32
-        )
-    assert not re.search(re.escape(token), log.read_text())
+def test_a_restarted_server_unseals_itself_and_opens_old_wraps(bao_init: Bao) -> None:
+    rid = uuid.uuid4()
+    wrapped = envelope.wrap_dek(bao_init.provider(), DEK, tenant="acme", recording_id=rid)
+    bao_init.stop()  # a host reboot; compose restarts it `unless-stopped`
+    bao_init.start()
+    deadline = time.monotonic() + 20
+    while (_health(bao_init.url) or {}).get("sealed") is not False:
+        assert time.monotonic() < deadline, bao_init.log.read_text()[-1500:]
+        time.sleep(0.2)
+    opened = envelope.unwrap_dek(bao_init.provider(), wrapped, tenant="acme", recording_id=rid)
+    assert opened == DEK
+    assert bao_init.token not in bao_init.log.read_text()
