@@ -402,3 +402,17 @@ def test_the_init_scripts_and_files_compose_mounts_exist_and_parse(
             subprocess.run(["sh", "-n", str(script)], check=True)  # syntax
     assert services["minio-init"]["entrypoint"][1] == "/deploy/minio/init.sh"
     assert services["bao-init"]["entrypoint"][1] == "/deploy/openbao/init.sh"
+
+
+def test_everything_the_image_copies_passes_the_dockerignore() -> None:
+    """A COPY source that .dockerignore leaves out breaks the build; nothing else goes in."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    kept = {r.strip()[1:].rstrip("/") for r in lines if r.strip().startswith("!")}
+    copied = {
+        src.rstrip("/")
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for src in line.split()[1:-1]
+    }
+    assert copied == kept
+    assert all((ROOT / src).exists() for src in copied)
