@@ -44,8 +44,11 @@ def initialise(
 
 def write_secret_file(path: Path, secret: str) -> None:
     """Write ``secret`` to ``path`` with mode 0600, atomically (a reader never sees half)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    except OSError as exc:
+        raise MisconfiguredError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(secret + "\n")

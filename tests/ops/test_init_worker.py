@@ -99,6 +99,20 @@ def test_init_writes_the_admin_key_to_a_0600_file_that_works_and_prints_it_nowhe
     assert "bootstrap" not in again.output and key_file.read_text().strip() == key
 
 
+def test_an_admin_key_that_cannot_be_stored_creates_no_admin(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Fail closed: no admin whose key nobody has; the next init, with a good path, makes one."""
+    (tmp_path / "not-a-dir").write_text("")
+    target = tmp_path / "not-a-dir" / "key"
+    bad = _in_process(env, "init", "--admin-key-file", str(target))
+    assert bad.exit_code == 2
+    assert bad.stderr.splitlines() == [f"error: cannot write {target}: File exists"]
+    good = tmp_path / "admin-key"
+    assert _in_process(env, "init", "--admin-key-file", str(good)).exit_code == 0
+    assert good.read_text().strip()  # the first admin was created only now
+
+
 def test_the_admin_key_file_setting_is_used_by_the_init_process(
     env: dict[str, str], tmp_path: Path
 ) -> None:
