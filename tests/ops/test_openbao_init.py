@@ -28,7 +28,6 @@ from hvac.exceptions import Forbidden
 from crypto import envelope
 from crypto.keys.transit import TransitKeyProvider
 from tests.support.bao import BaoStartError, find_bao
-from tests.support.bao import _stop as stop_bao
 from tests.support.net import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "openbao"
@@ -90,8 +89,15 @@ class Bao:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_bao(self.proc)
+        """SIGTERM by PID; a server that ignores it is killed and fails the test."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
 
     def init(self) -> subprocess.CompletedProcess[str]:
         """deploy/openbao/init.sh, as the bao-init service runs it."""
