@@ -80,7 +80,7 @@ def clean_errors(fn: F) -> F:
 
 def settings_from_env() -> Settings:
     """Settings from the environment, warning (once, on stderr) about unknown variables."""
-    known = {f"{PREFIX}{name.upper()}" for name in Settings.model_fields}
+    known = Settings.env_names()
     ignored = {f"{PREFIX}CRASH_AT", f"{PREFIX}TEST_POSTGRES_URL"}  # test hooks, not settings
     for name in sorted(os.environ):
         if name.startswith(PREFIX) and name not in known and name not in ignored:

@@ -2,14 +2,26 @@
 
 Defaults are the embedded ones: SQLite and blobs under ``./callvault-data``, the local keyring
 under ``./callvault-keys``. Nothing here opens a connection.
+
+Secrets may come from files: ``CALLVAULT_<NAME>_FILE`` names a file whose content is the value of
+each setting in ``FILE_SETTINGS`` (Docker/compose secrets). This module is the one place that
+reads them.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy.engine import make_url
 
 from vault.errors import MisconfiguredError
 
@@ -17,24 +29,70 @@ DEFAULT_DATA_DIR = Path("callvault-data")
 DEFAULT_KEY_DIR = Path("callvault-keys")
 
 
+ENV_PREFIX = "CALLVAULT_"
+# Settings that may be read from a file named by CALLVAULT_<NAME>_FILE (secrets, and the URL that
+# may carry one).
+FILE_SETTINGS = (
+    "database_url",
+    "database_password",
+    "s3_access_key",
+    "s3_secret_key",
+    "transit_token",
+)
+
+
 class ConfigError(MisconfiguredError):
     """A setting is malformed or unsafe; the process must not start."""
+
+
+class _FileSecrets(PydanticBaseSettingsSource):
+    """``CALLVAULT_<NAME>_FILE``: the file's content (one trailing newline dropped)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every file setting at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in FILE_SETTINGS:
+            var = f"{ENV_PREFIX}{name.upper()}"
+            path = os.environ.get(f"{var}_FILE")
+            if path is None:
+                continue
+            if var in os.environ:
+                # Two sources for one secret: refuse rather than guess which one wins.
+                raise ConfigError(f"set either {var} or {var}_FILE, not both")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+                raise ConfigError(f"{var}_FILE: cannot read {path}: {reason}") from None
+            value = text.removesuffix("\n").removesuffix("\r")
+            if not value:
+                raise ConfigError(f"{var}_FILE: {path} is empty")
+            values[name] = value
+        return values
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLVAULT_", extra="ignore", frozen=True)
 
     database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/callvault.db"
+    # The PostgreSQL password, kept out of the URL (so the URL may live in plain config and the
+    # password in a secret file shared with the database container).
+    database_password: str | None = Field(default=None, repr=False)
     blob_store: str = f"file:{DEFAULT_DATA_DIR}/blobs"
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
-    s3_secret_key: str | None = None
+    s3_secret_key: str | None = Field(default=None, repr=False)
     s3_secure: bool = False
     s3_region: str | None = None
     key_provider: str = f"local:{DEFAULT_KEY_DIR}"
-    transit_token: str | None = None
+    transit_token: str | None = Field(default=None, repr=False)
     transit_mount: str = "transit"
     policy_file: Path | None = None
+    # Where ``init`` (and a first ``serve``) writes the bootstrap admin key, mode 0600, instead of
+    # printing it.
+    admin_key_file: Path | None = None
 
     job_interval_seconds: float = Field(default=60.0, gt=0)
     # An ingest still pending after this long is presumed dead; the sweeper reclaims it.
@@ -69,12 +127,52 @@ class Settings(BaseSettings):
     console_idle_minutes: float = Field(default=30.0, gt=0)
     console_lifetime_hours: float = Field(default=12.0, gt=0)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSecrets(settings_cls), dotenv_settings)
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every environment variable that configures callvault (for typo warnings, checks)."""
+        names = {f"{ENV_PREFIX}{name.upper()}" for name in cls.model_fields}
+        return names | {f"{ENV_PREFIX}{name.upper()}_FILE" for name in FILE_SETTINGS}
+
     @field_validator("database_url")
     @classmethod
     def _db_scheme(cls, v: str) -> str:
         if not (v.startswith("sqlite:///") or v.startswith("postgresql+psycopg://")):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
         return v
+
+    @field_validator("database_password")
+    @classmethod
+    def _password_fits_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        url = info.data.get("database_url")
+        if v is None or url is None:  # no password, or the URL already failed
+            return v
+        if not url.startswith("postgresql+psycopg://"):
+            raise ValueError("needs a postgresql+psycopg:// CALLVAULT_DATABASE_URL")
+        if make_url(url).password not in (None, v):
+            raise ValueError("CALLVAULT_DATABASE_URL carries a password already; set only one")
+        return v
+
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Settings:
+        """Put ``database_password`` into the URL: the engine and everything else see one URL."""
+        password = self.database_password
+        if password is None:
+            return self
+        url = make_url(self.database_url)
+        full = url.set(password=password).render_as_string(hide_password=False)
+        object.__setattr__(self, "database_url", full)  # frozen model: set once, here
+        return self
 
     @field_validator("blob_store")
     @classmethod

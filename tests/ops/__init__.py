@@ -1,0 +1,1 @@
+"""Operations: the shipped deployment (compose, image, init scripts)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from vault.config import ConfigError, Settings
 from vault.context import build_context
@@ -143,3 +144,103 @@ def test_bad_policy_file_stops_the_cli_with_one_line(tmp_path: Path) -> None:
                          text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2
     assert "purposes.fraud.approvals" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- secrets from files (CALLVAULT_<NAME>_FILE) -------------------------------------------------
+
+
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CALLVAULT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("field", ["s3_access_key", "s3_secret_key", "transit_token"])
+def test_a_secret_setting_is_read_from_the_file_its_FILE_variable_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    _clean_env(monkeypatch)
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t value\n")  # as `echo` and compose secrets write it
+    monkeypatch.setenv(f"CALLVAULT_{field.upper()}_FILE", str(secret))
+    settings = Settings()
+    assert getattr(settings, field) == "s3cr3t value"
+    if field != "s3_access_key":
+        assert "s3cr3t" not in repr(settings)  # never in a log line that prints the settings
+
+
+def test_the_database_password_file_completes_the_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_env(monkeypatch)
+    (tmp_path / "pw").write_text("p@ss/w:rd%\n")  # characters a URL must escape
+    monkeypatch.setenv("CALLVAULT_DATABASE_URL", "postgresql+psycopg://callvault@db:5432/cv")
+    monkeypatch.setenv("CALLVAULT_DATABASE_PASSWORD_FILE", str(tmp_path / "pw"))
+    url = make_url(Settings().database_url)
+    assert (url.username, url.password, url.host, url.database) == (
+        "callvault", "p@ss/w:rd%", "db", "cv"
+    )  # fmt: skip
+
+
+def test_a_secret_set_twice_or_unreadable_is_refused_without_showing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_env(monkeypatch)
+    (tmp_path / "token").write_text("hvs.topsecret\n")
+    monkeypatch.setenv("CALLVAULT_TRANSIT_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("CALLVAULT_TRANSIT_TOKEN", "hvs.other")
+    with pytest.raises(
+        ConfigError, match=r"either CALLVAULT_TRANSIT_TOKEN or .*_FILE, not both"
+    ) as err:
+        Settings()
+    assert "topsecret" not in str(err.value) and "hvs.other" not in str(err.value)
+    monkeypatch.delenv("CALLVAULT_TRANSIT_TOKEN")
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(ConfigError, match=r"CALLVAULT_TRANSIT_TOKEN_FILE: .* is empty"):
+        Settings()
+    monkeypatch.setenv("CALLVAULT_TRANSIT_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"CALLVAULT_TRANSIT_TOKEN_FILE: cannot read .*missing"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///cv.db", "needs a postgresql+psycopg://"),
+        ("postgresql+psycopg://cv:other@db/cv", "carries a password already"),
+    ],
+)
+def test_a_database_password_that_cannot_apply_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    _clean_env(monkeypatch)
+    monkeypatch.setenv("CALLVAULT_DATABASE_URL", url)
+    monkeypatch.setenv("CALLVAULT_DATABASE_PASSWORD", "pw")
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    [error] = err.value.errors()
+    assert error["loc"] == ("database_password",) and message in error["msg"]
+    assert "other" not in str(err.value)
+
+
+def test_the_cli_takes_FILE_variables_and_fails_in_one_line_on_a_missing_file(
+    tmp_path: Path,
+) -> None:
+    exe = Path(sys.executable).with_name("callvault")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    env = {**base, "CALLVAULT_DATABASE_URL": f"sqlite:///{tmp_path / 'd' / 'c.db'}",
+           "CALLVAULT_KEY_PROVIDER": f"local:{tmp_path / 'keys'}",
+           "CALLVAULT_BLOB_STORE": f"file:{tmp_path / 'd' / 'blobs'}",
+           "CALLVAULT_S3_SECRET_KEY_FILE": str(tmp_path / "nowhere")}  # fmt: skip
+    out = subprocess.run([str(exe), "init"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: CALLVAULT_S3_SECRET_KEY_FILE: cannot read {tmp_path / 'nowhere'}: "
+        "No such file or directory"
+    ]
+    (tmp_path / "nowhere").write_text("minio-secret\n")
+    out = subprocess.run([str(exe), "init"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "not a callvault setting" not in out.stderr  # *_FILE names are known settings

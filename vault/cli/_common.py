@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 
 from vault.cli_errors import settings_from_env
@@ -33,7 +35,7 @@ def context(*, create_keys: bool = False) -> Context:
     return build_context(settings(), create_keys=create_keys)
 
 
-def initialise(ctx: Context) -> str | None:
+def initialise(ctx: Context, *, deliver_key: Callable[[str], None] | None = None) -> str | None:
     from vault.setup import initialise as run
 
-    return run(ctx, now=ctx.now())
+    return run(ctx, now=ctx.now(), deliver_key=deliver_key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,15 +23,39 @@ def version() -> None:
 
 @app.command()
 @clean_errors
-def init() -> None:
-    """Create or migrate the schema and the keyring; print a bootstrap admin key once."""
+def init(
+    admin_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--admin-key-file",
+            help="Write the bootstrap admin key to this file (mode 0600) instead of printing it "
+            "(default: CALLVAULT_ADMIN_KEY_FILE).",
+        ),
+    ] = None,
+) -> None:
+    """Create or migrate the schema and the keyring; hand out a bootstrap admin key once."""
     ctx = context(create_keys=True)
+    target = admin_key_file or ctx.settings.admin_key_file
     try:
-        key = initialise(ctx)
+        key = _initialise(ctx, target)
     finally:
         ctx.close()
     typer.echo(f"callvault initialised: database {mask(ctx.settings.database_url)}")
-    if key:
+    _announce(key, target)
+
+
+def _initialise(ctx: Context, target: Path | None) -> str | None:
+    from vault.setup import write_secret_file
+
+    deliver = None if target is None else lambda key: write_secret_file(target, key)
+    return initialise(ctx, deliver_key=deliver)
+
+
+def _announce(key: str | None, target: Path | None) -> None:
+    """Say where the first admin key is; print it only when no file is configured."""
+    if key and target is not None:
+        typer.echo(f"bootstrap admin API key written to {target} (mode 0600)")
+    elif key:
         typer.echo("bootstrap admin API key (shown once; store it safely):")
         typer.echo(key)
 
@@ -54,10 +79,7 @@ def serve(
     _check_port(host, port)  # before anything is said or started
     keep_freed_memory()
     ctx = build_context(env, create_keys=True)
-    key = initialise(ctx)
-    if key:
-        typer.echo("bootstrap admin API key (shown once; store it safely):")
-        typer.echo(key)
+    _announce(_initialise(ctx, env.admin_key_file), env.admin_key_file)
     # One process serves through this context; with --workers each worker builds its own
     # from the same environment (the Python work of streaming is bound by one core per process).
     api = create_app(env, ctx=ctx) if workers == 1 else None
@@ -117,21 +139,59 @@ def _flush_denials(ctx: Context) -> None:
 @app.command()
 @clean_errors
 def worker() -> None:
-    """Run the scheduler alone (every job at CALLVAULT_JOB_INTERVAL_SECONDS, kek-cycle hourly)."""
+    """Run the scheduler alone (every job at CALLVAULT_JOB_INTERVAL_SECONDS, kek-cycle hourly).
+
+    It never migrates: on a database without the current schema it says so and exits 2, so a
+    worker started before ``init`` restarts quietly instead of failing every job."""
     import logging
 
     from jobs.scheduler import build_scheduler
 
-    logs.configure(logging.INFO)
     ctx = context()
-    ctx.db.check()
-    scheduler = build_scheduler(ctx, blocking=True)
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
-    interval = ctx.settings.job_interval_seconds
-    typer.echo(f"callvault {__version__} worker: jobs every {interval:g} s", err=True)
     try:
+        _check_ready(ctx, full=False)
+    except BaseException:
+        ctx.close()
+        raise
+    logs.configure(logging.INFO)
+    scheduler = build_scheduler(ctx, blocking=True)
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        # Before start() there is no loop to end: leave at once (ctx closes below).
+        if not scheduler.running:
+            raise SystemExit(0)
+        scheduler.shutdown(wait=False)
+
+    interval = ctx.settings.job_interval_seconds
+    try:
+        signal.signal(signal.SIGTERM, _stop)
+        typer.echo(f"callvault {__version__} worker: jobs every {interval:g} s", err=True)
         scheduler.start()
     except KeyboardInterrupt:
         pass
     finally:
         ctx.close()
+
+
+@app.command()
+@clean_errors
+def check() -> None:
+    """Exit 0 if the schema is current and the store and key provider answer (a healthcheck).
+
+    Otherwise one line on stderr and exit 2."""
+    ctx = context()
+    try:
+        _check_ready(ctx, full=True)
+    finally:
+        ctx.close()
+    typer.echo("ok")
+
+
+def _check_ready(ctx: Context, *, full: bool) -> None:
+    from vault.setup import require_current_schema
+
+    ctx.db.check()
+    require_current_schema(ctx.db.engine)
+    if full:
+        ctx.store.check()
+        ctx.keys.check()
