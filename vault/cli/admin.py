@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Annotated
 
@@ -25,6 +26,9 @@ def jobs_run(
     """Run one job now (or `all` of them once) and print a one-line summary per job."""
     from jobs import tasks
 
+    # The runner's log line (with a failure's traceback) is for the worker's log; here the
+    # command prints its own line per job, and an error is one line (clean_errors).
+    logging.getLogger(tasks.__name__).addHandler(logging.NullHandler())
     if name != "all" and name not in tasks.JOBS:
         fail(f"unknown job {name!r}; choose one of {', '.join(tasks.JOBS)} or all")
     ctx = context()
