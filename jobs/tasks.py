@@ -15,7 +15,8 @@ from typing import Any
 
 from vault import audit, kek
 from vault.access import requests as access
-from vault.audit import checkpoints
+from vault.audit import heads, tree
+from vault.config import Settings
 from vault.console import sessions as console_sessions
 from vault.context import Context
 from vault.leases import process_holder
@@ -26,7 +27,7 @@ from vault.redaction import service as redaction
 from vault.retention import disposal as retention
 from vault.retention import erasure, expiry
 
-__all__ = ["JOBS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "run", "run_all"]
+__all__ = ["JOBS", "PERIODS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "run", "run_all"]
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,22 @@ def kek_cycle(
     return result.summary()
 
 
+def audit_sequence(ctx: Context, now: datetime, **_: Any) -> str:
+    # SKIP LOCKED: when another worker is sequencing, this run leaves it to that one.
+    taken = tree.sequence(ctx.db)
+    with ctx.db.reading() as session:
+        late = tree.alarm_if_late(
+            audit.stats(session, now=now), bound_seconds=ctx.settings.audit_sequence_bound_seconds
+        )
+    return f"{taken} audit event(s) sequenced" + ("; ALARM: events past the bound" if late else "")
+
+
 def audit_checkpoint(ctx: Context, now: datetime, **_: Any) -> str:
     # The aggregates of denials counted in this process (the API's, in single-node mode).
     flushed = audit.flush_denials(ctx.db, ctx.denials, now=now)
-    checkpoint = checkpoints.write_checkpoint(ctx, now=now)
-    head = f"checkpoint at seq {checkpoint.head_seq}" if checkpoint else "no new events"
-    return f"{head}; {flushed} denial aggregate(s) written"
+    head = heads.write_head(ctx, now=now)  # sequences what is committed, then signs
+    signed = f"tree head at size {head.tree_size}" if head else "no new leaves"
+    return f"{signed}; {flushed} denial aggregate(s) written"
 
 
 def scrub(ctx: Context, now: datetime, *, sample: int = 10, **_: Any) -> str:
@@ -101,13 +112,20 @@ JOBS: dict[str, JobFn] = {
     "expire-grants": expire_grants,
     "sweep-orphans": sweep_orphans,
     "kek-cycle": kek_cycle,
+    "audit-sequence": audit_sequence,
     "audit-checkpoint": audit_checkpoint,
     "scrub": scrub,
 }
 
+# Jobs that run at their own period (seconds, from the settings) instead of job_interval_seconds.
+PERIODS: dict[str, Callable[[Settings], float]] = {
+    "audit-sequence": lambda s: s.audit_sequence_interval_seconds,
+}
+
 # Grants lapse first (nobody reads what is about to go); purposes expire before disposal;
 # erasure runs before disposal (it ends purposes) and again after the KEK cycle, whose
-# retirement is what completes an erasure; the checkpoint then covers everything this run did.
+# retirement is what completes an erasure; the sequencer takes every event in and the signed
+# tree head then covers everything this run did.
 RUN_ALL_ORDER: tuple[str, ...] = (
     "expire-grants",
     "expire-purposes",
@@ -117,6 +135,7 @@ RUN_ALL_ORDER: tuple[str, ...] = (
     "sweep-orphans",
     "kek-cycle",
     "erasure",
+    "audit-sequence",
     "audit-checkpoint",
     "scrub",
 )
