@@ -86,8 +86,11 @@ def _check_heads(
     prev: AuditTreeHead | None = None
     good = 0  # the largest size whose head matched the tree
     for i, head in enumerate(rows):
-        # A rewrite after the last good head begins at the first leaf past it.
+        # A rewrite after the last good head begins at the first leaf past it; a cut tail at
+        # the first event missing.
         seq = walk.leaf_seqs.get(good, walk.head_seq + 1)
+        if head.tree_size > walk.tree_size:
+            seq = walk.head_seq + 1
         if head.signature is None:
             if i < len(rows) - 1:  # only the newest may still wait for its signature
                 findings.append(Finding(seq, None, f"tree head {head.id} was never signed"))
