@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["crypto", "ingest", "playback", "http", "dispose", "redaction"]
+BENCHES = ["crypto", "ingest", "playback", "http", "dispose", "redaction", "audit"]
 
 
 def main(argv: list[str]) -> None:

@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.audit_log import append, legacy_chain, legacy_event, sequence, tamper
 from tests.support.clock import FakeClock
 from vault import audit
-from vault.audit import denials, walk
+from vault.audit import chain, denials, walk
 from vault.context import Context
 from vault.errors import InvalidInputError
 from vault.tags import AuditAction, Outcome
@@ -65,6 +67,32 @@ def test_canonical_bytes_are_exactly_as_specified(ctx: Context) -> None:
     sequence(ctx)
     with ctx.db.reading() as s:
         assert audit.to_public(audit.list_events(s)[0]).leaf_index == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    details=st.dictionaries(
+        st.sampled_from(["seq", "target", "x", '"seq":0,', "ü"]),
+        st.recursive(
+            st.none() | st.integers() | st.text(max_size=8),
+            lambda inner: st.dictionaries(st.sampled_from(["seq", "a"]), inner, max_size=2),
+            max_leaves=4,
+        ),
+        max_size=3,
+    ),
+    target=st.none() | st.text(max_size=10),
+    seq=st.integers(1, 2**62),
+)
+def test_the_seq_is_spliced_into_exactly_the_canonical_text(
+    details: dict[str, object], target: str | None, seq: int
+) -> None:
+    """The database supplies the seq inside the INSERT; the text around it must be exactly the
+    canonical form whatever the details hold (nested "seq" keys, quotes, non-ASCII)."""
+    event = {"chain_id": "global", "ts": "t", "actor": None, "action": "a", "outcome": "ok",
+             "tenant_id": None, "target": target, "purpose": None, "grant_id": None,
+             "details": details}  # fmt: skip
+    head, tail = chain._split(event)
+    assert f"{head}{seq}{tail}" == audit.canonical_json({**event, "seq": seq})
 
 
 def test_ts_format_on_whole_seconds() -> None:

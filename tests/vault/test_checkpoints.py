@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi.testclient import TestClient
 from sqlmodel import func, select
 from typer.testing import CliRunner
 
@@ -26,13 +27,16 @@ from crypto.keys.transit import TransitKeyProvider
 from tests.conftest import Bao
 from tests.support.audit_log import append, legacy_chain, legacy_event, tamper
 from tests.support.clock import FakeClock
+from tests.vault.test_access import make_principal, make_tenant
 from vault import audit
+from vault.app import create_app
 from vault.audit import checkpoints, heads, logcheck, merkle, signing, tree
 from vault.cli import app as cli_app
 from vault.config import ConfigError
 from vault.context import Context
 from vault.errors import BlobLockedError, IntegrityError, StoreUnavailableError
 from vault.models import AuditCheckpoint, AuditEvent, AuditTree, AuditTreeHead
+from vault.setup import initialise
 from vault.tags import AuditAction
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -575,3 +579,52 @@ def test_cli_audit_checkpoint_sequence_and_verify_exit_codes(
     broken = runner.invoke(cli_app, ["audit", "verify"])
     assert broken.exit_code == 1
     assert "BROKEN at seq 5" in broken.output
+
+
+# --- API -------------------------------------------------------------------------------------
+
+
+def test_api_lists_heads_to_every_auditor_and_verifies_for_all_tenant_ones(ctx: Context) -> None:
+    admin = initialise(ctx, now=ctx.now())
+    assert admin
+    make_tenant(ctx, "acme")
+    keys = {
+        "auditor": make_principal(ctx, "auditor", "auditor", all_tenants=True)[1],
+        "scoped": make_principal(ctx, "scoped", "auditor", tenants=["acme"])[1],
+        "security": make_principal(ctx, "security", "security", all_tenants=True)[1],
+        "eng": make_principal(ctx, "eng", "engineer", all_tenants=True)[1],
+    }
+    made = head(ctx)
+    with TestClient(create_app(ctx.settings, ctx=ctx)) as client:
+
+        def get(path: str, who: str) -> Any:
+            return client.get(path, headers={"Authorization": f"Bearer {keys[who]}"})
+
+        for who in ("auditor", "scoped"):
+            listed = get("/v1/audit/checkpoints", who)
+            assert listed.status_code == 200, listed.text
+            [only] = listed.json()
+            assert (only["id"], only["tree_size"]) == (made.id, made.tree_size)
+            assert (only["statement"], only["signature"]) == (made.statement, made.signature)
+        assert get("/v1/audit/checkpoints?limit=1", "security").status_code == 200
+        assert get("/v1/audit/checkpoints", "eng").status_code == 403
+        assert get("/v1/audit/checkpoints/legacy", "auditor").json() == []
+        body = get("/v1/audit/verify", "auditor").json()
+        assert body["ok"] is True and body["heads_checked"] == 1
+        assert body["tree_size"] == made.tree_size
+        rewrite(ctx, 2)
+        body = get("/v1/audit/verify", "security").json()
+        assert body["ok"] is False and body["first_bad_seq"] == 1 and body["head_id"] == made.id
+
+
+def test_api_names_a_malformed_pinned_key_as_misconfiguration(ctx: Context) -> None:
+    initialise(ctx, now=ctx.now())
+    _, key = make_principal(ctx, "auditor", "auditor", all_tenants=True)
+    settings = ctx.settings.model_copy(update={"audit_public_key": "abcd"})
+    bad = dataclasses.replace(ctx, settings=settings)
+    with TestClient(create_app(settings, ctx=bad)) as client:
+        r = client.get("/v1/audit/verify", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"].endswith("/misconfigured")
+    assert "abcd" not in r.text

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from vault.db import is_postgres
-from vault.errors import InvalidInputError
+from vault.errors import IntegrityError, InvalidInputError
 from vault.models import AuditEvent, AuditEventPublic
 from vault.models.audit import AUDIT_SEQ
 from vault.tags import AuditAction, Outcome
@@ -125,12 +125,57 @@ def head(session: Session, chain_id: str = GLOBAL_CHAIN) -> tuple[int, str]:
     return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
 
-def _next_seq(session: Session) -> int:
+def _split(event: dict[str, Any]) -> tuple[str, str]:
+    """The canonical text of ``event`` around its top-level seq: ``head + str(seq) + tail`` is
+    ``canonical_json`` of the event with that seq (the same items, sorted, joined the same way),
+    so the seq can come from the database in the very statement that inserts the event."""
+    items = {k: f"{canonical_json(k)}:{canonical_json(v)}" for k, v in event.items()}
+    before = [items[k] for k in sorted(items) if k < "seq"]
+    after = [items[k] for k in sorted(items) if k > "seq"]
+    return "{" + "".join(f"{i}," for i in before) + '"seq":', "".join(f",{i}" for i in after) + "}"
+
+
+_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+_VALUES = ("chain_id", "ts", "actor", "action", "outcome", "tenant_id", "target", "purpose",
+           "grant_id")  # fmt: skip
+
+
+def _pg_insert() -> Any:
+    """One round trip on PostgreSQL: take the next seq, build the canonical text and its
+    SHA-256 around it, insert, and return both (checked against Python's own)."""
+    n = sa.select(AUDIT_SEQ.next_value().label("seq")).subquery("n")
+    text = (sa.bindparam("head", type_=sa.Text()) + sa.cast(n.c.seq, sa.Text())
+            + sa.bindparam("tail", type_=sa.Text()))  # fmt: skip
+    digest = sa.func.encode(sa.func.sha256(sa.func.convert_to(text, "UTF8")), "hex")
+    values = [sa.bindparam(c, type_=_TABLE.c[c].type) for c in _VALUES]
+    rows = sa.select(n.c.seq, *values, digest, text)
+    return (
+        sa.insert(_TABLE)
+        .from_select(["seq", *_VALUES, "hash", "canonical"], rows)
+        .returning(_TABLE.c.seq, _TABLE.c.hash)
+    )
+
+
+_PG_INSERT = _pg_insert()
+
+
+def _append(session: Session, event: dict[str, Any], values: dict[str, Any]) -> AuditEvent:
+    head, tail = _split(event)
+    (head + tail).encode("utf-8")  # refuse lone surrogates before anything is written
     if is_postgres(session):
-        return int(session.execute(sa.select(AUDIT_SEQ.next_value())).scalar_one())
-    # SQLite: this transaction began with BEGIN IMMEDIATE, so it is the only writer.
-    last = session.execute(sa.select(sa.func.max(AuditEvent.seq))).scalar()
-    return int(last or 0) + 1
+        seq, db_hash = session.execute(_PG_INSERT, {**values, "head": head, "tail": tail}).one()
+    else:
+        # SQLite: this transaction began with BEGIN IMMEDIATE, so it is the only writer.
+        seq = int(session.execute(sa.select(sa.func.max(AuditEvent.seq))).scalar() or 0) + 1
+        db_hash = None
+    canonical = f"{head}{seq}{tail}"
+    digest = hash_canonical(canonical)
+    if db_hash is None:
+        session.execute(sa.insert(_TABLE), {**values, "seq": seq, "hash": digest,
+                                            "canonical": canonical})  # fmt: skip
+    elif db_hash != digest:  # fail closed: never keep an event whose hash is not its bytes'
+        raise IntegrityError("the database hashed an audit event differently; check its encoding")
+    return AuditEvent(seq=seq, **values, prev_hash=None, hash=digest, canonical=canonical)
 
 
 def record(
@@ -160,7 +205,6 @@ def record(
     tenant, grant = _as_uuid(tenant_id), _as_uuid(grant_id)
     ts_text = format_ts(now)  # refuses naive datetimes
     event = {
-        "seq": _next_seq(session),
         "chain_id": GLOBAL_CHAIN,
         "ts": ts_text,
         "actor": actor,
@@ -172,20 +216,12 @@ def record(
         "grant_id": None if grant is None else str(grant),
         "details": details,
     }
-    canonical = canonical_json(event)
-    plain = {k: event[k] for k in COLUMN_FIELDS if k not in ("ts", "tenant_id", "grant_id")}
-    row = AuditEvent(
-        **plain,
-        ts=now.astimezone(UTC),
-        tenant_id=tenant,
-        grant_id=grant,
-        prev_hash=None,
-        hash=hash_canonical(canonical),  # also rejects lone surrogates (not encodable)
-        canonical=canonical,
-    )
-    session.add(row)
-    session.flush()  # surface a bad value here, where the caller can still tell which event
-    return row
+    values = {
+        "chain_id": GLOBAL_CHAIN, "ts": now.astimezone(UTC), "actor": actor,
+        "action": action.value, "outcome": outcome.value, "tenant_id": tenant, "target": target,
+        "purpose": purpose, "grant_id": grant,
+    }  # fmt: skip
+    return _append(session, event, values)
 
 
 # --- reading -------------------------------------------------------------------------------------
