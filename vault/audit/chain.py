@@ -8,7 +8,7 @@ copy, checked against it). ``hash`` is SHA-256 over the same bytes.
 Appending takes no lock: ``seq`` comes from a database sequence (PostgreSQL; gaps from rollbacks
 are fine) or from ``max(seq) + 1`` under SQLite's single writer, and the event names no previous
 hash. Events written before the Merkle log (the *legacy chain*) also carry ``prev_hash``, keep
-their bytes and are still verified as a chain (:mod:`.verify`); they are the log's first leaves.
+their bytes and are still verified as a chain (:mod:`.walk`); they are the log's first leaves.
 
 Audit rows outlive erasure, so details must never carry call ids, plaintext hashes or anything
 derived from the media: :func:`record` refuses the known offending keys outright.
@@ -45,7 +45,7 @@ APPEND_LOCK_KEY = 0x63766175646974
 # Audit rows outlive erasure: these keys would carry call ids or plaintext-derived hashes.
 FORBIDDEN_DETAIL_KEYS = frozenset({"call_id", "sha256", "plaintext_sha256", "filename"})
 
-MAX_LIST_LIMIT, VERIFY_BATCH = 1000, 500
+MAX_LIST_LIMIT = 1000
 
 # Column lengths from the model; SQLite would silently accept longer values, PostgreSQL not.
 _MAX_LEN = {"actor": 64, "target": 64, "purpose": 32}

@@ -27,7 +27,6 @@ from vault.audit import signed_rows, signing
 from vault.audit.chain import GLOBAL_CHAIN, hash_canonical
 from vault.audit.signed_rows import PUBLIC_KEY_OBJECT, trusted_public_key
 from vault.context import Context
-from vault.errors import InvalidInputError
 from vault.models import AuditCheckpoint, AuditCheckpointPublic, AuditEvent
 from vault.tags import AuditAction
 
@@ -38,7 +37,7 @@ __all__ = [
 DOC_TYPE, VERSION = signing.CHECKPOINT, 2
 ACTOR = "system:audit-checkpoint"
 EXPORT_PREFIX = "audit/checkpoints"
-MAX_LIST_LIMIT, VERIFY_BATCH = 1000, 500
+VERIFY_BATCH = 500
 _BODY_FIELDS = frozenset({"chain_id", "head_seq", "head_hash", "ts", "prev_checkpoint"})
 # The exact fields of a verified statement, per version. v1 rows carry "format" instead of
 # type/version; signing.LEGACY reads that marker as type + version, so both look alike here.
@@ -201,10 +200,7 @@ def check_checkpoints(
 def list_checkpoints(
     session: Session, *, limit: int = 100, after_id: int = 0
 ) -> list[AuditCheckpointPublic]:
-    if after_id < 0:
-        raise InvalidInputError("after_id must be >= 0")
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-    query = select(AuditCheckpoint).where(col(AuditCheckpoint.id) > after_id)
-    rows = session.exec(query.order_by(col(AuditCheckpoint.id)).limit(limit)).all()
-    return [AuditCheckpointPublic.model_validate(r, from_attributes=True) for r in rows]
+    return signed_rows.list_page(
+        session, AuditCheckpoint, AuditCheckpointPublic, after_id=after_id, limit=limit,
+        signed_only=False,
+    )  # fmt: skip

@@ -27,12 +27,11 @@ from sqlmodel import Session, col, select
 from vault.audit import checkpoints, signed_rows, signing, tree
 from vault.audit.chain import format_ts, hash_canonical
 from vault.context import Context
-from vault.errors import IntegrityError, InvalidInputError
+from vault.errors import IntegrityError
 from vault.models import AuditTreeHead, AuditTreeHeadPublic
 
 DOC_TYPE, VERSION = signing.TREE_HEAD, 1
 EXPORT_PREFIX = "audit/tree-heads"
-MAX_LIST_LIMIT = 1000
 FIELDS = frozenset({"tree_size", "root_hash", "ts", "tenant_leaves", "prev_head",
                     "legacy_chain_head", "type", "version"})  # fmt: skip
 
@@ -156,12 +155,7 @@ def list_heads(
     session: Session, *, limit: int = 100, after_id: int = 0
 ) -> list[AuditTreeHeadPublic]:
     """Signed heads, oldest first (ids grow with tree size: one writer, sizes only grow)."""
-    if after_id < 0:
-        raise InvalidInputError("after_id must be >= 0")
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-    query = select(AuditTreeHead).where(
-        col(AuditTreeHead.id) > after_id, col(AuditTreeHead.signature).is_not(None)
-    )
-    rows = session.exec(query.order_by(col(AuditTreeHead.id)).limit(limit)).all()
-    return [AuditTreeHeadPublic.model_validate(r, from_attributes=True) for r in rows]
+    return signed_rows.list_page(
+        session, AuditTreeHead, AuditTreeHeadPublic, after_id=after_id, limit=limit,
+        signed_only=True,
+    )  # fmt: skip

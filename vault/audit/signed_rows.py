@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from vault.audit import signing
 from vault.config import ConfigError
 from vault.context import Context
-from vault.errors import StorageError
+from vault.errors import InvalidInputError, StorageError
 
 log = logging.getLogger("callvault.audit")
 
@@ -28,6 +28,7 @@ PUBLIC_KEY_OBJECT = "audit/checkpoints/public-key.json"
 # Exports outlive any audit-log retention an operator is likely to choose; COMPLIANCE mode means
 # nobody (root credential included) can shorten this, so keep it finite.
 EXPORT_RETENTION = timedelta(days=3650)
+MAX_LIST_LIMIT = 1000
 
 
 def sign_pending(ctx: Context, model: Any) -> dict[int, Any]:
@@ -96,6 +97,21 @@ def publish_public_key(ctx: Context) -> None:
     """Overwrite the published key (no retention: it must follow a key change)."""
     doc = {"algorithm": "ed25519", "public_key": ctx.keys.signing_public_key().hex()}
     ctx.store.put_bytes(PUBLIC_KEY_OBJECT, (json.dumps(doc, sort_keys=True) + "\n").encode())
+
+
+def list_page(
+    session: Session, model: Any, public: Any, *, after_id: int, limit: int, signed_only: bool
+) -> list[Any]:
+    """Rows by id after ``after_id`` (keyset paging), as ``public`` shapes; bad paging is 422."""
+    if after_id < 0:
+        raise InvalidInputError("after_id must be >= 0")
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    query = select(model).where(col(model.id) > after_id)
+    if signed_only:
+        query = query.where(col(model.signature).is_not(None))
+    rows = session.exec(query.order_by(col(model.id)).limit(limit)).all()
+    return [public.model_validate(r, from_attributes=True) for r in rows]
 
 
 def parse_public_key(text: str, *, what: str) -> bytes:
