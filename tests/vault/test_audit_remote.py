@@ -106,13 +106,13 @@ def check(world: World) -> remote.TenantVerifyResult:
     return remote.verify_tenant(client, tenant=world.acme, public_key=key)
 
 
-def cli(world: World, *args: str) -> Result:
+def cli(world: World, *args: str, env: dict[str, str] | None = None) -> Result:
     """``callvault audit verify --tenant`` (in process: the same code as the command)."""
     return CliRunner().invoke(
         cli_app,
         ["audit", "verify", "--tenant", str(world.acme), "--url", world.serve.url,
          "--api-key-file", str(world.key_file), *args],
-        env=world.env,
+        env=world.env if env is None else env,
     )  # fmt: skip
 
 
@@ -138,10 +138,19 @@ def test_the_tenant_verifies_its_events_from_outside(world: World) -> None:
     n = len(get(world, "acme-auditor", "/v1/audit", limit=1000).json())
     assert n == len(world.acme_seqs) + 1  # and the tenant's creation
     assert (result.heads, result.included, result.events) == (3, n, n)
-    # The command line does the same, here with a pinned key (the provider's by default).
-    done = cli(world, "--public-key", world.ctx.keys.signing_public_key().hex())
+    # The command line does the same. An outside auditor has no database and no key provider:
+    # the pinned key is all it needs.
+    outside = {
+        "CALLVAULT_DATABASE_URL": f"sqlite:///{world.workdir / 'nothing-here' / 'x.db'}",
+        "CALLVAULT_KEY_PROVIDER": f"local:{world.workdir / 'no-keys'}",
+        "CALLVAULT_AUDIT_PUBLIC_KEY": world.ctx.keys.signing_public_key().hex(),
+    }
+    done = cli(world, env=outside)
     assert done.exit_code == 0, done.output
     assert f"{n} events included in the signed tree of size {world.sizes[-1]}" in done.output
+    other = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    forged = cli(world, "--public-key", other)
+    assert forged.exit_code == 1 and "signature does not verify" in forged.output
 
 
 def test_the_scoped_auditor_sees_only_its_tenant_and_gets_the_heads(world: World) -> None:
@@ -284,3 +293,30 @@ def test_a_head_signed_by_another_key_is_caught(world: World) -> None:
     result = check(world)
     assert not result.ok and f"tree head {fake_id}" in (result.reason or "")
     assert "signature does not verify" in (result.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tenant", "acme"], "--tenant needs --url and --api-key-file"),
+        (["--tenant", "acme", "--url", "http://127.0.0.1:9", "--api-key-file", "KEY"],
+         "--tenant must be the tenant's id"),
+        (["--tenant", str(uuid.uuid4()), "--url", "file:///etc/passwd", "--api-key-file", "KEY",
+          "--public-key", "00" * 32], "must start with http:// or https://"),
+        (["--tenant", str(uuid.uuid4()), "--url", "http://127.0.0.1:9", "--api-key-file", "KEY",
+          "--public-key", "00" * 32], "/v1/audit/checkpoints:"),
+        (["--tenant", str(uuid.uuid4()), "--url", "http://127.0.0.1:9", "--api-key-file", "KEY",
+          "--public-key", "abcd"], "--public-key must be 64 hex digits"),
+        (["--url", "http://127.0.0.1:9"], "--url and --api-key-file go with --tenant"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_and_an_unreachable_server_are_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    key = tmp_path / "key"
+    key.write_text("cvk_not_a_real_key\n")
+    argv = ["audit", "verify", *[str(key) if a == "KEY" else a for a in args]]
+    done = CliRunner().invoke(cli_app, argv, env={"CALLVAULT_AUDIT_PUBLIC_KEY": ""})
+    assert done.exit_code == 2, done.output
+    assert message in done.output and "Traceback" not in done.output
+    assert "cvk_not_a_real_key" not in done.output

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vault.cli._common import audit_app, context
+from vault.cli._common import audit_app, context, settings
 from vault.cli_errors import clean_errors, fail
 
 
@@ -84,8 +84,11 @@ def _verify_tenant(
     except OSError as exc:
         fail(f"cannot read --api-key-file: {exc.strerror}")
         return
+    pinned = settings().audit_public_key
     if public_key:
         key = signed_rows.parse_public_key(public_key, what="--public-key")
+    elif pinned:  # an outside auditor needs no database nor key provider, only the pinned key
+        key = signed_rows.parse_public_key(pinned, what="CALLVAULT_AUDIT_PUBLIC_KEY")
     else:
         ctx = context()
         try:
