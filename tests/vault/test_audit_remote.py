@@ -320,3 +320,12 @@ def test_bad_arguments_and_an_unreachable_server_are_one_line(
     assert done.exit_code == 2, done.output
     assert message in done.output and "Traceback" not in done.output
     assert "cvk_not_a_real_key" not in done.output
+
+
+def test_a_server_answering_nonsense_fails_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifier trusts nothing the server says: a reply of the wrong shape is a failure."""
+    replies = iter([[{"id": 1, "signature": "00"}]])  # a head without its statement
+    monkeypatch.setattr(remote.Client, "get", lambda self, path, **_: next(replies))
+    client = remote.Client("http://127.0.0.1:9", "k")
+    result = remote.verify_tenant(client, tenant=uuid.uuid4(), public_key=b"\x01" * 32)
+    assert not result.ok and "not what it documents" in (result.reason or "")

@@ -184,6 +184,9 @@ def verify_tenant(client: Client, *, tenant: uuid.UUID, public_key: bytes) -> Te
                 f"the signed tree head of size {newest['tree_size']} counts {counted} events of "
                 f"this tenant, but {included} are visible and included: events were deleted"
             )
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # a server's nonsense
+        bad = _Bad(f"the API answered something that is not what it documents ({exc!r})")
+        return TenantVerifyResult(False, len(docs), 0, seen, included, None, bad.reason)
     except _Bad as bad:
         size = docs[-1]["tree_size"] if docs else 0
         return TenantVerifyResult(False, len(docs), size, seen, included, bad.seq, bad.reason)
