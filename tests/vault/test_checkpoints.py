@@ -278,6 +278,9 @@ def test_a_log_cut_back_consistently_is_caught_by_the_head(ctx: Context) -> None
     result = verify(ctx)  # ...but not with what was signed
     assert not result.ok and result.first_bad_seq == 8 and result.head_id == made.id
     assert "events were deleted" in (result.reason or "")
+    append(ctx, 1)
+    with pytest.raises(IntegrityError, match="no longer matches signed head"):
+        heads.write_head(ctx, now=ctx.now())  # the signer never signs the shorter log
 
 
 def test_a_deleted_head_row_is_caught_by_the_next(ctx: Context) -> None:

@@ -76,7 +76,10 @@ def write_head(ctx: Context, *, now: datetime) -> AuditTreeHead | None:
         covered = state.size == (0 if prev is None else prev.tree_size)
         if not waiting and not covered:
             # Never sign a tree that contradicts the last signature: refuse loudly instead.
-            if prev is not None and tree.root_at(session, prev.tree_size).hex() != prev.root_hash:
+            if prev is not None and (
+                state.size < prev.tree_size
+                or tree.root_at(session, prev.tree_size).hex() != prev.root_hash
+            ):
                 raise IntegrityError(
                     f"the audit tree no longer matches signed head {prev.id} at size "
                     f"{prev.tree_size}; run `callvault audit verify`"
