@@ -259,7 +259,10 @@ def test_altered_event_row_is_caught(ctx: Context) -> None:
         ("UPDATE audit_tree_head SET signature = :s", "signature"),
     ],
 )  # fmt: skip
-def test_altered_head_row_is_caught(ctx: Context, sql: str, reason: str) -> None:
+def test_altered_head_row_is_caught(
+    make_ctx: Callable[..., Context], sql: str, reason: str
+) -> None:
+    ctx = make_ctx(clock=FakeClock())  # the statement's own checks: one backend is enough
     append(ctx, 4)
     made = head(ctx)
     tamper(ctx, (sql, {"h": "ab" * 32, "s": "cd" * 64}))
@@ -417,8 +420,9 @@ def test_pinned_key_overrides_the_provider(ctx: Context) -> None:
     ],
 )  # fmt: skip
 def test_a_head_of_another_type_version_or_shape_is_rejected(
-    ctx: Context, old: str, new: str, reason: str
+    make_ctx: Callable[..., Context], old: str, new: str, reason: str
 ) -> None:
+    ctx = make_ctx(clock=FakeClock())  # the statement's own checks: one backend is enough
     append(ctx, 3, tenants=[None])
     made = head(ctx)
     resign(ctx, made, old, new)
