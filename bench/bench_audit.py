@@ -43,6 +43,7 @@ PLAIN = sa.table(
     *(sa.column(c) for c in ("seq", "chain_id", "ts", "actor", "action", "outcome", "tenant_id",
                              "target", "purpose", "grant_id", "hash", "canonical")),
 )  # fmt: skip
+PLAIN_INSERT = sa.insert(PLAIN)
 PLAIN_DDL = """
 CREATE TABLE bench_plain (
     seq BIGINT PRIMARY KEY DEFAULT nextval('bench_plain_seq'), chain_id VARCHAR(64) NOT NULL,
@@ -65,7 +66,8 @@ def plain(session: Session, i: int, tenant: uuid.UUID) -> None:
     row = _event(i, tenant)
     text = audit.canonical_json({**row, "ts": audit.format_ts(row["ts"]),  # type: ignore[arg-type]
                                  "tenant_id": str(tenant), "details": {"i": i}})  # fmt: skip
-    session.execute(sa.insert(PLAIN).values(**row, hash=audit.hash_canonical(text), canonical=text))
+    # A prebuilt statement, as audit.record uses: the same Python work per row, or less.
+    session.execute(PLAIN_INSERT, {**row, "hash": audit.hash_canonical(text), "canonical": text})
 
 
 def merkle(session: Session, i: int, tenant: uuid.UUID) -> None:
