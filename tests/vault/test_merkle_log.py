@@ -151,3 +151,20 @@ def test_the_job_raises_the_alarm_when_events_stay_behind(
         summary = tasks.run("audit-sequence", ctx, now)
     assert summary == "0 audit event(s) sequenced; ALARM: events past the bound"
     assert "2 waiting, the oldest for 600 s (bound 300 s)" in caplog.text
+
+
+def test_a_downgrade_keeps_every_event_and_the_upgrade_takes_them_back_in(ctx: Context) -> None:
+    from alembic import command
+
+    import vault.db
+
+    append(ctx, 3)
+    sequence(ctx)
+    append(ctx, 2)  # events of the Merkle era: no prev_hash
+    cfg = vault.db._alembic_config(ctx.db.engine)
+    command.downgrade(cfg, "-1")
+    command.upgrade(cfg, "head")
+    assert sequence(ctx) == 5  # the tree starts over from the events as they are
+    with ctx.db.reading() as s:
+        result = audit.verify(s)
+    assert result.ok and result.checked == 5 and result.tree_size == 5, result.reason

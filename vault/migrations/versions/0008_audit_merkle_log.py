@@ -120,12 +120,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tree_size"),
     )
-    # The chain's head as it stands now: every event so far is chained (the first signed tree
-    # head records it).
+    # The chain's head as it stands now (every signed tree head records it): the newest chained
+    # event; events without prev_hash are only there after a downgrade and upgrade again.
     op.execute(
         "INSERT INTO audit_tree (id, size, legacy_head_seq, legacy_head_hash) "
         "SELECT 1, 0, e.seq, e.hash FROM (SELECT 1 AS one) AS x LEFT JOIN audit_event e "
-        "ON e.seq = (SELECT MAX(seq) FROM audit_event)"
+        "ON e.seq = (SELECT MAX(seq) FROM audit_event WHERE prev_hash IS NOT NULL)"
     )
 
 
@@ -142,12 +142,10 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER IF EXISTS audit_event_no_update")
         op.execute("DROP TRIGGER IF EXISTS audit_event_no_delete")
-    # Events written after the upgrade have no prev_hash: a downgrade cannot keep them.
+    # prev_hash stays nullable: events written in the Merkle era have none, and a downgrade
+    # keeps every event (the older chain check then names the first of them, truthfully).
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_constraint("uq_audit_event_leaf_index", type_="unique")
         batch_op.drop_column("leaf_index")
-        batch_op.alter_column(
-            "prev_hash", existing_type=sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        )
     if not postgres:
         _sqlite_triggers(sequenced_update=False)
