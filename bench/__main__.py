@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["crypto", "ingest", "playback", "http", "dispose", "redaction", "load"]
+BENCHES = ["crypto", "ingest", "playback", "http", "dispose", "redaction", "load", "audit"]
 
 
 def main(argv: list[str]) -> None:

@@ -20,7 +20,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from jobs.tasks import JOBS, JobFn, execute
+from jobs.tasks import JOBS, PERIODS, JobFn, execute
 from vault.context import Context
 from vault.leases import process_holder
 
@@ -62,6 +62,8 @@ def build_scheduler(
     started = datetime.now(UTC)
     for name, fn in (jobs if jobs is not None else JOBS).items():
         period = KEK_CYCLE_SECONDS if name == "kek-cycle" else interval
+        if name in PERIODS:
+            period = PERIODS[name](ctx.settings)
         opts: dict[str, Any] = {}
         first_run = None
         if name == "kek-cycle":

@@ -24,7 +24,8 @@ from typing import Any
 
 from vault import audit, kek
 from vault.access import requests as access
-from vault.audit import checkpoints
+from vault.audit import heads, tree
+from vault.config import Settings
 from vault.console import sessions as console_sessions
 from vault.context import Context
 from vault.leases import process_holder
@@ -38,7 +39,8 @@ from vault.retention import disposal as retention
 from vault.retention import erasure, expiry
 
 __all__ = [
-    "JOBS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "JobResult", "execute", "run", "run_all",
+    "JOBS", "PERIODS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "JobResult", "execute", "run",
+    "run_all",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -116,16 +118,28 @@ def kek_cycle(
     )  # fmt: skip
 
 
+def audit_sequence(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    # SKIP LOCKED: when another worker is sequencing, this run leaves it to that one.
+    taken = tree.sequence(ctx.db)
+    with ctx.db.reading() as session:
+        late = tree.alarm_if_late(
+            audit.stats(session, now=now), bound_seconds=ctx.settings.audit_sequence_bound_seconds
+        )
+    return _result(
+        f"{taken} audit event(s) sequenced" + ("; ALARM: events past the bound" if late else ""),
+        sequenced=taken, late=int(late),
+    )  # fmt: skip
+
+
 def audit_checkpoint(ctx: Context, now: datetime, **_: Any) -> JobResult:
     # The aggregates of denials counted in this process (the API's, in single-node mode).
     flushed = audit.flush_denials(ctx.db, ctx.denials, now=now)
-    checkpoint = checkpoints.write_checkpoint(ctx, now=now)
-    head = f"checkpoint at seq {checkpoint.head_seq}" if checkpoint else "no new events"
+    head = heads.write_head(ctx, now=now)  # sequences what is committed, then signs
+    signed = f"tree head at size {head.tree_size}" if head else "no new leaves"
     return _result(
-        f"{head}; {flushed} denial aggregate(s) written",
-        checkpoints=int(checkpoint is not None),
-        denial_aggregates=flushed,
-    )
+        f"{signed}; {flushed} denial aggregate(s) written",
+        tree_heads=int(head is not None), denial_aggregates=flushed,
+    )  # fmt: skip
 
 
 def scrub(ctx: Context, now: datetime, *, sample: int = 10, **_: Any) -> JobResult:
@@ -157,14 +171,21 @@ JOBS: dict[str, JobFn] = {
     "expire-grants": expire_grants,
     "sweep-orphans": sweep_orphans,
     "kek-cycle": kek_cycle,
+    "audit-sequence": audit_sequence,
     "audit-checkpoint": audit_checkpoint,
     "scrub": scrub,
     "metrics-rollup": roll_up_metrics,
 }
 
+# Jobs that run at their own period (seconds, from the settings) instead of job_interval_seconds.
+PERIODS: dict[str, Callable[[Settings], float]] = {
+    "audit-sequence": lambda s: s.audit_sequence_interval_seconds,
+}
+
 # Grants lapse first (nobody reads what is about to go); purposes expire before disposal;
 # erasure runs before disposal (it ends purposes) and again after the KEK cycle, whose
-# retirement is what completes an erasure; the checkpoint then covers everything this run did.
+# retirement is what completes an erasure; the sequencer takes every event in and the signed
+# tree head then covers everything this run did.
 RUN_ALL_ORDER: tuple[str, ...] = (
     "expire-grants",
     "expire-purposes",
@@ -174,6 +195,7 @@ RUN_ALL_ORDER: tuple[str, ...] = (
     "sweep-orphans",
     "kek-cycle",
     "erasure",
+    "audit-sequence",
     "audit-checkpoint",
     "metrics-rollup",
     "scrub",

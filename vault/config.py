@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     access_request_ttl_hours: float = Field(default=24.0, gt=0)
     # Hex of a pinned Ed25519 public key for checkpoint verification (else: the provider's).
     audit_public_key: str | None = None
+    # The audit sequencer (job audit-sequence) runs this often; an event left unsequenced for
+    # longer than the bound raises an alarm (an error in the log; the metric
+    # callvault_audit_unsequenced_oldest_seconds).
+    audit_sequence_interval_seconds: float = Field(default=5.0, gt=0)
+    audit_sequence_bound_seconds: float = Field(default=300.0, gt=0)
     # Unauthenticated denials: the first N per window are audited one by one, the rest in
     # aggregate, so a flood cannot serialise the audit chain.
     auth_denial_burst: int = Field(default=10, ge=1)

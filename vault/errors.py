@@ -123,6 +123,31 @@ class ConflictError(VaultError):
     title = "Conflict with the current state"
 
 
+# The audit log's Merkle tree: proofs asked for sizes or leaves it does not have.
+
+
+class TreeSizeUnknownError(NotFoundError):
+    code = "audit-tree-size-unknown"
+    title = "The audit log has not reached that tree size"
+
+
+class LeafNotInTreeError(ConflictError):
+    code = "audit-leaf-not-in-tree"
+    title = "The event is not in the tree of that size (not yet sequenced, or sequenced later)"
+
+
+class TreeRangeError(InvalidInputError):
+    code = "audit-tree-range-invalid"
+    title = "Tree sizes must satisfy 0 <= from <= to"
+
+
+class RemoteAuditError(VaultError):
+    """``audit verify --tenant`` could not read the API (unreachable, key refused, nonsense)."""
+
+    code = "remote-audit-unavailable"
+    title = "The audit API could not be read"
+
+
 class UnsupportedMediaTypeError(VaultError):
     code = "unsupported-media-type"
     title = "Content-Type must be video/*, audio/* or application/octet-stream"

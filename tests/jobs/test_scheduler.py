@@ -28,7 +28,7 @@ from vault.cli import app
 from vault.context import Context
 
 NAMES = {"expire-purposes", "dispose", "redact", "erasure", "expire-grants", "sweep-orphans",
-         "kek-cycle", "audit-checkpoint", "metrics-rollup", "scrub"}  # fmt: skip
+         "kek-cycle", "audit-sequence", "audit-checkpoint", "metrics-rollup", "scrub"}  # fmt: skip
 
 
 def _jobs(scheduler: BaseScheduler) -> dict[str, Job]:
@@ -56,12 +56,13 @@ def test_run_all_covers_every_job_grants_first_scrub_last() -> None:
 def test_each_job_runs_at_the_configured_interval_without_pile_ups(
     make_ctx: Callable[..., Context], interval: float
 ) -> None:
-    ctx = make_ctx(job_interval_seconds=interval)
+    ctx = make_ctx(job_interval_seconds=interval, audit_sequence_interval_seconds=2.5)
     jobs = _jobs(build_scheduler(ctx, blocking=False))
     assert set(jobs) == NAMES
     assert MIN_MISFIRE_GRACE_SECONDS >= 60
+    own = {"kek-cycle": timedelta(hours=1), "audit-sequence": timedelta(seconds=2.5)}
     for name, job in jobs.items():
-        period = timedelta(hours=1) if name == "kek-cycle" else timedelta(seconds=interval)
+        period = own.get(name, timedelta(seconds=interval))
         assert job.trigger.interval == period, name
         # A busy box delays runs: late runs collapse into one, never overlap, and are not
         # dropped for being a few seconds late.

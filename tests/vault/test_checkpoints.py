@@ -1,6 +1,7 @@
-"""Signed audit checkpoints on SQLite+local and PostgreSQL+SeaweedFS: signing, export under
-Object Lock, idempotence, and the tampering that only checkpoints can catch (truncated tails,
-chains rewritten with consistent hashes, forged signatures and a swapped published key)."""
+"""Signed tree heads (and the legacy chain checkpoints before them) on SQLite+local and
+PostgreSQL+SeaweedFS: signing, export under Object Lock, idempotence, and the tampering only a
+signature can catch (a log cut or rewritten consistently, forged heads, a swapped published key).
+"""
 
 from __future__ import annotations
 
@@ -24,92 +25,74 @@ from typer.testing import CliRunner
 
 from crypto.keys.transit import TransitKeyProvider
 from tests.conftest import Bao
+from tests.support.audit_log import append, legacy_chain, legacy_event, tamper
 from tests.support.clock import FakeClock
+from tests.vault.test_access import make_principal, make_tenant
 from vault import audit
 from vault.app import create_app
-from vault.audit import checkpoints, signing
-from vault.authz import Actor
+from vault.audit import checkpoints, heads, logcheck, merkle, signing, tree
 from vault.cli import app as cli_app
 from vault.config import ConfigError
 from vault.context import Context
 from vault.errors import BlobLockedError, IntegrityError, StoreUnavailableError
-from vault.identity import principals
-from vault.identity.owners import owner_of
-from vault.models import AuditCheckpoint, AuditEvent
+from vault.models import AuditCheckpoint, AuditEvent, AuditTree, AuditTreeHead
 from vault.setup import initialise
 from vault.tags import AuditAction
 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def append(ctx: Context, n: int) -> None:
-    clock = ctx.clock
-    for i in range(n):
-        if isinstance(clock, FakeClock):
-            clock.advance(seconds=1)
-        with ctx.db.transaction() as s:
-            audit.record(
-                s,
-                action=AuditAction.recording_read,
-                actor=f"principal-{i % 3}",
-                now=ctx.now(),
-                tenant_id=uuid.uuid4(),
-                target=str(uuid.uuid4()),
-                purpose="troubleshooting",
-                details={"i": i},
-            )
+def head(ctx: Context) -> AuditTreeHead:
+    made = heads.write_head(ctx, now=ctx.now())
+    assert made is not None
+    return made
 
 
-def checkpoint(ctx: Context) -> AuditCheckpoint:
-    cp = checkpoints.write_checkpoint(ctx, now=ctx.now())
-    assert cp is not None
-    return cp
-
-
-def verify(ctx: Context, key: bytes | None = None) -> checkpoints.CheckpointVerifyResult:
+def verify(ctx: Context, key: bytes | None = None) -> logcheck.LogVerifyResult:
     public_key = checkpoints.trusted_public_key(ctx) if key is None else key
-    with ctx.db.session() as s:
-        return checkpoints.verify_all(s, public_key=public_key)
+    with ctx.db.reading() as s:
+        return logcheck.verify_all(s, public_key=public_key)
 
 
-def tamper(ctx: Context, *statements: str | tuple[str, dict[str, Any]]) -> None:
-    """SQL as an attacker with DB superuser powers: the append-only triggers are bypassed
-    (replica mode on PostgreSQL for this transaction only; dropped triggers on SQLite)."""
-    with ctx.db.engine.begin() as conn:
-        if ctx.db.is_postgres:
-            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-        else:
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_update")
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_delete")
-        for stmt in statements:
-            sql, params = (stmt, {}) if isinstance(stmt, str) else stmt
-            conn.execute(sa.text(sql), params)
+def rebuild_tree(ctx: Context) -> None:
+    """Recompute the stored hashes, size and tenant counts from the events as they now are: what
+    an attacker does to make an edited log consistent again."""
+    with ctx.db.reading() as s:
+        rows = s.exec(
+            select(AuditEvent.seq, AuditEvent.tenant_id, AuditEvent.canonical)
+            .where(AuditEvent.leaf_index.is_not(None))  # type: ignore[union-attr]
+            .order_by(AuditEvent.leaf_index)
+        ).all()
+    renumber = [("UPDATE audit_event SET leaf_index = -1 - leaf_index "
+                 "WHERE leaf_index IS NOT NULL")]  # fmt: skip
+    renumber += [("UPDATE audit_event SET leaf_index = :i WHERE seq = :s", {"i": i, "s": seq})
+                 for i, (seq, _, _) in enumerate(rows)]  # fmt: skip
+    tamper(ctx, *renumber)
+    stack, stored, counts = merkle.Stack(), [], {}  # type: ignore[var-annotated]
+    for _, tenant, canonical in rows:
+        stored += stack.append(tree.leaf_of(canonical))
+        counts[tree.tenant_key(tenant)] = counts.get(tree.tenant_key(tenant), 0) + 1
+    with ctx.db.transaction() as s:
+        s.execute(sa.text("DELETE FROM audit_tree_node"))
+        s.execute(sa.text("DELETE FROM audit_tree_tenant"))
+        s.execute(sa.text("INSERT INTO audit_tree_node (idx, hash) VALUES (:i, :h)"),
+                  [{"i": i, "h": h} for i, h in enumerate(stored)])  # fmt: skip
+        s.execute(sa.text("INSERT INTO audit_tree_tenant (tenant_key, leaves) VALUES (:k, :n)"),
+                  [{"k": k, "n": n} for k, n in counts.items()])  # fmt: skip
+        s.execute(sa.update(AuditTree).values(size=len(rows)))
 
 
-def rewrite_from(ctx: Context, k: int) -> None:
-    """Edit event ``k`` and recompute every later canonical text, prev_hash and hash, so the
-    rewritten chain is internally consistent: the chain check alone passes."""
-    with ctx.db.session() as s:
-        rows = s.exec(select(AuditEvent).where(AuditEvent.seq >= k).order_by(AuditEvent.seq)).all()
-        prev = s.exec(select(AuditEvent.hash).where(AuditEvent.seq == k - 1)).first()
-    prev_hash = prev or audit.GENESIS_HASH
-    updates: list[tuple[str, dict[str, Any]]] = []
-    for row in rows:
-        event = json.loads(row.canonical)
-        if row.seq == k:
-            event["actor"] = "mallory"
-        event["prev_hash"] = prev_hash
-        canonical = audit.canonical_json(event)
-        digest = audit.hash_canonical(canonical)
-        updates.append(
-            (
-                "UPDATE audit_event SET actor = :a, canonical = :c, hash = :h, prev_hash = :p "
-                "WHERE seq = :s",
-                {"a": event["actor"], "c": canonical, "h": digest, "p": prev_hash, "s": row.seq},
-            )
-        )
-        prev_hash = digest
-    tamper(ctx, *updates)
+def rewrite(ctx: Context, seq: int) -> None:
+    """Edit event ``seq`` (canonical text, hash and column alike) and rebuild the tree: every
+    check short of a signature passes."""
+    with ctx.db.reading() as s:
+        row = s.exec(select(AuditEvent).where(AuditEvent.seq == seq)).one()
+    event = {**json.loads(row.canonical), "actor": "mallory"}
+    canonical = audit.canonical_json(event)
+    tamper(ctx, ("UPDATE audit_event SET actor = 'mallory', canonical = :c, hash = :h "
+                 "WHERE seq = :s", {"c": canonical, "h": audit.hash_canonical(canonical),
+                                    "s": seq}))  # fmt: skip
+    rebuild_tree(ctx)
 
 
 def raw_public(private: Ed25519PrivateKey) -> bytes:
@@ -120,51 +103,57 @@ def read_object(ctx: Context, key: str, version_id: str | None = None) -> bytes:
     return ctx.store.read_range(key, version_id=version_id, offset=0, length=1 << 20)
 
 
-def count_checkpoints(ctx: Context) -> int:
-    with ctx.db.session() as s:
-        return int(s.exec(select(func.count()).select_from(AuditCheckpoint)).one())
+def count_heads(ctx: Context) -> int:
+    with ctx.db.reading() as s:
+        return int(s.exec(select(func.count()).select_from(AuditTreeHead)).one())
+
+
+def resign(ctx: Context, row: AuditTreeHead, old: str, new: str) -> None:
+    """Edit the statement and sign the result with the *trusted* key: only the document's own
+    checks can refuse it."""
+    assert old in row.statement
+    text = row.statement.replace(old, new)
+    signature = ctx.keys.sign(text.encode()).hex()
+    tamper(ctx, ("UPDATE audit_tree_head SET statement = :t, signature = :g WHERE id = :i",
+                 {"t": text, "g": signature, "i": row.id}))  # fmt: skip
 
 
 # --- writing and exporting -----------------------------------------------------------------------
 
 
-def test_checkpoint_is_signed_exported_and_verifies(ctx: Context) -> None:
-    append(ctx, 5)
-    cp = checkpoint(ctx)
-    assert cp.head_seq == 6  # its own audit.checkpoint event is the head it signs
-    with ctx.db.session() as s:
-        event = audit.list_events(s, after_seq=5, limit=1)[0]
-    assert event.action == AuditAction.audit_checkpoint and cp.head_hash == event.hash
-
-    # The exact signed bytes, written out by hand rather than by the serializer under test:
-    # sorted keys, no spaces, and the document type and version inside what is signed.
-    assert len(event.hash) == 64 and set(event.hash) <= set("0123456789abcdef")
-    assert cp.statement == (
-        '{"chain_id":"global","head_hash":"' + event.hash + '","head_seq":6,'
-        '"prev_checkpoint":null,"ts":"2026-11-25T12:00:05.000000Z",'
-        '"type":"callvault.audit-checkpoint","version":2}'
-    )
+def test_tree_head_is_signed_exported_and_verifies(ctx: Context) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    events = append(ctx, 5, tenants=[a, a, b, None, a])
+    made = head(ctx)  # sequences the committed events first
+    assert made.tree_size == 5
+    # The root, computed here from the events' canonical texts alone.
+    stack = merkle.Stack()
+    for e in events:
+        stack.append(merkle.leaf_hash(e.canonical.encode()))
+    root = stack.root().hex()
+    assert made.root_hash == root
+    # The exact signed bytes, written out by hand: sorted keys, no spaces, type and version.
+    leaves = ",".join(f'"{k}":{n}' for k, n in sorted({str(a): 3, str(b): 1, "none": 1}.items()))
+    assert made.statement == (
+        '{"legacy_chain_head":null,"prev_head":null,"root_hash":"' + root + '",'
+        '"tenant_leaves":{' + leaves + '},"tree_size":5,"ts":"' + audit.format_ts(ctx.now())
+        + '","type":"callvault.audit-tree-head","version":1}'
+    )  # fmt: skip
     public = ctx.keys.signing_public_key()
-    assert cp.public_key == public.hex()
+    assert made.public_key == public.hex() and made.signature
     Ed25519PublicKey.from_public_bytes(public).verify(
-        bytes.fromhex(cp.signature), cp.statement.encode()
+        bytes.fromhex(made.signature), made.statement.encode()
     )
-
     # The export holds the exact signed bytes; the public key is published beside it.
-    assert cp.object_key == "audit/checkpoints/global/00000000000000000006.json"
-    doc = json.loads(read_object(ctx, cp.object_key, cp.version_id))
-    assert doc == {"statement": cp.statement, "signature": cp.signature, "public_key": public.hex()}
+    assert made.object_key == "audit/tree-heads/00000000000000000005.json"
+    doc = json.loads(read_object(ctx, made.object_key, made.version_id))
+    assert doc == {"statement": made.statement, "signature": made.signature,
+                   "public_key": public.hex()}  # fmt: skip
     published = json.loads(read_object(ctx, checkpoints.PUBLIC_KEY_OBJECT))
     assert published == {"algorithm": "ed25519", "public_key": public.hex()}
-    with ctx.db.session() as s:
-        row = s.get(AuditCheckpoint, cp.id)
-        assert row is not None and (row.object_key, row.version_id) == (
-            cp.object_key,
-            cp.version_id,
-        )
-
     result = verify(ctx)
-    assert result.ok and result.checkpoints_checked == 1 and result.latest_checkpoint_seq == 6
+    assert result.ok, result.reason
+    assert (result.heads_checked, result.latest_tree_size, result.checkpoints_checked) == (1, 5, 0)
 
 
 def test_export_is_under_compliance_retention_on_s3(make_ctx: Callable[..., Context]) -> None:
@@ -172,32 +161,32 @@ def test_export_is_under_compliance_retention_on_s3(make_ctx: Callable[..., Cont
     ctx = make_ctx(db="postgres", store="s3", clock=FakeClock())
     assert ctx.store.supports_object_lock()
     append(ctx, 2)
-    cp = checkpoint(ctx)
-    assert cp.object_key and cp.version_id
+    made = head(ctx)
+    assert made.object_key and made.version_id
     client, bucket = ctx.store.client, ctx.store.bucket  # type: ignore[attr-defined]
-    retention = client.get_object_retention(bucket, cp.object_key, version_id=cp.version_id)
+    retention = client.get_object_retention(bucket, made.object_key, version_id=made.version_id)
     assert retention.mode == "COMPLIANCE"
     assert retention.retain_until_date > ctx.now() + timedelta(days=3000)
     with pytest.raises(BlobLockedError):
-        ctx.store.delete_all_versions(cp.object_key)
-    assert ctx.store.exists(cp.object_key, version_id=cp.version_id)
+        ctx.store.delete_all_versions(made.object_key)
+    assert ctx.store.exists(made.object_key, version_id=made.version_id)
 
 
-def test_idempotent_for_the_same_head_and_linked(ctx: Context) -> None:
+def test_idempotent_for_the_same_tree_and_linked(ctx: Context) -> None:
+    assert heads.write_head(ctx, now=ctx.now()) is None  # an empty log: nothing to sign
     append(ctx, 3)
-    first = checkpoint(ctx)
-    assert checkpoints.write_checkpoint(ctx, now=ctx.now()) is None
-    assert checkpoints.write_checkpoint(ctx, now=ctx.now()) is None
-    assert count_checkpoints(ctx) == 1
-    with ctx.db.session() as s:
-        assert audit.head(s)[0] == first.head_seq  # no event appended by the no-op runs
+    first = head(ctx)
+    assert heads.write_head(ctx, now=ctx.now()) is None
+    assert heads.write_head(ctx, now=ctx.now()) is None
+    assert count_heads(ctx) == 1
+    with ctx.db.reading() as s:
+        assert audit.head(s)[0] == 3  # a head is about the log, never an event in it
     append(ctx, 1)
-    second = checkpoint(ctx)
-    assert second.head_seq == first.head_seq + 2
-    assert json.loads(second.statement)["prev_checkpoint"] == {
-        "seq": first.head_seq,
-        "hash": hashlib.sha256(first.statement.encode()).hexdigest(),
-    }
+    second = head(ctx)
+    assert second.tree_size == 4
+    assert json.loads(second.statement)["prev_head"] == {
+        "tree_size": 3, "hash": hashlib.sha256(first.statement.encode()).hexdigest(),
+    }  # fmt: skip
     assert verify(ctx).ok
 
 
@@ -209,59 +198,45 @@ def test_failed_export_is_retried_next_run(ctx: Context, monkeypatch: pytest.Mon
 
     with monkeypatch.context() as m:
         m.setattr(ctx.store, "put_bytes", down)
-        cp = checkpoint(ctx)
-    assert cp.object_key is None and count_checkpoints(ctx) == 1
-    assert verify(ctx).ok  # the DB checkpoint stands on its own
-    assert checkpoints.write_checkpoint(ctx, now=ctx.now()) is None  # same head: only exports
-    with ctx.db.session() as s:
-        row = s.get(AuditCheckpoint, cp.id)
-    assert row is not None and row.object_key == checkpoints.export_key("global", cp.head_seq)
-    assert json.loads(read_object(ctx, row.object_key, row.version_id))["statement"] == cp.statement
+        made = head(ctx)
+    assert made.object_key is None and made.signature and count_heads(ctx) == 1
+    assert verify(ctx).ok  # the DB head stands on its own
+    assert heads.write_head(ctx, now=ctx.now()) is None  # same tree: only exports
+    with ctx.db.reading() as s:
+        row = s.get(AuditTreeHead, made.id)
+    assert row is not None and row.object_key == heads.export_key(2)
+    assert json.loads(read_object(ctx, row.object_key, row.version_id))["statement"] == (
+        made.statement
+    )
 
 
-def test_list_checkpoints(ctx: Context) -> None:
+def test_list_heads_pages(ctx: Context) -> None:
     ids = []
     for _ in range(3):
         append(ctx, 1)
-        ids.append(checkpoint(ctx).id)
-    with ctx.db.session() as s:
-        page = checkpoints.list_checkpoints(s, limit=2)
-        assert [c.id for c in page] == ids[:2] and page[0].object_key
-        assert [c.id for c in checkpoints.list_checkpoints(s, after_id=ids[1])] == ids[2:]
+        ids.append(head(ctx).id)
+    with ctx.db.reading() as s:
+        page = heads.list_heads(s, limit=2)
+        assert [h.id for h in page] == ids[:2] and page[0].object_key and page[0].statement
+        assert [h.id for h in heads.list_heads(s, after_id=ids[1])] == ids[2:]
 
 
-def test_concurrent_writers_make_one_checkpoint(ctx: Context) -> None:
+def test_concurrent_writers_make_one_head(ctx: Context) -> None:
     append(ctx, 3)
     barrier = threading.Barrier(4)
-    results: list[AuditCheckpoint | None] = []
+    results: list[AuditTreeHead | None] = []
 
     def run() -> None:
         barrier.wait()
-        results.append(checkpoints.write_checkpoint(ctx, now=ctx.now()))
+        results.append(heads.write_head(ctx, now=ctx.now()))
 
     threads = [threading.Thread(target=run) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sum(r is not None for r in results) == 1 and count_checkpoints(ctx) == 1
+    assert sum(r is not None for r in results) == 1 and count_heads(ctx) == 1
     assert verify(ctx).ok
-
-
-def test_verify_pages_through_many_checkpoints(
-    ctx: Context, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(checkpoints, "VERIFY_BATCH", 2)
-    cps = []
-    for _ in range(5):
-        append(ctx, 1)
-        cps.append(checkpoint(ctx))
-    result = verify(ctx)
-    assert result.ok and result.checkpoints_checked == 5
-    assert result.latest_checkpoint_seq == cps[-1].head_seq
-    tamper(ctx, ("DELETE FROM audit_checkpoint WHERE id = :i", {"i": cps[2].id}))
-    result = verify(ctx)
-    assert not result.ok and result.first_bad_seq == cps[2].head_seq
 
 
 # --- tampering -----------------------------------------------------------------------------------
@@ -269,7 +244,7 @@ def test_verify_pages_through_many_checkpoints(
 
 def test_altered_event_row_is_caught(ctx: Context) -> None:
     append(ctx, 10)
-    checkpoint(ctx)
+    head(ctx)
     tamper(ctx, "UPDATE audit_event SET actor = 'mallory' WHERE seq = 4")
     result = verify(ctx)
     assert not result.ok and result.first_bad_seq == 4 and "actor" in (result.reason or "")
@@ -278,125 +253,131 @@ def test_altered_event_row_is_caught(ctx: Context) -> None:
 @pytest.mark.parametrize(
     ("sql", "reason"),
     [
-        ("UPDATE audit_checkpoint SET head_hash = :h", "columns differ"),
-        ("UPDATE audit_checkpoint SET statement = replace(statement, '\"ts\":\"2', '\"ts\":\"3')",
+        ("UPDATE audit_tree_head SET root_hash = :h", "columns differ"),
+        ("UPDATE audit_tree_head SET statement = replace(statement, '\"ts\":\"2', '\"ts\":\"3')",
          "signature"),
-        ("UPDATE audit_checkpoint SET signature = :s", "signature"),
+        ("UPDATE audit_tree_head SET signature = :s", "signature"),
     ],
 )  # fmt: skip
-def test_altered_checkpoint_row_is_caught(ctx: Context, sql: str, reason: str) -> None:
+def test_altered_head_row_is_caught(
+    make_ctx: Callable[..., Context], sql: str, reason: str
+) -> None:
+    ctx = make_ctx(clock=FakeClock())  # the statement's own checks: one backend is enough
     append(ctx, 4)
-    cp = checkpoint(ctx)
+    made = head(ctx)
     tamper(ctx, (sql, {"h": "ab" * 32, "s": "cd" * 64}))
     result = verify(ctx)
-    assert not result.ok and result.first_bad_seq == cp.head_seq
-    assert result.checkpoint_id == cp.id and reason in (result.reason or "")
+    assert not result.ok and result.first_bad_seq == 1 and result.head_id == made.id
+    assert reason in (result.reason or "")
 
 
-@pytest.mark.parametrize("keep", [7, 10])
-def test_events_deleted_after_a_checkpoint_are_caught(ctx: Context, keep: int) -> None:
+def test_a_log_cut_back_consistently_is_caught_by_the_head(ctx: Context) -> None:
     append(ctx, 10)
-    cp = checkpoint(ctx)  # seq 11
-    tamper(ctx, ("DELETE FROM audit_event WHERE seq > :k", {"k": keep}))
-    with ctx.db.session() as s:
-        assert audit.verify(s).ok  # the chain alone cannot see a cut tail
+    made = head(ctx)
+    tamper(ctx, "DELETE FROM audit_event WHERE seq > 7")
+    rebuild_tree(ctx)
+    with ctx.db.reading() as s:
+        assert audit.verify(s).ok  # events and tree agree with each other...
+    result = verify(ctx)  # ...but not with what was signed
+    assert not result.ok and result.first_bad_seq == 8 and result.head_id == made.id
+    assert "events were deleted" in (result.reason or "")
+    append(ctx, 1)
+    with pytest.raises(IntegrityError, match="no longer matches signed head"):
+        heads.write_head(ctx, now=ctx.now())  # the signer never signs the shorter log
+
+
+def test_a_deleted_head_row_is_caught_by_the_next(ctx: Context) -> None:
+    rows = []
+    for _ in range(3):
+        append(ctx, 2)
+        rows.append(head(ctx))
+    tamper(ctx, ("DELETE FROM audit_tree_head WHERE id = :i", {"i": rows[1].id}))
     result = verify(ctx)
-    assert not result.ok and result.first_bad_seq == keep + 1
-    assert result.checkpoint_id == cp.id and "deleted" in (result.reason or "")
+    assert not result.ok and result.head_id == rows[2].id
+    assert "a head is missing" in (result.reason or "")
 
 
-def test_deleted_checkpoint_rows_are_caught(ctx: Context) -> None:
-    append(ctx, 3)
-    first = checkpoint(ctx)
-    append(ctx, 3)
-    second = checkpoint(ctx)
-    tamper(ctx, ("DELETE FROM audit_checkpoint WHERE id = :i", {"i": second.id}))
-    result = verify(ctx)
-    assert not result.ok and result.first_bad_seq == second.head_seq
-    assert "deleted" in (result.reason or "")
-    # With the first one gone as well, the earliest deleted checkpoint is named.
-    tamper(ctx, ("DELETE FROM audit_checkpoint WHERE id = :i", {"i": first.id}))
-    assert verify(ctx).first_bad_seq == first.head_seq
-
-
-@pytest.mark.parametrize(("k", "expected"), [(3, 0), (15, 1), (11, 0)])
-def test_chain_rewritten_with_consistent_hashes_is_caught(
-    ctx: Context, k: int, expected: int
+@pytest.mark.parametrize(("seq", "bad_head"), [(2, 0), (8, 1), (12, None)])
+def test_a_log_rewritten_consistently_is_caught_by_the_head_covering_it(
+    ctx: Context, seq: int, bad_head: int | None
 ) -> None:
-    append(ctx, 10)
-    cps = [checkpoint(ctx)]  # seq 11
-    append(ctx, 10)
-    cps.append(checkpoint(ctx))  # seq 22
-    append(ctx, 3)
-    rewrite_from(ctx, k)
-    with ctx.db.session() as s:
-        chain = audit.verify(s)
-        assert chain.ok and chain.head_seq == 25  # internally consistent
-    result = verify(ctx)
-    bad = cps[expected]
-    good = 0 if expected == 0 else cps[expected - 1].head_seq
-    assert not result.ok
-    assert (result.first_bad_seq, result.checkpoint_id) == (bad.head_seq, bad.id)
-    assert f"rewritten after seq {good}" in (result.reason or "")
-    # The signer refuses to extend a chain that contradicts its last signature.
-    with pytest.raises(IntegrityError):
-        checkpoints.write_checkpoint(ctx, now=ctx.now())
-
-
-def test_forged_checkpoint_signed_by_another_key_is_rejected(ctx: Context) -> None:
     append(ctx, 5)
-    genuine = checkpoint(ctx)
-    append(ctx, 2)
-    attacker = Ed25519PrivateKey.generate()
-    with ctx.db.session() as s:
-        head_seq, head_hash = audit.head(s)
-    statement = audit.canonical_json(
-        {"chain_id": "global", "head_seq": head_seq, "head_hash": head_hash,
-         "ts": audit.format_ts(ctx.now()), "format": "callvault-checkpoint/1",
-         "prev_checkpoint": {"seq": genuine.head_seq,
-                             "hash": checkpoints.statement_hash(genuine.statement)}}
-    )  # fmt: skip
-    with ctx.db.transaction() as s:
-        forged = AuditCheckpoint(
-            chain_id="global", head_seq=head_seq, head_hash=head_hash, created_at=ctx.now(),
-            public_key=raw_public(attacker).hex(), statement=statement,
-            signature=attacker.sign(statement.encode()).hex(),
-        )  # fmt: skip
-        s.add(forged)
-        s.flush()
-        forged_id = forged.id
+    made = [head(ctx)]  # leaves 0..4 (seqs 1..5)
+    append(ctx, 5)
+    made.append(head(ctx))  # leaves 5..9
+    append(ctx, 3)
+    tree.sequence(ctx.db, wait=True)  # leaves 10..12: no head yet
+    rewrite(ctx, seq)
+    with ctx.db.reading() as s:
+        assert audit.verify(s).ok  # internally consistent
     result = verify(ctx)
-    assert not result.ok and result.checkpoint_id == forged_id
-    assert result.first_bad_seq == head_seq and "signature" in (result.reason or "")
+    if bad_head is None:  # past every signed head: nothing signed contradicts it
+        assert result.ok
+        return
+    assert not result.ok and result.head_id == made[bad_head].id
+    assert result.first_bad_seq == (1 if bad_head == 0 else 6)  # first leaf after a good head
+    assert "rewritten" in (result.reason or "")
+    with pytest.raises(IntegrityError):  # and the signer refuses to extend it
+        append(ctx, 1)
+        heads.write_head(ctx, now=ctx.now())
+
+
+def test_forged_head_signed_by_another_key_is_rejected(ctx: Context) -> None:
+    append(ctx, 5)
+    genuine = head(ctx)
+    append(ctx, 2)
+    tree.sequence(ctx.db, wait=True)
+    attacker = Ed25519PrivateKey.generate()
+    with ctx.db.reading() as s:
+        root = tree.root_at(s, 7).hex()
+        leaves = tree.tenant_leaves(s)
+    body = {
+        "tree_size": 7,
+        "root_hash": root,
+        "ts": audit.format_ts(ctx.now()),
+        "tenant_leaves": leaves,
+        "prev_head": heads.link(genuine),
+        "legacy_chain_head": None,
+    }
+    forged = signing.sign_document(attacker, doc_type=signing.TREE_HEAD, version=1, body=body)
+    with ctx.db.transaction() as s:
+        row = AuditTreeHead(
+            tree_size=7, root_hash=root, created_at=ctx.now(),
+            public_key=raw_public(attacker).hex(), statement=forged.canonical,
+            signature=forged.signature,
+        )  # fmt: skip
+        s.add(row)
+        s.flush()
+        forged_id = row.id
+    result = verify(ctx)
+    assert not result.ok and result.head_id == forged_id
+    assert "signature does not verify" in (result.reason or "")
 
 
 def test_verify_ignores_the_published_key_and_the_exports(ctx: Context) -> None:
-    """Rewrite the chain, re-sign every checkpoint with an attacker key, replace the exports
-    and the published public key: a perfect forgery except for the trust anchor."""
-    append(ctx, 5)
-    cps = [checkpoint(ctx)]
-    append(ctx, 5)
-    cps.append(checkpoint(ctx))
-    rewrite_from(ctx, 2)
+    """Rewrite the log, re-sign every head with an attacker key, replace the exports and the
+    published key: a perfect forgery except for the trust anchor."""
+    append(ctx, 4)
+    made = [head(ctx)]
+    append(ctx, 4)
+    made.append(head(ctx))
+    rewrite(ctx, 2)
     attacker = Ed25519PrivateKey.generate()
     attacker_hex = raw_public(attacker).hex()
     prev: dict[str, Any] | None = None
-    with ctx.db.session() as s:
-        hashes = {cp.id: audit.list_events(s, after_seq=cp.head_seq - 1)[0].hash for cp in cps}
-    for cp in cps:
-        stmt = {**json.loads(cp.statement), "head_hash": hashes[cp.id], "prev_checkpoint": prev}
-        text = audit.canonical_json(stmt)
+    for row in made:
+        with ctx.db.reading() as s:
+            root = tree.root_at(s, row.tree_size).hex()
+        text = audit.canonical_json({**json.loads(row.statement), "root_hash": root,
+                                     "prev_head": prev})  # fmt: skip
         sig = attacker.sign(text.encode()).hex()
-        tamper(
-            ctx,
-            ("UPDATE audit_checkpoint SET statement = :t, signature = :g, public_key = :k, "
-             "head_hash = :h WHERE id = :i",
-             {"t": text, "g": sig, "k": attacker_hex, "h": hashes[cp.id], "i": cp.id}),
-        )  # fmt: skip
+        tamper(ctx, ("UPDATE audit_tree_head SET statement = :t, signature = :g, public_key = :k,"
+                     " root_hash = :r WHERE id = :i",
+                     {"t": text, "g": sig, "k": attacker_hex, "r": root, "i": row.id}))  # fmt: skip
+        assert row.object_key is not None
         doc = {"statement": text, "signature": sig, "public_key": attacker_hex}
-        assert cp.object_key is not None
-        ctx.store.put_bytes(cp.object_key, json.dumps(doc).encode())
-        prev = {"seq": cp.head_seq, "hash": checkpoints.statement_hash(text)}
+        ctx.store.put_bytes(row.object_key, json.dumps(doc).encode())
+        prev = {"tree_size": row.tree_size, "hash": audit.hash_canonical(text)}
     ctx.store.put_bytes(
         checkpoints.PUBLIC_KEY_OBJECT,
         json.dumps({"algorithm": "ed25519", "public_key": attacker_hex}).encode(),
@@ -405,13 +386,13 @@ def test_verify_ignores_the_published_key_and_the_exports(ctx: Context) -> None:
     trusted = checkpoints.trusted_public_key(ctx)
     assert trusted == ctx.keys.signing_public_key() != raw_public(attacker)
     result = verify(ctx)  # ...but that key is never the trusted one
-    assert not result.ok and result.checkpoint_id == cps[0].id
+    assert not result.ok and result.head_id == made[0].id
     assert "signature" in (result.reason or "")
 
 
 def test_pinned_key_overrides_the_provider(ctx: Context) -> None:
     append(ctx, 3)
-    checkpoint(ctx)
+    head(ctx)
     provider_key = ctx.keys.signing_public_key()
 
     def pinned(value: str) -> Context:
@@ -427,35 +408,76 @@ def test_pinned_key_overrides_the_provider(ctx: Context) -> None:
         checkpoints.trusted_public_key(pinned("abcd"))
 
 
-# --- document type and version; statements from before they existed -----------------------------
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        ('"type":"callvault.audit-tree-head"', '"type":"callvault.audit-checkpoint"',
+         "type is 'callvault.audit-checkpoint', expected 'callvault.audit-tree-head'"),
+        ('"version":1', '"version":2', "version 2 is not one of the accepted versions (1)"),
+        ('"legacy_chain_head":null,', "", "does not have the tree head fields"),
+        ('"tree_size":3', '"tree_size": 3', "not canonical JSON"),
+        ('"tree_size":3', '"tree_size":4', "does not add up"),
+    ],
+)  # fmt: skip
+def test_a_head_of_another_type_version_or_shape_is_rejected(
+    make_ctx: Callable[..., Context], old: str, new: str, reason: str
+) -> None:
+    ctx = make_ctx(clock=FakeClock())  # the statement's own checks: one backend is enough
+    append(ctx, 3, tenants=[None])
+    made = head(ctx)
+    resign(ctx, made, old, new)
+    result = verify(ctx)
+    assert not result.ok and result.head_id == made.id and reason in (result.reason or "")
 
 
-def legacy_checkpoint(ctx: Context, prev: AuditCheckpoint | None) -> AuditCheckpoint:
-    """A checkpoint as written before signed documents carried a type: ``"format"`` instead of
-    type/version. Its statement is written out by hand and signed with the provider's key."""
-    public_key = ctx.keys.signing_public_key().hex()
+def test_an_erasure_receipt_signed_with_the_audit_key_is_no_head(ctx: Context) -> None:
+    append(ctx, 3)
+    made = head(ctx)
+    body = {k: v for k, v in json.loads(made.statement).items() if k not in ("type", "version")}
+    receipt = signing.sign_document(ctx.keys, doc_type=signing.ERASURE_RECEIPT, version=1,
+                                    body=body)  # fmt: skip
+    tamper(ctx, ("UPDATE audit_tree_head SET statement = :t, signature = :g WHERE id = :i",
+                 {"t": receipt.canonical, "g": receipt.signature, "i": made.id}))  # fmt: skip
+    result = verify(ctx)
+    assert not result.ok and "expected 'callvault.audit-tree-head'" in (result.reason or "")
+
+
+# --- the legacy chain and its checkpoints --------------------------------------------------------
+
+
+def legacy_checkpoint(ctx: Context, prev: AuditCheckpoint | None, *, v1: bool) -> AuditCheckpoint:
+    """A chain checkpoint as written before the Merkle log: an audit.checkpoint event chained
+    onto the legacy head, and a statement over it (v1: the untyped ``"format"`` form)."""
+    with ctx.db.reading() as s:
+        last = audit.list_events(s, order="desc", limit=1)[0]
+    event = legacy_event(last.seq + 1, last.hash, ctx.now(), actor=checkpoints.ACTOR,
+                         action=AuditAction.audit_checkpoint.value)  # fmt: skip
+    link = None if prev is None else {"seq": prev.head_seq, "hash": audit.hash_canonical(
+        prev.statement)}  # fmt: skip
+    body = {
+        "chain_id": "global",
+        "head_seq": event.seq,
+        "head_hash": event.hash,
+        "ts": audit.format_ts(ctx.now()),
+        "prev_checkpoint": link,
+    }
+    if v1:
+        statement = audit.canonical_json({**body, "format": "callvault-checkpoint/1"})
+    else:
+        statement = signing.prepare_document(doc_type=signing.CHECKPOINT, version=2, body=body)
+    # No key call inside a transaction.
+    signature, public = ctx.keys.sign(statement.encode()).hex(), ctx.keys.signing_public_key()
     with ctx.db.transaction() as s:
-        audit.acquire_append_lock(s)
-        event = audit.record(
-            s, action=AuditAction.audit_checkpoint, actor=checkpoints.ACTOR, now=ctx.now(),
-            details={"public_key": public_key,
-                     "prev_checkpoint_seq": None if prev is None else prev.head_seq},
-        )  # fmt: skip
-        head_seq, head_hash = event.seq, event.hash
-    link = "null"
-    if prev is not None:
-        prev_hash = hashlib.sha256(prev.statement.encode()).hexdigest()
-        link = '{"hash":"' + prev_hash + '","seq":' + str(prev.head_seq) + "}"
-    statement = (
-        '{"chain_id":"global","format":"callvault-checkpoint/1","head_hash":"' + head_hash
-        + '","head_seq":' + str(head_seq) + ',"prev_checkpoint":' + link
-        + ',"ts":"' + audit.format_ts(ctx.now()) + '"}'
-    )  # fmt: skip
-    signature = ctx.keys.sign(statement.encode()).hex()  # no key call inside a transaction
-    with ctx.db.transaction() as s:
+        s.add(event)
+        s.flush()
+        s.execute(sa.update(AuditTree).values(legacy_head_seq=event.seq,
+                                              legacy_head_hash=event.hash))  # fmt: skip
+        if ctx.db.is_postgres:
+            s.execute(sa.text(f"SELECT setval('audit_event_seq', {event.seq + 1}, false)"))
         row = AuditCheckpoint(
-            chain_id="global", head_seq=head_seq, head_hash=head_hash, created_at=ctx.now(),
-            public_key=public_key, statement=statement, signature=signature,
+            chain_id="global", head_seq=event.seq, head_hash=event.hash, created_at=ctx.now(),
+            public_key=public.hex(), statement=statement,
+            signature=signature,
         )  # fmt: skip
         s.add(row)
         s.flush()
@@ -463,128 +485,83 @@ def legacy_checkpoint(ctx: Context, prev: AuditCheckpoint | None) -> AuditCheckp
     return row
 
 
-def resign(ctx: Context, cp: AuditCheckpoint, old: str, new: str) -> None:
-    """Edit the statement text and sign the result with the *trusted* key: only the document's
-    own checks can refuse it."""
-    assert old in cp.statement
-    text = cp.statement.replace(old, new)
-    signature = ctx.keys.sign(text.encode()).hex()
-    tamper(ctx, ("UPDATE audit_checkpoint SET statement = :t, signature = :g WHERE id = :i",
-                 {"t": text, "g": signature, "i": cp.id}))  # fmt: skip
-
-
-def test_checkpoints_written_in_the_v1_format_still_verify(ctx: Context) -> None:
-    append(ctx, 3)
-    first = legacy_checkpoint(ctx, None)
-    append(ctx, 2)
-    second = legacy_checkpoint(ctx, first)
-    assert '"format":"callvault-checkpoint/1"' in second.statement
-    assert '"type"' not in second.statement and '"version"' not in second.statement
+def test_legacy_checkpoints_still_verify_and_the_first_head_records_the_chain(
+    ctx: Context,
+) -> None:
+    legacy_chain(ctx, 3)
+    first = legacy_checkpoint(ctx, None, v1=True)  # seq 4
+    second = legacy_checkpoint(ctx, first, v1=False)  # seq 5
+    append(ctx, 3)  # seqs 6..8, the first events of the Merkle era
+    made = head(ctx)
+    assert made.tree_size == 8
+    with ctx.db.reading() as s:
+        chain_head = s.exec(select(AuditEvent.hash).where(AuditEvent.seq == 5)).one()
+    assert json.loads(made.statement)["legacy_chain_head"] == {"seq": 5, "hash": chain_head}
     result = verify(ctx)
     assert result.ok, result.reason
-    assert result.checkpoints_checked == 2 and result.latest_checkpoint_seq == second.head_seq
+    assert (result.checkpoints_checked, result.latest_checkpoint_seq) == (2, second.head_seq)
+    assert result.heads_checked == 1
 
-    # After the upgrade new checkpoints are v2 and link to the last v1 one.
+    # Rewrite the chain from seq 2 with every later hash recomputed, tree rebuilt: the first
+    # legacy checkpoint catches it at its own seq, and the head's root disagrees too.
+    prev = audit.GENESIS_HASH
+    with ctx.db.reading() as s:
+        rows = s.exec(select(AuditEvent).where(AuditEvent.prev_hash.is_not(None))  # type: ignore[union-attr]
+                      .order_by(AuditEvent.seq)).all()  # fmt: skip
+    updates = []
+    for row in rows:
+        event = {**json.loads(row.canonical), "prev_hash": prev}
+        if row.seq == 2:
+            event["actor"] = "mallory"
+        text = audit.canonical_json(event)
+        updates.append(("UPDATE audit_event SET actor = :a, canonical = :c, hash = :h, "
+                        "prev_hash = :p WHERE seq = :s", {"a": event["actor"], "c": text,
+                        "h": audit.hash_canonical(text), "p": prev, "s": row.seq}))  # fmt: skip
+        prev = audit.hash_canonical(text)
+    tamper(ctx, *updates, ("UPDATE audit_tree SET legacy_head_hash = :h", {"h": prev}))
+    rebuild_tree(ctx)
+    with ctx.db.reading() as s:
+        assert audit.verify(s).ok
+    result = verify(ctx)
+    assert not result.ok and result.head_id == made.id and result.first_bad_seq == 1
+    verifier = Ed25519PublicKey.from_public_bytes(ctx.keys.signing_public_key())
+    with ctx.db.reading() as s:
+        _, _, findings = checkpoints.check_checkpoints(s, verifier, 5)
+    assert [(f.seq, f.checkpoint_id) for f in findings] == [(4, first.id), (5, second.id)]
+    assert "rewritten after seq 0" in findings[0].reason
+
+
+def test_a_legacy_chain_cut_at_its_head_is_caught(ctx: Context) -> None:
+    legacy_chain(ctx, 4)
     append(ctx, 2)
-    third = checkpoint(ctx)
-    assert '"type":"callvault.audit-checkpoint","version":2}' in third.statement
-    assert json.loads(third.statement)["prev_checkpoint"] == {
-        "seq": second.head_seq, "hash": hashlib.sha256(second.statement.encode()).hexdigest(),
-    }  # fmt: skip
+    head(ctx)
+    tamper(ctx, "DELETE FROM audit_event WHERE seq = 4",
+           "UPDATE audit_tree SET legacy_head_seq = 3, legacy_head_hash = "
+           "(SELECT hash FROM audit_event WHERE seq = 3)")  # fmt: skip
+    rebuild_tree(ctx)
     result = verify(ctx)
-    assert result.ok and result.checkpoints_checked == 3
-
-    # A v1 statement still does its job: a rewrite it covers is caught at it.
-    rewrite_from(ctx, 2)
-    result = verify(ctx)
-    assert not result.ok and result.checkpoint_id == first.id
-    assert "rewritten after seq 0" in (result.reason or "")
+    assert not result.ok and "legacy chain head" in (result.reason or "")
 
 
-def test_a_v1_statement_in_another_shape_is_rejected(ctx: Context) -> None:
-    append(ctx, 3)
-    cp = legacy_checkpoint(ctx, None)
-    resign(ctx, cp, "callvault-checkpoint/1", "callvault-checkpoint/2")
-    result = verify(ctx)
-    assert not result.ok and result.checkpoint_id == cp.id
-    assert "type is missing" in (result.reason or "")
+# --- Transit, CLI ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "reason"),
-    [
-        ('"type":"callvault.audit-checkpoint"', '"type":"callvault.erasure-receipt"',
-         "type is 'callvault.erasure-receipt', expected 'callvault.audit-checkpoint'"),
-        ('"type":"callvault.audit-checkpoint"', '"type":"callvault.audit-checkpoint/v2"',
-         "type is 'callvault.audit-checkpoint/v2'"),
-        ('"type":"callvault.audit-checkpoint",', "", "type is missing"),
-        ('"version":2', '"version":3', "version 3 is not one of the accepted versions (1, 2)"),
-        ('"version":2', '"version":1', "version 1 exists only in its legacy form"),
-        ('"head_hash"', '"format":"callvault-checkpoint/1","head_hash"',
-         "does not have the checkpoint fields"),
-        ('"head_seq":', '"head_seq": ', "not canonical JSON"),
-    ],
-)  # fmt: skip
-def test_a_v2_statement_with_another_type_or_version_is_rejected(
-    ctx: Context, old: str, new: str, reason: str
-) -> None:
-    append(ctx, 3)
-    cp = checkpoint(ctx)
-    assert verify(ctx).ok
-    resign(ctx, cp, old, new)
-    result = verify(ctx)
-    assert not result.ok and (result.first_bad_seq, result.checkpoint_id) == (cp.head_seq, cp.id)
-    assert reason in (result.reason or "")
-
-
-def test_a_changed_type_without_the_key_fails_the_signature(ctx: Context) -> None:
-    append(ctx, 3)
-    cp = checkpoint(ctx)
-    tamper(ctx, ("UPDATE audit_checkpoint SET statement = replace(statement, "
-                 "'callvault.audit-checkpoint', 'callvault.audit-report') WHERE id = :i",
-                 {"i": cp.id}))  # fmt: skip
-    result = verify(ctx)
-    assert not result.ok and result.checkpoint_id == cp.id
-    assert "signature does not verify" in (result.reason or "")
-
-
-def test_an_erasure_receipt_signed_with_the_audit_key_is_no_checkpoint(ctx: Context) -> None:
-    """Same key, same fields, another document type: refused by the checkpoint verifier."""
-    append(ctx, 3)
-    cp = checkpoint(ctx)
-    body = {k: v for k, v in json.loads(cp.statement).items() if k not in ("type", "version")}
-    receipt = signing.sign_document(
-        ctx.keys, doc_type=signing.ERASURE_RECEIPT, version=1, body=body
-    )
-    tamper(ctx, ("UPDATE audit_checkpoint SET statement = :t, signature = :g WHERE id = :i",
-                 {"t": receipt.canonical, "g": receipt.signature, "i": cp.id}))  # fmt: skip
-    result = verify(ctx)
-    assert not result.ok and result.checkpoint_id == cp.id
-    assert result.reason == (
-        "type is 'callvault.erasure-receipt', expected 'callvault.audit-checkpoint'"
-    )
-
-
-# --- Transit, CLI and API ------------------------------------------------------------------------
-
-
-def test_transit_ed25519_key_signs_checkpoints(make_ctx: Callable[..., Context], bao: Bao) -> None:
+def test_transit_ed25519_key_signs_heads(make_ctx: Callable[..., Context], bao: Bao) -> None:
     ctx = make_ctx(clock=FakeClock())
     local_key = ctx.keys.signing_public_key()
     ctx.keys = TransitKeyProvider(bao.url, bao.token, key_prefix=f"cp_{secrets.token_hex(4)}")
     append(ctx, 4)
-    cp = checkpoint(ctx)
+    made = head(ctx)
     public = ctx.keys.signing_public_key()
-    assert cp.public_key == public.hex() and public != local_key
+    assert made.public_key == public.hex() and public != local_key and made.signature
     Ed25519PublicKey.from_public_bytes(public).verify(
-        bytes.fromhex(cp.signature), cp.statement.encode()
+        bytes.fromhex(made.signature), made.statement.encode()
     )
-    assert checkpoints.trusted_public_key(ctx) == public
     assert verify(ctx).ok
     assert not verify(ctx, local_key).ok
 
 
-def test_cli_audit_checkpoint_and_verify_exit_codes(
+def test_cli_audit_checkpoint_sequence_and_verify_exit_codes(
     make_ctx: Callable[..., Context], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ctx = make_ctx(clock=FakeClock())
@@ -592,61 +569,64 @@ def test_cli_audit_checkpoint_and_verify_exit_codes(
         monkeypatch.setenv(f"CALLVAULT_{name.upper()}", getattr(ctx.settings, name))
     append(ctx, 6)
     runner = CliRunner()
-
+    taken = runner.invoke(cli_app, ["audit", "sequence"])
+    assert taken.exit_code == 0 and "6 audit event(s) sequenced" in taken.output
     made = runner.invoke(cli_app, ["audit", "checkpoint"])
     assert made.exit_code == 0, made.output
-    assert "signs seq 7" in made.output and "audit/checkpoints/global/" in made.output
+    assert "signs size 6" in made.output and "audit/tree-heads/" in made.output
     again = runner.invoke(cli_app, ["audit", "checkpoint"])
     assert again.exit_code == 0 and "nothing to sign" in again.output
     ok = runner.invoke(cli_app, ["audit", "verify"])
     assert ok.exit_code == 0, ok.output
-    assert "1 signed checkpoints" in ok.output
+    assert "tree size 6, 1 signed tree heads" in ok.output
+    other = raw_public(Ed25519PrivateKey.generate()).hex()
+    assert runner.invoke(cli_app, ["audit", "verify", "--public-key", other]).exit_code == 1
 
-    tamper(ctx, "DELETE FROM audit_event WHERE seq > 5")
+    tamper(ctx, "DELETE FROM audit_event WHERE seq = 5")
     broken = runner.invoke(cli_app, ["audit", "verify"])
     assert broken.exit_code == 1
-    assert "BROKEN at seq 6" in broken.output
+    assert "BROKEN at seq 5" in broken.output
 
 
-def test_api_lists_checkpoints_and_verifies_them(ctx: Context) -> None:
+# --- API -------------------------------------------------------------------------------------
+
+
+def test_api_lists_heads_to_every_auditor_and_verifies_for_all_tenant_ones(ctx: Context) -> None:
     admin = initialise(ctx, now=ctx.now())
     assert admin
-    keys = {}
-    for name, role in (("auditor", "auditor"), ("security", "security"), ("eng", "engineer")):
-        owner = owner_of(ctx.keys, f"{name}@example.com")
-        with ctx.db.transaction() as s:
-            _, keys[name] = principals.add_principal(
-                s, actor=Actor.operator(), name=name, role=role, owner=owner,
-                tenants=[], all_tenants=True, now=ctx.now(),
-            )  # fmt: skip
-    cp = checkpoint(ctx)
+    make_tenant(ctx, "acme")
+    keys = {
+        "auditor": make_principal(ctx, "auditor", "auditor", all_tenants=True)[1],
+        "scoped": make_principal(ctx, "scoped", "auditor", tenants=["acme"])[1],
+        "security": make_principal(ctx, "security", "security", all_tenants=True)[1],
+        "eng": make_principal(ctx, "eng", "engineer", all_tenants=True)[1],
+    }
+    made = head(ctx)
     with TestClient(create_app(ctx.settings, ctx=ctx)) as client:
 
         def get(path: str, who: str) -> Any:
             return client.get(path, headers={"Authorization": f"Bearer {keys[who]}"})
 
-        listed = get("/v1/audit/checkpoints", "auditor")
-        assert listed.status_code == 200, listed.text
-        assert [c["id"] for c in listed.json()] == [cp.id]
-        assert listed.json()[0]["signature"] == cp.signature
+        for who in ("auditor", "scoped"):
+            listed = get("/v1/audit/checkpoints", who)
+            assert listed.status_code == 200, listed.text
+            [only] = listed.json()
+            assert (only["id"], only["tree_size"]) == (made.id, made.tree_size)
+            assert (only["statement"], only["signature"]) == (made.statement, made.signature)
         assert get("/v1/audit/checkpoints?limit=1", "security").status_code == 200
         assert get("/v1/audit/checkpoints", "eng").status_code == 403
+        assert get("/v1/audit/checkpoints/legacy", "auditor").json() == []
         body = get("/v1/audit/verify", "auditor").json()
-        assert body["ok"] is True and body["checkpoints_checked"] == 1
-        rewrite_from(ctx, 2)
+        assert body["ok"] is True and body["heads_checked"] == 1
+        assert body["tree_size"] == made.tree_size
+        rewrite(ctx, 2)
         body = get("/v1/audit/verify", "security").json()
-        assert body["ok"] is False and body["first_bad_seq"] == cp.head_seq
-        assert body["checkpoint_id"] == cp.id
+        assert body["ok"] is False and body["first_bad_seq"] == 1 and body["head_id"] == made.id
 
 
 def test_api_names_a_malformed_pinned_key_as_misconfiguration(ctx: Context) -> None:
     initialise(ctx, now=ctx.now())
-    owner = owner_of(ctx.keys, "a@example.com")
-    with ctx.db.transaction() as s:
-        _, key = principals.add_principal(
-            s, actor=Actor.operator(), name="auditor", role="auditor", owner=owner,
-            tenants=[], all_tenants=True, now=ctx.now(),
-        )  # fmt: skip
+    _, key = make_principal(ctx, "auditor", "auditor", all_tenants=True)
     settings = ctx.settings.model_copy(update={"audit_public_key": "abcd"})
     bad = dataclasses.replace(ctx, settings=settings)
     with TestClient(create_app(settings, ctx=bad)) as client:

@@ -471,6 +471,31 @@ def test_audit_chain_still_verifies(upgraded: Upgraded) -> None:
     assert (cp_row["head_seq"], cp_row["head_hash"]) == (len(events), prev)
 
 
+def test_the_chain_becomes_the_first_leaves_of_the_merkle_log(upgraded: Upgraded) -> None:
+    """0008: the chain's head is recorded; the sequencer takes its events in seq order, new
+    events follow them, and the whole log verifies."""
+    from vault import audit
+    from vault.audit import tree
+    from vault.tags import AuditAction
+
+    db = vault.db.Database(upgraded.engine)
+    events = sorted(upgraded.seeded["audit_event"], key=lambda r: r["seq"])
+    with db.reading() as s:
+        state = tree.state(s)
+        assert state is not None
+        assert (state.legacy_head_seq, state.legacy_head_hash) == (len(events), events[-1]["hash"])
+    with db.transaction() as s:
+        new = audit.record(s, action=AuditAction.recording_read, actor="a", now=datetime.now(UTC))
+    assert new.seq == len(events) + 1
+    assert tree.sequence(db, wait=True) == len(events) + 1
+    with db.reading() as s:
+        result = audit.verify(s)
+        assert result.ok, result.reason
+        assert result.legacy_head == (len(events), events[-1]["hash"])
+        leaves = s.exec(select(m.AuditEvent.seq, m.AuditEvent.leaf_index)).all()
+    assert sorted(leaves) == [(seq, seq - 1) for seq in range(1, len(events) + 2)]
+
+
 def test_audit_event_stays_append_only(upgraded: Upgraded) -> None:
     engine = upgraded.engine
     ae = reflect(engine).tables["audit_event"]

@@ -1,13 +1,17 @@
-"""The audit log: an append-only, hash-chained sequence of events.
+"""The audit log's events: their canonical form, appending, and listing.
 
-Each event is a JSON object serialised canonically (sorted keys, no spaces, UTF-8 kept); its hash
-is SHA-256 over those exact bytes and names the previous event's hash, so any edit, deletion or
-reordering breaks the chain. The canonical text is stored verbatim and verification reads only
-it, never a re-serialisation of the columns (which are a queryable copy, checked against it).
+Each event is a JSON object serialised canonically (sorted keys, no spaces, UTF-8 kept) and
+stored verbatim; those exact bytes are the event's leaf in the Merkle log (:mod:`.tree`), and
+verification reads only them, never a re-serialisation of the columns (which are a queryable
+copy, checked against it). ``hash`` is SHA-256 over the same bytes.
+
+Appending takes no lock: ``seq`` comes from a database sequence (PostgreSQL; gaps from rollbacks
+are fine) or from ``max(seq) + 1`` under SQLite's single writer, and the event names no previous
+hash. Events written before the Merkle log (the *legacy chain*) also carry ``prev_hash``, keep
+their bytes and are still verified as a chain (:mod:`.walk`); they are the log's first leaves.
 
 Audit rows outlive erasure, so details must never carry call ids, plaintext hashes or anything
-derived from the media: :func:`record` refuses the known offending keys outright. A truncated
-tail is invisible to the chain alone; signed checkpoints (a later issue) close that gap.
+derived from the media: :func:`record` refuses the known offending keys outright.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,30 +29,33 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from vault.db import is_postgres
-from vault.errors import InvalidInputError
+from vault.errors import IntegrityError, InvalidInputError
 from vault.models import AuditEvent, AuditEventPublic
+from vault.models.audit import AUDIT_SEQ
 from vault.tags import AuditAction, Outcome
 from vault.validation import check_datetime, check_text
 
 GLOBAL_CHAIN, GENESIS_HASH = "global", "0" * 64
 
-# One fixed advisory-lock id serialises appends on PostgreSQL ("cvaudit" in ASCII). SQLite needs
-# none: every transaction there starts with BEGIN IMMEDIATE and so already holds the write lock.
+# A fixed advisory-lock id ("cvaudit" in ASCII). Appends no longer take it; it still serialises
+# rare whole-vault steps (concurrent `init`s). SQLite needs none: every write transaction there
+# starts with BEGIN IMMEDIATE and so already holds the write lock.
 APPEND_LOCK_KEY = 0x63766175646974
 
 # Audit rows outlive erasure: these keys would carry call ids or plaintext-derived hashes.
 FORBIDDEN_DETAIL_KEYS = frozenset({"call_id", "sha256", "plaintext_sha256", "filename"})
 
-MAX_LIST_LIMIT, VERIFY_BATCH = 1000, 500
+MAX_LIST_LIMIT = 1000
 
 # Column lengths from the model; SQLite would silently accept longer values, PostgreSQL not.
 _MAX_LEN = {"actor": 64, "target": 64, "purpose": 32}
 
 # Fields of the canonical event, in the order verification compares them with the columns.
-_COLUMN_FIELDS = ("seq", "chain_id", "ts", "actor", "action", "outcome", "tenant_id", "target",
-                  "purpose", "grant_id", "prev_hash")  # fmt: skip
-_EVENT_FIELDS = frozenset((*_COLUMN_FIELDS, "details"))
-_ROW_COLUMNS = tuple(getattr(AuditEvent, f) for f in (*_COLUMN_FIELDS, "hash", "canonical"))
+# Legacy chained events also carry "prev_hash" (LEGACY_FIELDS).
+COLUMN_FIELDS = ("seq", "chain_id", "ts", "actor", "action", "outcome", "tenant_id", "target",
+                 "purpose", "grant_id")  # fmt: skip
+EVENT_FIELDS = frozenset((*COLUMN_FIELDS, "details"))
+LEGACY_FIELDS = EVENT_FIELDS | {"prev_hash"}
 
 
 # --- canonical form ------------------------------------------------------------------------------
@@ -101,17 +108,14 @@ def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
 # --- appending -----------------------------------------------------------------------------------
 
 
-_HEAD_CACHE = "callvault.audit.head"
-
-
 def acquire_append_lock(session: Session) -> None:
-    """Serialise chain writers until the caller's transaction ends (no-op on SQLite)."""
+    """Serialise whole-vault steps until the caller's transaction ends (no-op on SQLite)."""
     if is_postgres(session):
         session.exec(sa.text("SELECT pg_advisory_xact_lock(:k)"), params={"k": APPEND_LOCK_KEY})
 
 
 def head(session: Session, chain_id: str = GLOBAL_CHAIN) -> tuple[int, str]:
-    """(seq, hash) of the chain's newest event; (0, GENESIS_HASH) when empty."""
+    """(seq, hash) of the newest event; (0, GENESIS_HASH) when empty."""
     row = session.exec(
         select(AuditEvent.seq, AuditEvent.hash)
         .where(AuditEvent.chain_id == chain_id)
@@ -119,6 +123,59 @@ def head(session: Session, chain_id: str = GLOBAL_CHAIN) -> tuple[int, str]:
         .limit(1)
     ).first()
     return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+
+def _split(event: dict[str, Any]) -> tuple[str, str]:
+    """The canonical text of ``event`` around its top-level seq: ``head + str(seq) + tail`` is
+    ``canonical_json`` of the event with that seq (the same items, sorted, joined the same way),
+    so the seq can come from the database in the very statement that inserts the event."""
+    items = {k: f"{canonical_json(k)}:{canonical_json(v)}" for k, v in event.items()}
+    before = [items[k] for k in sorted(items) if k < "seq"]
+    after = [items[k] for k in sorted(items) if k > "seq"]
+    return "{" + "".join(f"{i}," for i in before) + '"seq":', "".join(f",{i}" for i in after) + "}"
+
+
+_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+_VALUES = ("chain_id", "ts", "actor", "action", "outcome", "tenant_id", "target", "purpose",
+           "grant_id")  # fmt: skip
+
+
+def _pg_insert() -> Any:
+    """One round trip on PostgreSQL: take the next seq, build the canonical text and its
+    SHA-256 around it, insert, and return both (checked against Python's own)."""
+    n = sa.select(AUDIT_SEQ.next_value().label("seq")).subquery("n")
+    text = (sa.bindparam("head", type_=sa.Text()) + sa.cast(n.c.seq, sa.Text())
+            + sa.bindparam("tail", type_=sa.Text()))  # fmt: skip
+    digest = sa.func.encode(sa.func.sha256(sa.func.convert_to(text, "UTF8")), "hex")
+    values = [sa.bindparam(c, type_=_TABLE.c[c].type) for c in _VALUES]
+    rows = sa.select(n.c.seq, *values, digest, text)
+    return (
+        sa.insert(_TABLE)
+        .from_select(["seq", *_VALUES, "hash", "canonical"], rows)
+        .returning(_TABLE.c.seq, _TABLE.c.hash)
+    )
+
+
+_PG_INSERT = _pg_insert()
+
+
+def _append(session: Session, event: dict[str, Any], values: dict[str, Any]) -> AuditEvent:
+    head, tail = _split(event)
+    (head + tail).encode("utf-8")  # refuse lone surrogates before anything is written
+    if is_postgres(session):
+        seq, db_hash = session.execute(_PG_INSERT, {**values, "head": head, "tail": tail}).one()
+    else:
+        # SQLite: this transaction began with BEGIN IMMEDIATE, so it is the only writer.
+        seq = int(session.execute(sa.select(sa.func.max(AuditEvent.seq))).scalar() or 0) + 1
+        db_hash = None
+    canonical = f"{head}{seq}{tail}"
+    digest = hash_canonical(canonical)
+    if db_hash is None:
+        session.execute(sa.insert(_TABLE), {**values, "seq": seq, "hash": digest,
+                                            "canonical": canonical})  # fmt: skip
+    elif db_hash != digest:  # fail closed: never keep an event whose hash is not its bytes'
+        raise IntegrityError("the database hashed an audit event differently; check its encoding")
+    return AuditEvent(seq=seq, **values, prev_hash=None, hash=digest, canonical=canonical)
 
 
 def record(
@@ -134,7 +191,9 @@ def record(
     grant_id: uuid.UUID | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event in the caller's transaction; the caller commits (or rolls back)."""
+    """Append one event in the caller's transaction; the caller commits (or rolls back).
+
+    No lock is taken: the sequencer (:mod:`.tree`) later gives committed events their leaf."""
     action = AuditAction(action)
     outcome = Outcome(outcome)
     details = {} if details is None else details
@@ -145,20 +204,7 @@ def record(
         _check_len(name, value)
     tenant, grant = _as_uuid(tenant_id), _as_uuid(grant_id)
     ts_text = format_ts(now)  # refuses naive datetimes
-    ts = now.astimezone(UTC)
-
-    # Lock before reading the head, so two writers never claim the same seq. Within one
-    # transaction the lock is already held and the head is the event we appended last (no
-    # savepoints are used around audit writes, so a cached head cannot be rolled back alone).
-    tx = session.get_transaction()
-    cached = session.info.get(_HEAD_CACHE)
-    if cached is not None and tx is not None and cached[0] is tx:
-        head_seq, prev_hash = cached[1], cached[2]
-    else:
-        acquire_append_lock(session)
-        head_seq, prev_hash = head(session, GLOBAL_CHAIN)
     event = {
-        "seq": head_seq + 1,
         "chain_id": GLOBAL_CHAIN,
         "ts": ts_text,
         "actor": actor,
@@ -169,22 +215,13 @@ def record(
         "purpose": purpose,
         "grant_id": None if grant is None else str(grant),
         "details": details,
-        "prev_hash": prev_hash,
     }
-    canonical = canonical_json(event)
-    plain = {k: event[k] for k in _COLUMN_FIELDS if k not in ("ts", "tenant_id", "grant_id")}
-    row = AuditEvent(
-        **plain,
-        ts=ts,
-        tenant_id=tenant,
-        grant_id=grant,
-        hash=hash_canonical(canonical),  # also rejects lone surrogates (not encodable)
-        canonical=canonical,
-    )
-    session.add(row)
-    session.flush()  # surface conflicts here, inside the lock, not at some later commit
-    session.info[_HEAD_CACHE] = (session.get_transaction(), row.seq, row.hash)
-    return row
+    values = {
+        "chain_id": GLOBAL_CHAIN, "ts": now.astimezone(UTC), "actor": actor,
+        "action": action.value, "outcome": outcome.value, "tenant_id": tenant, "target": target,
+        "purpose": purpose, "grant_id": grant,
+    }  # fmt: skip
+    return _append(session, event, values)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -302,88 +339,7 @@ def to_public(event: AuditEvent) -> AuditEventPublic:
         details = json.loads(event.canonical).get("details")
     except (ValueError, AttributeError):
         details = None
-    columns = {f: getattr(event, f) for f in (*_COLUMN_FIELDS, "hash")}
-    return AuditEventPublic(**columns, details=details if isinstance(details, dict) else {})
-
-
-# --- verification --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyResult:
-    """``head_*`` describe the last event that verified (the whole chain when ``ok``)."""
-
-    ok: bool
-    checked: int
-    head_seq: int
-    head_hash: str
-    first_bad_seq: int | None = None
-    reason: str | None = None
-
-
-def _stream(session: Session, chain_id: str) -> Iterator[sa.Row[Any]]:
-    """Rows in seq order, in keyset batches: constant memory, no long-lived server cursor."""
-    last: int | None = None
-    while True:
-        query = select(*_ROW_COLUMNS).where(AuditEvent.chain_id == chain_id)
-        if last is not None:
-            query = query.where(col(AuditEvent.seq) > last)
-        rows = session.exec(query.order_by(col(AuditEvent.seq)).limit(VERIFY_BATCH)).all()
-        yield from rows
-        if len(rows) < VERIFY_BATCH:
-            return
-        last = int(rows[-1][0])
-
-
-def _column_view(row: sa.Row[Any]) -> dict[str, Any]:
-    """The columns rendered the way the canonical text spells them."""
-    view = {f: row._mapping[f] for f in _COLUMN_FIELDS}
-    view["ts"] = format_ts(view["ts"])
-    for f in ("tenant_id", "grant_id"):
-        view[f] = None if view[f] is None else str(view[f])
-    return view
-
-
-def _check_row(row: sa.Row[Any], expected_seq: int, prev_hash: str) -> str | None:
-    """Why this row breaks the chain, or None."""
-    m = row._mapping
-    if int(m["seq"]) != expected_seq:
-        return f"seq gap: expected {expected_seq}, found {m['seq']}"
-    canonical = m["canonical"]
-    if hash_canonical(canonical) != m["hash"]:
-        return "hash does not match the canonical text"
-    try:
-        event = json.loads(canonical)
-    except ValueError:
-        return "canonical text is not JSON"
-    if not isinstance(event, dict) or set(event) != _EVENT_FIELDS:
-        return "canonical text does not have the event fields"
-    if canonical_json(event) != canonical:
-        return "canonical text is not in canonical form"
-    if not isinstance(event["details"], dict):
-        return "canonical details is not an object"
-    columns = _column_view(row)
-    for name in _COLUMN_FIELDS:
-        if columns[name] != event[name]:
-            return f"column {name} differs from the canonical text"
-    if event["prev_hash"] != prev_hash:
-        return "prev_hash does not match the previous event's hash"
-    return None
-
-
-def verify(session: Session, *, chain_id: str = GLOBAL_CHAIN) -> VerifyResult:
-    """Walk the chain from genesis and stop at the first broken link.
-
-    Extension point: signed checkpoints (later issue) will be checked against the
-    (seq, hash) pairs this walk passes, which also detects a truncated tail.
-    """
-    checked, prev_seq, prev_hash = 0, 0, GENESIS_HASH
-    for row in _stream(session, chain_id):
-        reason = _check_row(row, prev_seq + 1, prev_hash)
-        if reason is not None:
-            # A chain that does not start at 1 lost its beginning: seq 1 is the first bad one.
-            bad = 1 if checked == 0 and int(row[0]) != 1 else int(row[0])
-            return VerifyResult(False, checked, prev_seq, prev_hash, bad, reason)
-        checked += 1
-        prev_seq, prev_hash = int(row[0]), str(row._mapping["hash"])
-    return VerifyResult(True, checked, prev_seq, prev_hash)
+    columns = {f: getattr(event, f) for f in (*COLUMN_FIELDS, "prev_hash", "hash", "leaf_index")}
+    return AuditEventPublic(
+        **columns, canonical=event.canonical, details=details if isinstance(details, dict) else {}
+    )

@@ -1,5 +1,5 @@
-"""The one recipe for documents signed with the audit key: checkpoints, erasure receipts,
-disposal records, and later manifests and reports.
+"""The one recipe for documents signed with the audit key: tree heads, legacy checkpoints, erasure
+receipts, disposal records, redaction manifests.
 
 A signed document is the canonical JSON (:func:`vault.audit.chain.canonical_json`) of its body
 plus two mandatory fields, ``type`` and ``version``, so what a signature covers always says what
@@ -27,13 +27,24 @@ from vault.audit.chain import canonical_json, hash_canonical
 from vault.errors import IntegrityError
 
 __all__ = [
-    "CHECKPOINT", "DISPOSAL_RECORD", "ERASURE_RECEIPT", "LEGACY", "REDACTION_MANIFEST",
-    "LegacyForm", "SignedDocument", "SignedDocumentError", "prepare_document", "sign_canonical",
-    "sign_document", "verify_document",
+    "CHECKPOINT",
+    "DISPOSAL_RECORD",
+    "ERASURE_RECEIPT",
+    "LEGACY",
+    "REDACTION_MANIFEST",
+    "TREE_HEAD",
+    "LegacyForm",
+    "SignedDocument",
+    "SignedDocumentError",
+    "prepare_document",
+    "sign_canonical",
+    "sign_document",
+    "verify_document",
 ]  # fmt: skip
 
 #: Document types. A new kind of signed document gets a new constant here, never a reused one.
 CHECKPOINT = "callvault.audit-checkpoint"
+TREE_HEAD = "callvault.audit-tree-head"  # a signed tree head of the Merkle log (version 1)
 ERASURE_RECEIPT = "callvault.erasure-receipt"
 REDACTION_MANIFEST = "callvault.redaction-manifest"
 DISPOSAL_RECORD = "callvault.disposal-record"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vault.cli import (  # noqa: F401  (they register their commands)
     admin,
+    audit,
     devstack,
     records,
     restore,

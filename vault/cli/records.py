@@ -1,4 +1,4 @@
-"""Recordings and the audit log from the command line: ``ingest``, ``audit verify|checkpoint``."""
+"""Recordings from the command line: ``ingest`` (the audit commands are in :mod:`.audit`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 
 from vault.authz import Actor
-from vault.cli._common import app, audit_app, context
+from vault.cli._common import app, context
 from vault.cli_errors import clean_errors
 
-# --- recordings and audit -------------------------------------------------------------------------
+# --- recordings -------------------------------------------------------------------------
 
 
 def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
@@ -44,53 +44,3 @@ def ingest(
     )  # fmt: skip
     typer.echo(f"recording {rec.id} stored ({rec.size} bytes, sha256 {rec.sha256})")
     typer.echo(str(rec.id))
-
-
-@audit_app.command("verify")
-@clean_errors
-def audit_verify() -> None:
-    """Exit 0 only when the chain and its signed checkpoints hold; else name the first bad seq."""
-    from vault.audit import checkpoints
-
-    ctx = context()
-    try:
-        # Trust only the pinned key or the provider's, never the copy beside the exports.
-        public_key = checkpoints.trusted_public_key(ctx)
-        # A read-only session: on SQLite a long verification does not block writers.
-        with ctx.db.reading() as session:
-            result = checkpoints.verify_all(session, public_key=public_key)
-    finally:
-        ctx.close()
-    if result.ok:
-        typer.echo(
-            f"audit chain ok: {result.chain.checked} events, head seq {result.chain.head_seq}, "
-            f"{result.checkpoints_checked} signed checkpoints"
-        )
-        return
-    where = "" if result.checkpoint_id is None else f" (checkpoint {result.checkpoint_id})"
-    message = f"audit chain BROKEN at seq {result.first_bad_seq}{where}: {result.reason}"
-    typer.echo(message, err=True)
-    raise typer.Exit(1)
-
-
-@audit_app.command("checkpoint")
-@clean_errors
-def audit_checkpoint() -> None:
-    """Sign the chain head now and export the checkpoint to the object store."""
-    from vault.audit import checkpoints
-
-    ctx = context()
-    try:
-        cp = checkpoints.write_checkpoint(ctx, now=ctx.now())
-    finally:
-        ctx.close()
-    if cp is None:
-        typer.echo("audit head already checkpointed; nothing to sign")
-        return
-    if cp.object_key is None:
-        typer.echo(
-            f"checkpoint {cp.id} signs seq {cp.head_seq}, but its export to the object store "
-            "failed (see the log); it is retried on the next run", err=True,
-        )  # fmt: skip
-        raise typer.Exit(1)
-    typer.echo(f"checkpoint {cp.id} signs seq {cp.head_seq}: {cp.object_key}")

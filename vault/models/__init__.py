@@ -28,6 +28,11 @@ from vault.models.audit import (
     AuditCheckpointPublic,
     AuditEvent,
     AuditEventPublic,
+    AuditTree,
+    AuditTreeHead,
+    AuditTreeHeadPublic,
+    AuditTreeNode,
+    AuditTreeTenant,
 )
 from vault.models.console import ConsoleSession, ConsoleSessionPublic
 from vault.models.identity import (
@@ -80,7 +85,8 @@ from vault.models.retention import (
 __all__ = [
     "REVIEW_OVERDUE", "AccessRequest", "AccessRequestCreate", "AccessRequestPublic",
     "AccessRequestRecording", "AccessRequestStatus", "ApiKey", "AuditCheckpoint",
-    "AuditCheckpointPublic", "AuditEvent", "AuditEventPublic", "BreakGlassCreate",
+    "AuditCheckpointPublic", "AuditEvent", "AuditEventPublic", "AuditTree", "AuditTreeHead",
+    "AuditTreeHeadPublic", "AuditTreeNode", "AuditTreeTenant", "BreakGlassCreate",
     "ConsoleSession", "ConsoleSessionPublic", "ErasureItem",
     "ErasureRequest", "ErasureRequestCreate", "ErasureRequestPublic", "ErasureStatus", "Grant",
     "GrantKind", "GrantPublic", "GrantRecording", "HoldMembership", "JobLease", "JobStatus",

@@ -31,7 +31,7 @@ class JobStatus(SQLModel, table=True):
 
 
 class MetricRollup(SQLModel, table=True):
-    """A running total over the audit log, advanced from ``watermark`` (the last seq counted)."""
+    """A running total over the audit log, advanced from ``watermark`` (the next leaf index)."""
 
     __tablename__ = "metric_rollup"
     name: str = Field(primary_key=True, max_length=64)

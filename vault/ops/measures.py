@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from vault.audit import stats as audit_log_stats
 from vault.kek_versions import newest_version
 from vault.models import (
     AccessRequest,
@@ -36,7 +37,6 @@ from vault.models import (
     RecordingStatus,
     Tenant,
 )
-from vault.ops import audit_stats
 from vault.ops.rollup import PLAYBACK
 from vault.policy import Policy
 from vault.retention.disposal import due_condition
@@ -194,11 +194,12 @@ def kek(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sample]:
 
 
 def audit(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sample]:
-    found = audit_stats.stats(session, now=now)
+    found = audit_log_stats(session, now=now)  # the Merkle log's own figures
     yield "callvault_audit_events", {}, found.events
     yield "callvault_audit_tree_size", {}, found.tree_size
     yield "callvault_audit_unsequenced_events", {}, found.unsequenced
-    yield "callvault_audit_unsequenced_oldest_seconds", {}, found.oldest_unsequenced_age_seconds
+    oldest = found.oldest_unsequenced_age_seconds
+    yield "callvault_audit_unsequenced_oldest_seconds", {}, 0.0 if oldest is None else oldest
     if found.last_head_age_seconds is not None:
         yield "callvault_audit_checkpoint_age_seconds", {}, found.last_head_age_seconds
 

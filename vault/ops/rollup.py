@@ -2,14 +2,17 @@
 
 Every read already commits a ``recording.read`` event with its plaintext byte range before the
 first byte leaves; nothing is added to that hot path. The ``metrics-rollup`` job adds the ranges
-of events past a watermark (the last seq counted) to a running total in ``metric_rollup``, in
-batches, each batch one transaction that moves the watermark and the total together: a crash
-loses nothing and counts nothing twice. The row is locked (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL), so two workers never count the same batch; the one that finds it locked leaves.
+of events past a watermark (the next leaf index of the Merkle log to count) to a running total
+in ``metric_rollup``, in batches, each batch one transaction that moves the watermark and the
+total together: a crash loses nothing and counts nothing twice. The row is locked (``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL), so two workers never count the same batch; the one that finds it
+locked leaves.
 
 The total counts the bytes a read was *authorised and audited* for (the requested range), not
-bytes that reached the client: a client that hangs up early is counted in full. Events commit in
-seq order (appends hold the chain's lock until commit), so no event lands behind the watermark.
+bytes that reached the client: a client that hangs up early is counted in full. Appends take no
+lock, so events may commit out of seq order; the roll-up follows the log's leaf order instead
+(contiguous, assigned by the one sequencer to committed events), so no event lands behind the
+watermark. An event is counted once it is sequenced (within one ``audit-sequence`` interval).
 """
 
 from __future__ import annotations
@@ -63,16 +66,16 @@ def _batch(session: Session, *, now: datetime, batch: int) -> tuple[int, int] | 
     if rollup is None:
         return None
     rows = session.exec(
-        select(AuditEvent.seq, AuditEvent.canonical)
-        .where(col(AuditEvent.seq) > rollup.watermark,
+        select(AuditEvent.leaf_index, AuditEvent.canonical)
+        .where(col(AuditEvent.leaf_index) >= rollup.watermark,
                AuditEvent.action == AuditAction.recording_read.value)
-        .order_by(col(AuditEvent.seq))
+        .order_by(col(AuditEvent.leaf_index))
         .limit(batch)
     ).all()  # fmt: skip
     if not rows:
         return 0, 0
     counted = sum(read_bytes(canonical) for _, canonical in rows)
-    rollup.watermark = int(rows[-1][0])
+    rollup.watermark = int(rows[-1][0]) + 1  # the next leaf index to look at
     rollup.value += counted
     rollup.events += len(rows)
     rollup.updated_at = now

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from vault import audit, lifecycle
-from vault.audit import checkpoints, signing
+from vault.audit import signed_rows, signing
 from vault.context import Context
 from vault.models import ErasureRequest, ErasureStatus, Recording, RecordingPurpose, RecordingStatus
 from vault.retention import disposal, erasure, records
@@ -84,7 +84,7 @@ class ReconcileResult:
 
 def reconcile(ctx: Context, *, now: datetime) -> ReconcileResult:
     """Re-apply every verified record to the database; see the module's docstring."""
-    public_key = checkpoints.trusted_public_key(ctx)
+    public_key = signed_rows.trusted_public_key(ctx)
     found, refused = _load(ctx, public_key)
     result = ReconcileResult(verified=len(found), refused=refused)
     reasons: dict[uuid.UUID, tuple[str, Record]] = {}

@@ -38,7 +38,7 @@ from sqlmodel import Session, col, select
 
 from vault import audit
 from vault.audit import signing
-from vault.audit.checkpoints import export_signed
+from vault.audit.signed_rows import export_signed
 from vault.context import Context
 from vault.errors import KeyProviderUnavailableError, StorageError
 from vault.models import Recording, RetentionRecord
@@ -156,7 +156,7 @@ def publish_pending(ctx: Context, *, now: datetime, limit: int = 1000) -> int:
     try:
         for record in pending:
             key = object_key(record.kind, record.id)
-            export_signed(ctx, RetentionRecord, record.id, key, export_bytes(record), now)
+            export_signed(ctx, RetentionRecord, record.id, key, export_bytes(record), now=now)
             done += 1
     except StorageError as exc:
         log.warning("retention records: export failed (retried next run): %s", exc)

@@ -1,7 +1,7 @@
 """Job status and metric roll-ups
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-26
 
 - ``job_status``: one row per job name: runs, failures, consecutive failures, the last outcome,
@@ -19,7 +19,7 @@ from alembic import op
 import vault.models
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
