@@ -24,6 +24,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from vault.audit.tree import sequence
 from vault.context import Context
 from vault.leases import claim, dialect
 from vault.models import AuditEvent, MetricRollup
@@ -84,6 +85,9 @@ def _batch(session: Session, *, now: datetime, batch: int) -> tuple[int, int] | 
 
 
 def roll_up_playback(ctx: Context, *, now: datetime, batch: int = BATCH) -> RollupResult:
+    # Count up to what is committed now, not up to the last audit-sequence run (SKIP LOCKED:
+    # when another worker is sequencing, what it takes in is counted next time).
+    sequence(ctx.db)
     events = total = 0
     while True:
         with ctx.db.transaction() as session:
