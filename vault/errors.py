@@ -123,6 +123,13 @@ class ConflictError(VaultError):
     title = "Conflict with the current state"
 
 
+class RecordingRestrictedError(ConflictError):
+    """A restriction of processing blocks new access to the recording (break-glass excepted)."""
+
+    code = "recording-restricted"
+    title = "The recording is restricted"
+
+
 class UnsupportedMediaTypeError(VaultError):
     code = "unsupported-media-type"
     title = "Content-Type must be video/*, audio/* or application/octet-stream"
