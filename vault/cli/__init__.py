@@ -10,6 +10,7 @@ from __future__ import annotations
 from vault.cli import (  # noqa: F401  (they register their commands)
     admin,
     devstack,
+    privacy,
     records,
     restore,
     server,
