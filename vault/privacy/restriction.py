@@ -44,12 +44,18 @@ __all__ = ["lift_restriction", "place_restriction", "to_public"]
 GONE = {RecordingStatus.disposing.value, RecordingStatus.disposed.value}
 
 
-def _recording(session: Session, actor: Actor, recording_id: uuid.UUID, now: datetime) -> Recording:
-    # Locked: placements and lifts of one recording serialise; out of scope answers 404.
-    return authz.get_visible(
+def _recording(
+    session: Session, actor: Actor, recording_id: uuid.UUID, reason: str, now: datetime
+) -> tuple[Recording, str]:
+    """Authority, the reason, then the recording: locked, so placements and lifts of one
+    recording serialise; out of scope answers 404 like a missing one."""
+    authz.authorize(session, actor, Permission.restriction_manage, now=now)
+    reason = check_reason(reason)
+    rec = authz.get_visible(
         session, actor, Recording, recording_id, permission=Permission.restriction_manage,
         now=now, what="recording", lock=True,
     )  # fmt: skip
+    return rec, reason
 
 
 def _active(session: Session, recording_id: uuid.UUID) -> Restriction | None:
@@ -72,9 +78,7 @@ def place_restriction(
     session: Session, *, actor: Actor, recording_id: uuid.UUID, reason: str, now: datetime
 ) -> RestrictionPublic:
     """Restrict the recording and end its running grants, in the caller's unit of work."""
-    authz.authorize(session, actor, Permission.restriction_manage, now=now)
-    reason = check_reason(reason)
-    rec = _recording(session, actor, recording_id, now)
+    rec, reason = _recording(session, actor, recording_id, reason, now)
     if rec.status in GONE:
         raise ConflictError(f"recording {rec.id} is {rec.status}; there is nothing to restrict")
     # FOR UPDATE on the purposes: requests and approvals (FOR SHARE on them) wait for us.
@@ -105,9 +109,7 @@ def lift_restriction(
     session: Session, *, actor: Actor, recording_id: uuid.UUID, reason: str, now: datetime
 ) -> RestrictionPublic:
     """Lift the active restriction: new requests may be made again (revoked grants stay so)."""
-    authz.authorize(session, actor, Permission.restriction_manage, now=now)
-    reason = check_reason(reason)
-    rec = _recording(session, actor, recording_id, now)
+    rec, reason = _recording(session, actor, recording_id, reason, now)
     row = _active(session, rec.id)
     if row is None:
         raise ConflictError(f"recording {rec.id} is not restricted")

@@ -3,7 +3,8 @@
 callvault is a processor: the customer's end user asks the customer, whose privacy principal
 asks us with the call ids. The answer covers, per call id:
 
-- the live recordings (times, purposes with expiry, holds, derivatives, restriction);
+- the live recordings, as their metadata shows them (times, purposes with expiry, holds,
+  derivatives, restriction);
 - who accessed them: every grant that covered them (pseudonymous principal ids, never an
   e-mail; purpose, ticket or incident) and every audited read under it (time, byte range);
 - the erasure requests that cover them or still name the call id, with their outcome.
@@ -37,15 +38,12 @@ from vault.models import (
     ErasureRequest,
     Grant,
     GrantRecording,
-    LegalHold,
     Recording,
-    RecordingPurpose,
     RecordingStatus,
 )
 from vault.models.privacy import MAX_CALL_IDS
-from vault.privacy.rules import restricted_of
+from vault.recordings import metadata as recordings
 from vault.retention import erasure
-from vault.retention.holds import active_holds_of
 from vault.tags import AuditAction
 
 __all__ = ["DOC_TYPE", "UNLINKABLE", "subject_access"]
@@ -72,33 +70,6 @@ def _check_call_ids(values: object) -> list[str]:
     if len(set(values)) != len(values):
         raise InvalidInputError("call_ids must not repeat")
     return list(values)
-
-
-def _purposes(session: Session, ids: Sequence[uuid.UUID], now: datetime) -> dict[Any, list[Any]]:
-    out: dict[Any, list[Any]] = defaultdict(list)
-    rows = session.exec(
-        select(RecordingPurpose)
-        .where(col(RecordingPurpose.recording_id).in_(ids))
-        .order_by(col(RecordingPurpose.purpose))
-    ).all()
-    for p in rows:
-        out[p.recording_id].append(
-            {"purpose": p.purpose, "expires_at": _ts(p.expires_at), "ended_at": _ts(p.ended_at),
-             "active": p.active_at(now)}
-        )  # fmt: skip
-    return out
-
-
-def _holds(session: Session, ids: Sequence[uuid.UUID]) -> dict[Any, list[Any]]:
-    by_rec = active_holds_of(session, ids)
-    hold_ids = {h for hs in by_rec.values() for h in hs}
-    rows = session.exec(select(LegalHold).where(col(LegalHold.id).in_(hold_ids))).all()
-    refs = {h.id: h for h in rows}
-    return {
-        rid: [{"id": str(h), "case_ref": refs[h].case_ref, "placed_at": _ts(refs[h].created_at)}
-              for h in hs]
-        for rid, hs in by_rec.items()
-    }  # fmt: skip
 
 
 def _reads(session: Session, actor: Actor, recording_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -194,22 +165,19 @@ def subject_access(
         .order_by(col(Recording.ingested_at), col(Recording.id))
     ).all()
     every = [r.id for r in recs] + [c.id for c in children]
-    purposes, holds = _purposes(session, every, now), _holds(session, every)
-    accesses, restricted = _accesses(session, actor, every), restricted_of(session, every)
+    accesses = _accesses(session, actor, every)
 
     def shape(r: Recording) -> dict[str, Any]:
-        return {
-            "id": str(r.id), "status": r.status, "recorded_at": _ts(r.recorded_at),
-            "ingested_at": _ts(r.ingested_at), "content_type": r.content_type, "size": r.size,
-            "purposes": purposes.get(r.id, []), "holds": holds.get(r.id, []),
-            "restricted": r.id in restricted, "accesses": accesses.get(r.id, []),
-        }  # fmt: skip
+        # The recording's metadata exactly as GET /v1/recordings/{id} shows it, plus who
+        # accessed it.
+        public = recordings.to_public(session, r, now=now).model_dump(mode="json")
+        return {**public, "accesses": accesses.get(r.id, [])}
 
     derived: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for c in children:
-        derived[c.parent_id].append({**shape(c), "disposed_at": _ts(c.disposed_at)})
+        derived[c.parent_id].append(shape(c))
     live = [
-        {**shape(r), "call_id": r.call_id, "derivatives": derived.get(r.id, [])}
+        {**shape(r), "derivatives": derived.get(r.id, [])}
         for r in recs
         if r.status != RecordingStatus.disposed
     ]

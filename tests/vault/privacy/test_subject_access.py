@@ -78,7 +78,8 @@ def test_a_disposed_recording_is_reported_as_unlinkable_and_no_call_id_is_audite
     vault: Vault, calls: dict
 ) -> None:
     answer = _ask(vault, [GONE, LIVE, PENDING_ERASURE])
-    assert [r["id"] for r in answer["recordings"]] == [str(calls["live"]), str(calls["erase"])]
+    found = {r["id"]: r["call_id"] for r in answer["recordings"]}
+    assert found == {str(calls["live"]): LIVE, str(calls["erase"]): PENDING_ERASURE}
     assert answer["call_ids_without_live_recordings"] == [GONE]
     assert answer["unlinkable"] == UNLINKABLE
     # The pending erasure request still names its recording, with its deadline.
