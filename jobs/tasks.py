@@ -28,6 +28,7 @@ from vault.audit import heads, tree
 from vault.config import Settings
 from vault.console import sessions as console_sessions
 from vault.context import Context
+from vault.identity import principals
 from vault.leases import process_holder
 from vault.ops import job_runs
 from vault.ops import rollup as metrics_rollup
@@ -163,6 +164,13 @@ def roll_up_metrics(ctx: Context, now: datetime, **_: Any) -> JobResult:
     )  # fmt: skip
 
 
+def clear_revoked_owners(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    older_than = timedelta(days=ctx.settings.revoked_owner_retention_days)
+    with ctx.db.transaction() as session:
+        cleared = principals.clear_revoked_owners(session, older_than=older_than, now=now)
+    return _result(f"{cleared} revoked principal(s)' owner e-mail cleared", cleared=cleared)
+
+
 JOBS: dict[str, JobFn] = {
     "expire-purposes": expire_purposes,
     "dispose": dispose,
@@ -175,6 +183,7 @@ JOBS: dict[str, JobFn] = {
     "audit-checkpoint": audit_checkpoint,
     "scrub": scrub,
     "metrics-rollup": roll_up_metrics,
+    "clear-revoked-owners": clear_revoked_owners,
 }
 
 # Jobs that run at their own period (seconds, from the settings) instead of job_interval_seconds.
@@ -195,6 +204,7 @@ RUN_ALL_ORDER: tuple[str, ...] = (
     "sweep-orphans",
     "kek-cycle",
     "erasure",
+    "clear-revoked-owners",
     "audit-sequence",
     "audit-checkpoint",
     "metrics-rollup",

@@ -23,6 +23,7 @@ from vault.console import oversight, pages, web
 from vault.console import routes as console
 from vault.context import Context, build_context
 from vault.identity import routes as tenants
+from vault.privacy import routes as privacy
 from vault.recordings import content
 from vault.recordings import routes as recordings
 from vault.redaction import routes as redaction
@@ -63,7 +64,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     web.install(app)
     routers = (
         health, tenants, recordings, content, access, audit, holds, erasure, redaction,
-        console, pages, oversight,
+        console, pages, oversight, privacy,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

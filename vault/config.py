@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # retried), and how many queued redactions one job run takes on.
     redaction_timeout_seconds: float = Field(default=3600.0, gt=0)
     redaction_batch: int = Field(default=4, ge=1, le=100)
+    # A revoked principal's owner e-mail is personal data: cleared this long after revocation
+    # (the pseudonym stays), by the clear-revoked-owners job.
+    revoked_owner_retention_days: float = Field(default=90.0, gt=0)
     # Console sessions: idle timeout and absolute lifetime (a sign-in never outlives either).
     console_idle_minutes: float = Field(default=30.0, gt=0)
     console_lifetime_hours: float = Field(default=12.0, gt=0)

@@ -146,6 +146,11 @@ class RemoteAuditError(VaultError):
 
     code = "remote-audit-unavailable"
     title = "The audit API could not be read"
+class RecordingRestrictedError(ConflictError):
+    """A restriction of processing blocks new access to the recording (break-glass excepted)."""
+
+    code = "recording-restricted"
+    title = "The recording is restricted"
 
 
 class UnsupportedMediaTypeError(VaultError):

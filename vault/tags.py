@@ -47,6 +47,10 @@ class AuditAction(StrEnum):
     erasure_request = "erasure.request"
     erasure_complete = "erasure.complete"
     restore_reconcile = "restore.reconcile"  # erasures and disposals re-applied after a restore
+    # privacy office
+    restriction_place = "restriction.place"
+    restriction_lift = "restriction.lift"
+    subject_access = "privacy.subject_access"  # counts and an opaque id, never the call ids
     # redaction
     redaction_request = "redaction.request"
     redaction_start = "redaction.start"  # the system reads the original under a profile

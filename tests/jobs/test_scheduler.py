@@ -28,7 +28,8 @@ from vault.cli import app
 from vault.context import Context
 
 NAMES = {"expire-purposes", "dispose", "redact", "erasure", "expire-grants", "sweep-orphans",
-         "kek-cycle", "audit-sequence", "audit-checkpoint", "metrics-rollup", "scrub"}  # fmt: skip
+         "kek-cycle", "audit-sequence", "audit-checkpoint", "metrics-rollup", "scrub",
+         "clear-revoked-owners"}  # fmt: skip
 
 
 def _jobs(scheduler: BaseScheduler) -> dict[str, Job]:

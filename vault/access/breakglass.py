@@ -78,7 +78,8 @@ def break_glass(
     recs = authz.get_visible_many(
         session, actor, ids, permission=Permission.break_glass, now=now
     )
-    check_openable(session, recs, purpose, now)
+    # A restriction of processing does not stop security: the grant is flagged instead.
+    restricted = check_openable(session, recs, purpose, now, break_glass=True)
     existing = open_break_glass(session, actor.owner)
     if existing is not None:
         raise ConflictError(
@@ -89,6 +90,7 @@ def break_glass(
         session, principal_id=actor.id, owner=actor.owner, purpose=purpose,
         recording_ids=ids, not_before=now, expires_at=now + timedelta(minutes=duration),
         kind=GrantKind.break_glass, incident_ref=incident_ref, reason=reason,
+        restricted=bool(restricted),
     )  # fmt: skip
     tenants = {r.tenant_id for r in recs}
     audit.record(
@@ -98,7 +100,9 @@ def break_glass(
         details={"recording_ids": [str(i) for i in ids],
                  "tenant_ids": sorted(map(str, tenants)), "incident_ref": incident_ref,
                  "reason": reason, "duration_minutes": duration,
-                 "expires_at": audit.format_ts(grant.expires_at)},
+                 "expires_at": audit.format_ts(grant.expires_at),
+                 "restricted": bool(restricted),
+                 "restricted_recording_ids": sorted(map(str, restricted))},
     )  # fmt: skip
     return grant
 
@@ -131,6 +135,6 @@ def review_break_glass(
         grant_id=grant.id,
         details={"comment": comment, "holder": str(grant.principal_id),
                  "incident_ref": grant.incident_ref,
-                 "overdue": overdue},
+                 "overdue": overdue, "restricted": grant.restricted},
     )  # fmt: skip
     return grant

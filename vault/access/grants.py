@@ -2,7 +2,8 @@
 
 A grant opens content only while all of this holds: it belongs to the caller, covers the
 recording, is inside ``[not_before, expires_at)``, is not revoked, its purpose is still active on
-the recording, and the recording is not disposed of. Playback calls :func:`still_valid` again at
+the recording, the recording is not disposed of, and it is not restricted (break-glass excepted:
+:func:`vault.models.restriction_allows`). Playback calls :func:`still_valid` again at
 every segment, so revocation or expiry ends a running stream.
 """
 
@@ -26,6 +27,7 @@ from vault.models import (
     Recording,
     RecordingPurpose,
     RecordingStatus,
+    restriction_allows,
 )
 
 UNREADABLE = {RecordingStatus.pending, RecordingStatus.failed}
@@ -45,6 +47,7 @@ def issue_grant(
     request_id: uuid.UUID | None = None,
     incident_ref: str | None = None,
     reason: str | None = None,
+    restricted: bool = False,
 ) -> Grant:
     """Insert a grant and its coverage rows; the caller audits and commits."""
     if not recording_ids:
@@ -55,7 +58,7 @@ def issue_grant(
         kind=kind, principal_id=principal_id, owner=owner, purpose=purpose,
         request_id=request_id, not_before=not_before, expires_at=expires_at,
         created_at=not_before, incident_ref=incident_ref, reason=reason,
-        needs_review=kind == GrantKind.break_glass,
+        needs_review=kind == GrantKind.break_glass, restricted=restricted,
     )  # fmt: skip
     session.add(grant)
     session.flush()
@@ -81,6 +84,7 @@ def to_public(session: Session, grant: Grant, *, now: datetime) -> GrantPublic:
         request_id=grant.request_id, not_before=grant.not_before, expires_at=grant.expires_at,
         revoked_at=grant.revoked_at, active=grant.active_at(now), needs_review=open_review,
         review_overdue=overdue, reviewed_at=grant.reviewed_at, incident_ref=grant.incident_ref,
+        restricted=grant.restricted,
     )  # fmt: skip
 
 
@@ -122,6 +126,7 @@ def authorize_read(
             Grant.principal_id == actor.id,
             Grant.active_at(now),
             RecordingPurpose.active_at(now),
+            restriction_allows(col(Grant.kind), col(GrantRecording.recording_id)),
         )
         .order_by(col(Grant.expires_at).desc())
     )
@@ -154,6 +159,7 @@ _STILL_VALID = (
         Grant.active_at(sa.bindparam("now")),
         col(Recording.status).not_in(sorted(GONE)),
         RecordingPurpose.active_at(sa.bindparam("now")),
+        restriction_allows(col(Grant.kind), col(Recording.id)),
     )
 )  # fmt: skip
 

@@ -52,6 +52,7 @@ from vault.models import (
     AccessRequestRecording,
     AccessRequestStatus,
     Grant,
+    GrantRecording,
     Review,
     ReviewDecision,
 )
@@ -59,8 +60,8 @@ from vault.policy import Policy
 from vault.tags import AuditAction
 
 __all__ = [
-    "EXPIRE_ACTOR", "RequestExpiredError", "create_request", "expire", "review", "revoke_grant",
-    "revoke_request",
+    "EXPIRE_ACTOR", "RequestExpiredError", "create_request", "expire", "review", "revoke_covering",
+    "revoke_grant", "revoke_request",
 ]  # fmt: skip
 
 S = AccessRequestStatus
@@ -302,6 +303,29 @@ def revoke_request(
     else:
         raise ConflictError(f"access request {req.id} is {status}; nothing to revoke")
     return req
+
+
+def revoke_covering(
+    session: Session, *, actor: Actor, recording_id: uuid.UUID, reason: str, now: datetime
+) -> int:
+    """End every running or future grant covering a recording (a restriction of processing),
+    break-glass ones included, each revoked and audited like any revocation. The caller has
+    authorised the act on the recording; the grants are locked so a concurrent revocation
+    serialises with this one."""
+    running = (
+        select(Grant)
+        .join(GrantRecording, col(GrantRecording.grant_id) == col(Grant.id))
+        .where(
+            GrantRecording.recording_id == recording_id,
+            col(Grant.revoked_at).is_(None), col(Grant.expires_at) > now,
+        )
+        .order_by(col(Grant.id))
+        .with_for_update(of=Grant)
+    )  # fmt: skip
+    rows = list(session.exec(running).all())
+    for grant in rows:
+        _revoke(session, actor, grant, reason, now)
+    return len(rows)
 
 
 # --- the expire-grants job ------------------------------------------------------------------------

@@ -19,7 +19,13 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from vault.authz import Actor
-from vault.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from vault.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    RecordingRestrictedError,
+)
 from vault.models import (
     AccessRequest,
     AccessRequestRecording,
@@ -32,6 +38,7 @@ from vault.models import (
     Review,
     ReviewDecision,
 )
+from vault.privacy.rules import restricted_of
 
 MAX_RECORDINGS = 100
 MIN_REASON, MAX_REASON, MAX_REF = 10, 2000, 256
@@ -119,9 +126,16 @@ def require_principal(session: Session, actor: Actor) -> Principal:
 
 
 def check_openable(
-    session: Session, recordings: Sequence[Recording], purpose: str, now: datetime
-) -> None:
-    """Every recording stored, with ``purpose`` active (DESIGN: grants name active purposes)."""
+    session: Session,
+    recordings: Sequence[Recording],
+    purpose: str,
+    now: datetime,
+    *,
+    break_glass: bool = False,
+) -> set[uuid.UUID]:
+    """Every recording stored, with ``purpose`` active (DESIGN: grants name active purposes),
+    and none restricted; break-glass may pass a restriction and gets the restricted ids back
+    (to flag its grant)."""
     ids = [r.id for r in recordings]
     # FOR SHARE on PostgreSQL: a concurrent end_purpose (FOR UPDATE) waits for us or we see it.
     rows = session.exec(
@@ -138,6 +152,16 @@ def check_openable(
             raise InvalidInputError(f"recording {rec.id} was not collected for {purpose!r}")
         if not tag.active_at(now):
             raise ConflictError(f"purpose {purpose!r} is no longer active on recording {rec.id}")
+    # After the purpose locks: a restriction being placed holds them FOR UPDATE, so once we get
+    # them its row is committed and this statement sees it.
+    held = restricted_of(session, ids)
+    if held and not break_glass:
+        first = min(held)
+        raise RecordingRestrictedError(
+            f"recording {first} is restricted: no new access requests or grants until the "
+            "restriction is lifted", recording_id=str(first),
+        )  # fmt: skip
+    return held
 
 
 def single_tenant(tenant_ids: Iterable[uuid.UUID]) -> uuid.UUID | None:

@@ -32,6 +32,8 @@ class Permission(StrEnum):
     hold_manage = "hold:manage"
     erasure_manage = "erasure:manage"
     redaction_manage = "redaction:manage"  # request de-identified derivatives, read their status
+    restriction_manage = "restriction:manage"  # restrict processing of a recording, and lift it
+    subject_access = "privacy:subject-access"  # answer a data subject's access request
     audit_read = "audit:read"
     metrics_read = "metrics:read"
     keys_manage = "keys:manage"
@@ -61,7 +63,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.privacy: frozenset(
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
-         P.redaction_manage}
+         P.redaction_manage, P.restriction_manage, P.subject_access}
     ),
     Role.auditor: frozenset({P.recording_metadata_read, P.audit_read}),
     Role.monitor: frozenset({P.metrics_read}),

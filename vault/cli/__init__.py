@@ -11,6 +11,7 @@ from vault.cli import (  # noqa: F401  (they register their commands)
     admin,
     audit,
     devstack,
+    privacy,
     records,
     restore,
     server,

@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -28,6 +28,7 @@ from vault.errors import (
 )
 from vault.identity.owners import Owner
 from vault.identity.tenants import resolve_tenant, tenant_names
+from vault.leases import claim
 from vault.models import ApiKey, Principal, PrincipalPublic, PrincipalTenant, Role
 from vault.tags import AuditAction
 
@@ -244,7 +245,9 @@ def set_role(
     return principal
 
 
-def clear_owner(session: Session, *, actor: Actor, name: str, now: datetime) -> Principal:
+def clear_owner(
+    session: Session, *, actor: Actor, name: str, now: datetime, reason: str | None = None
+) -> Principal:
     """Forget the e-mail behind a principal (the person left, or asked to be forgotten).
 
     Four-eyes and the audit chain keep working: they only ever held ``owner_ref``. Clearing
@@ -257,11 +260,46 @@ def clear_owner(session: Session, *, actor: Actor, name: str, now: datetime) -> 
     principal.owner = None
     session.add(principal)
     session.flush()
+    details: dict[str, str] = {"owner_ref": principal.owner_ref}
+    if reason is not None:
+        details["reason"] = reason
     audit.record(
         session, action=AuditAction.principal_clear_owner, actor=actor.audit_name, now=now,
-        target=str(principal.id), details={"owner_ref": principal.owner_ref},
+        target=str(principal.id), details=details,
     )  # fmt: skip
     return principal
+
+
+OWNER_RETENTION_ACTOR = Actor.operator("clear-revoked-owners")
+OWNER_RETENTION_BATCH = 500
+
+
+def clear_revoked_owners(session: Session, *, older_than: timedelta, now: datetime) -> int:
+    """The ``clear-revoked-owners`` job: forget the e-mail of every principal revoked at least
+    ``older_than`` ago, through :func:`clear_owner` (audited, the pseudonym stays). Idempotent:
+    only rows that still hold an e-mail are selected, and claimed (``SKIP LOCKED``) so two
+    workers never clear the same row."""
+    if older_than <= timedelta(0):
+        raise ValueError("older_than must be positive")
+    due = (
+        select(Principal)
+        .where(
+            col(Principal.revoked_at).is_not(None),
+            col(Principal.revoked_at) <= now - older_than,
+            col(Principal.owner).is_not(None),
+        )
+        .order_by(col(Principal.revoked_at), col(Principal.id))
+        .limit(OWNER_RETENTION_BATCH)
+    )
+    cleared = 0
+    while rows := session.exec(claim(session, due)).all():
+        for principal in rows:
+            clear_owner(
+                session, actor=OWNER_RETENTION_ACTOR, name=principal.name, now=now,
+                reason="retention: revoked principal",
+            )  # fmt: skip
+        cleared += len(rows)
+    return cleared
 
 
 # --- authentication ------------------------------------------------------------------------------

@@ -145,6 +145,7 @@ class GrantPublic(SQLModel):
     review_overdue: bool
     reviewed_at: datetime | None
     incident_ref: str | None
+    restricted: bool = False  # break-glass opened on a restricted recording (privacy office)
 
 
 class Grant(SQLModel, table=True):
@@ -169,6 +170,10 @@ class Grant(SQLModel, table=True):
     reviewed_by: uuid.UUID | None = Field(default=None)
     review_comment: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     overdue_flagged_at: datetime | None = _ts(nullable=True)
+    # Break-glass over a restriction of processing: flagged for the after-review.
+    restricted: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
 
     model_config = ConfigDict(ignored_types=(hybrid_method,))  # type: ignore[assignment]
 

@@ -52,6 +52,7 @@ class RecordingPublic(SQLModel):
     derivatives: list[uuid.UUID] = []
     disposed_at: datetime | None = None
     disposal_reason: str | None = None
+    restricted: bool = False  # an active restriction of processing blocks new access
 
 
 class RecordingPage(SQLModel):

@@ -29,6 +29,7 @@ from vault.models import (
     RecordingPurpose,
     RecordingStatus,
 )
+from vault.privacy.rules import restricted_of
 from vault.retention.expiry import end_purposes
 from vault.retention.holds import active_holds_of
 from vault.tags import AuditAction
@@ -78,6 +79,7 @@ def _to_public_many(
         derivatives[parent].append(child)  # type: ignore[index]
     names = tenant_names(session, {r.tenant_id for r in recordings})
     holds = active_holds_of(session, ids)
+    restricted = restricted_of(session, ids)
     return [
         RecordingPublic(
             id=r.id,
@@ -96,6 +98,7 @@ def _to_public_many(
             derivatives=derivatives[r.id],
             disposed_at=r.disposed_at,
             disposal_reason=r.disposal_reason,
+            restricted=r.id in restricted,
         )
         for r in recordings
     ]
