@@ -28,6 +28,7 @@ from vault.recordings import routes as recordings
 from vault.redaction import routes as redaction
 from vault.retention import erasure_routes as erasure
 from vault.retention import holds_routes as holds
+from vault.tenants import routes as tenant_routes
 
 
 def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
@@ -63,7 +64,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     web.install(app)
     routers = (
         health, tenants, recordings, content, access, audit, holds, erasure, redaction,
-        console, pages, oversight,
+        console, pages, oversight, tenant_routes,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

@@ -123,6 +123,27 @@ class ConflictError(VaultError):
     title = "Conflict with the current state"
 
 
+class PolicyLoosensError(InvalidInputError):
+    """A tenant policy that would loosen the global one; ``field`` (in ``extra``) names it."""
+
+    code = "tenant-policy-loosens"
+    title = "A tenant policy may only tighten the global policy"
+
+
+class PurposeDisabledError(UnknownPurposeError):
+    """The tenant's approved policy disabled this purpose: no new ingest or access for it."""
+
+    code = "purpose-disabled"
+    title = "This purpose is disabled for the tenant"
+
+
+class TenantOffboardingError(ConflictError):
+    """The tenant is being (or has been) offboarded: nothing new comes in."""
+
+    code = "tenant-offboarding"
+    title = "The tenant is being offboarded"
+
+
 class UnsupportedMediaTypeError(VaultError):
     code = "unsupported-media-type"
     title = "Content-Type must be video/*, audio/* or application/octet-stream"
