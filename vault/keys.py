@@ -119,8 +119,9 @@ class Keys:
             self.provider.retire(version)
 
     def delete_tenant_key(self, tenant_id: uuid.UUID) -> bool:
-        """Delete the tenant's own key where the provider keeps one (Transit); False when there
-        is none (the local keyring's one global KEK serves every tenant)."""
+        """Delete the tenant's own key where the provider keeps one (Transit): True once it is
+        gone (idempotent). False when the provider keeps none per tenant (the local keyring's
+        one global KEK serves every tenant)."""
         delete = getattr(self.provider, "delete_tenant_key", None)
         if delete is None:
             return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -24,7 +25,16 @@ from vault.authz import Actor
 from vault.context import Context
 from vault.errors import KeyDestroyedError, TenantOffboardingError
 from vault.keys import Keys
-from vault.models import AuditEvent, Principal, PrincipalTenant, RecordingStatus, Role, Tenant
+from vault.models import (
+    AuditEvent,
+    OffboardingErasure,
+    OffboardingReceipt,
+    Principal,
+    PrincipalTenant,
+    RecordingStatus,
+    Role,
+    Tenant,
+)
 from vault.tenants import offboarding
 
 S = RecordingStatus
@@ -235,6 +245,7 @@ def test_offboarding_deletes_the_tenants_transit_key(
         assert s.get(Tenant, acme.id).status == "offboarded"  # type: ignore[union-attr]
     assert row(ctx, rec.id).status == S.disposed
     assert provider._read(name) is None  # the per-tenant key is gone, every version of it
+    assert provider.delete_tenant_key(str(acme.id)) is True  # idempotent: a second worker
     with ctx.db.session() as s:
         receipt = s.exec(select(AuditEvent).where(AuditEvent.action == "tenant.key.delete")).one()
         assert json.loads(receipt.canonical)["details"]["provider_key_deleted"] is True
@@ -246,3 +257,40 @@ def _approve_as_dpo(ctx: Context, clock: FakeClock, change_id: Any) -> None:
         offboarding.approve(
             s, actor=dpo, policy=ctx.policy, tenant="acme", change_id=change_id, now=clock()
         )
+
+
+@pytest.mark.parametrize("backend", ["postgres-s3"], indirect=True)
+def test_concurrent_workers_open_one_erasure_and_sign_one_receipt(
+    ctx: Context, clock: FakeClock
+) -> None:
+    acme = make_tenant(ctx)
+    kek_cycle(ctx, clock())
+    for _ in range(3):
+        ingest(ctx, acme)
+    with ctx.db.transaction() as s:
+        admin = Actor(id=uuid.uuid4(), name="a", role=Role.admin, owner="o-admin", all_tenants=True)
+        change = offboarding.propose(s, actor=admin, tenant="acme", reason="closed", now=clock())
+    _approve_as_dpo(ctx, clock, change.id)
+    start = threading.Barrier(2)
+
+    def worker() -> None:
+        start.wait()
+        erasure_job(ctx, clock)
+
+    for _ in range(2):  # shred, then (after the KEK is retired) settle: both steps raced
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        clock.advance(days=7)
+        assert kek_cycle(ctx, clock(), force=True)
+    with ctx.db.session() as s:
+        opened = s.exec(select(OffboardingErasure)).all()
+        signed = s.exec(select(OffboardingReceipt)).all()
+        events = s.exec(
+            select(AuditEvent).where(AuditEvent.action == "tenant.offboard.receipt")
+        ).all()
+    assert len(opened) == 1
+    assert [r.seq for r in signed] == [1] and signed[0].signature
+    assert len(events) == 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from tests.support.api import Api
+from tests.support.api import Api, principal_key
 from tests.support.clock import FakeClock
 from tests.vault.test_retention import ingest, row, run_jobs
 from vault.errors import PurposeDisabledError
@@ -190,3 +190,29 @@ def test_two_tenants_restrictions_compose_to_the_strictest_of_each_rule() -> Non
     with pytest.raises(PurposeDisabledError):
         both.purpose("fraud")
     assert policy.purpose("fraud").retention_days == 90  # the global policy is untouched
+
+
+def test_an_approval_takes_exactly_the_change_it_names_within_its_scope(api: Api) -> None:
+    ctx, c, h = api.ctx, api.client, api.h
+    api.keys["globex-admin"] = principal_key(ctx, "globex-admin", "admin", ["globex"])
+    api.keys["globex-dpo"] = principal_key(ctx, "globex-dpo", "privacy", ["globex"])
+    tighter = {"purposes": {"fraud": {"retention_days": 30}}}
+    # Another tenant's admin cannot propose for acme, nor its privacy officer approve.
+    assert propose(api, tighter, who="globex-admin").status_code == 403
+    first = propose(api, tighter).json()
+    assert approve(api, first["id"], who="globex-dpo").status_code == 403
+    # A newer proposal supersedes the first: approving what one saw earlier is a conflict.
+    second = propose(api, {"purposes": {"fraud": {"retention_days": 60}}}).json()
+    stale = approve(api, first["id"])
+    assert stale.status_code == 409 and "superseded" in stale.json()["detail"]
+    # A change id of another tenant, or of another kind, is not found under this path.
+    other = c.put(
+        "/v1/tenants/globex/policy", json={"reason": "instruction", **tighter},
+        headers=h("admin"),
+    ).json()  # fmt: skip
+    assert approve(api, other["id"]).status_code == 404
+    assert approve(api, second["id"], what="offboard").status_code == 404
+    assert approve(api, second["id"]).status_code == 200
+    assert approve(api, second["id"]).status_code == 409  # approved once only
+    view = c.get("/v1/tenants/acme/policy", headers=h("dpo")).json()
+    assert view["restrictions"] == {"purposes": {"fraud": {"retention_days": 60.0}}}
