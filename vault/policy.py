@@ -281,7 +281,7 @@ class Policy(BaseModel):
 class PurposeRestriction(BaseModel):
     """A tenant's restriction of one purpose; unset fields keep the global rule."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CONFIG  # strict: a boolean is never a number of days
 
     retention_days: float | None = Field(None, ge=1, le=_MAX_DAYS, allow_inf_nan=False)
     approvals: int | None = Field(None, ge=1, le=10)
@@ -292,7 +292,7 @@ class PurposeRestriction(BaseModel):
 class TenantRestrictions(BaseModel):
     """What a tenant (the controller) asks of the operator within the global policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CONFIG
 
     purposes: dict[PurposeName, PurposeRestriction] = Field(default_factory=dict)
     erasure_deadline_days: float | None = Field(None, gt=0, le=_MAX_DAYS, allow_inf_nan=False)

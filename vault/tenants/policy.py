@@ -166,14 +166,14 @@ _REF = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class SubprocessorOptIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     subprocessor: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     opted_in: bool
     instruction_ref: str = _REF
 
 
 class TransferPermission(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     destination: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     mechanism: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     instruction_ref: str = _REF
@@ -182,7 +182,7 @@ class TransferPermission(BaseModel):
 class Authorisations(BaseModel):
     """The customer's documented instructions; every entry cites its instruction reference."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     subprocessors: list[SubprocessorOptIn] = Field(default_factory=list, max_length=100)
     transfers: list[TransferPermission] = Field(default_factory=list, max_length=100)
 
