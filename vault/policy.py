@@ -221,13 +221,21 @@ class Policy(BaseModel):
 
     @field_validator("offboarding_days")
     @classmethod
-    def _within_offboarding_promise(cls, days: float) -> float:
+    def _within_offboarding_promise(cls, days: float, info: ValidationInfo) -> float:
         if days > PROMISED_OFFBOARDING_DAYS:
             raise PydanticCustomError(
                 "policy",
                 "must be <= {limit}, the deadline the privacy notice promises after account "
                 "closure (got {got})",
                 {"limit": PROMISED_OFFBOARDING_DAYS, "got": _show(days)},
+            )
+        # Offboarding crypto-shreds like an erasure: it cannot finish before a KEK rotation.
+        rotation = info.data.get("kek_rotation_days")
+        if rotation is not None and days <= rotation:
+            raise PydanticCustomError(
+                "policy",
+                "must be > kek_rotation_days ({rotation}) (got {got})",
+                {"rotation": _show(rotation), "got": _show(days)},
             )
         return days
 

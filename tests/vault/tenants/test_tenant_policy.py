@@ -4,7 +4,9 @@ approval while new ingests get it at once, and authorisations stored and shown."
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from tests.support.clock import FakeClock
 from tests.vault.test_retention import ingest, row, run_jobs
 from vault.errors import PurposeDisabledError
 from vault.models import RecordingPurpose, RecordingStatus, Tenant
-from vault.policy import TenantRestrictions, effective, load_policy, tightens
+from vault.policy import PolicyError, TenantRestrictions, effective, load_policy, tightens
 
 S = RecordingStatus
 
@@ -216,3 +218,20 @@ def test_an_approval_takes_exactly_the_change_it_names_within_its_scope(api: Api
     assert approve(api, second["id"]).status_code == 409  # approved once only
     view = c.get("/v1/tenants/acme/policy", headers=h("dpo")).json()
     assert view["restrictions"] == {"purposes": {"fraud": {"retention_days": 60.0}}}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("offboarding_days = 61\n", "offboarding_days: must be <= 60"),
+        ("offboarding_days = 7\n", "offboarding_days: must be > kek_rotation_days (7) (got 7)"),
+    ],
+)
+def test_offboarding_days_keeps_the_notices_promise(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        load_policy(path)
+    assert load_policy().offboarding_days == 60
