@@ -28,6 +28,7 @@ hashes), signed with no transaction open and cited, hashed, in the audit chain.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -37,7 +38,7 @@ from sqlmodel import Session, col, select
 from vault import audit
 from vault.authz import Actor
 from vault.context import Context
-from vault.errors import NotFoundError
+from vault.errors import KeyProviderUnavailableError, NotFoundError
 from vault.identity import principals
 from vault.identity.tenants import tenant_for_read
 from vault.leases import claim
@@ -75,6 +76,7 @@ __all__ = [
     "open_erasures", "propose", "settle", "verify_receipt",
 ]  # fmt: skip
 
+log = logging.getLogger(__name__)
 T = TenantStatus
 GONE = (RecordingStatus.disposed, RecordingStatus.failed)
 ERASABLE = (RecordingStatus.stored, RecordingStatus.integrity_failed)
@@ -221,7 +223,11 @@ def settle(ctx: Context, *, now: datetime) -> int:
     completed = 0
     for tenant_id in _open(ctx):
         if _settle_one(ctx, tenant_id, now) == "delete-key":
-            deleted = ctx.keys.delete_tenant_key(tenant_id)  # no transaction open
+            try:
+                deleted = ctx.keys.delete_tenant_key(tenant_id)  # no transaction open
+            except KeyProviderUnavailableError as exc:  # the next run tries again
+                log.warning("offboarding: key deletion failed: %s", type(exc).__name__)
+                continue
             completed += _complete(ctx, tenant_id, deleted, now)
     receipts.sign_pending(ctx, now)
     return completed

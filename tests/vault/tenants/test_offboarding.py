@@ -23,7 +23,7 @@ from tests.vault.test_recordings import CALL_ID, assert_chain_ok, do_ingest, mak
 from tests.vault.test_retention import hold, ingest, kek_cycle, release, row
 from vault.authz import Actor
 from vault.context import Context
-from vault.errors import KeyDestroyedError, TenantOffboardingError
+from vault.errors import KeyDestroyedError, KeyProviderUnavailableError, TenantOffboardingError
 from vault.keys import Keys
 from vault.models import (
     AuditEvent,
@@ -294,3 +294,28 @@ def test_concurrent_workers_open_one_erasure_and_sign_one_receipt(
     assert len(opened) == 1
     assert [r.seq for r in signed] == [1] and signed[0].signature
     assert len(events) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite-local"], indirect=True)
+def test_a_key_provider_outage_leaves_the_offboarding_for_the_next_run(
+    ctx: Context, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tenant(ctx)  # no recordings: the key is all there is left to delete
+    with ctx.db.transaction() as s:
+        admin = Actor(id=uuid.uuid4(), name="a", role=Role.admin, owner="o-admin", all_tenants=True)
+        change = offboarding.propose(s, actor=admin, tenant="acme", reason="closed", now=clock())
+    _approve_as_dpo(ctx, clock, change.id)
+
+    def down(*_a: Any, **_k: Any) -> bool:
+        raise KeyProviderUnavailableError("transit down")
+
+    with monkeypatch.context() as m:
+        m.setattr(ctx.keys, "delete_tenant_key", down)
+        erasure_job(ctx, clock)  # the job itself does not fail
+    with ctx.db.session() as s:
+        assert s.exec(select(Tenant)).one().status == "offboarding"
+        assert s.exec(select(OffboardingReceipt)).all() == []
+    erasure_job(ctx, clock)
+    with ctx.db.session() as s:
+        assert s.exec(select(Tenant)).one().status == "offboarded"
+        assert [r.seq for r in s.exec(select(OffboardingReceipt))] == [1]
