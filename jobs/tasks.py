@@ -38,6 +38,7 @@ from vault.redaction import expiry as redaction_expiry
 from vault.redaction import service as redaction
 from vault.retention import disposal as retention
 from vault.retention import erasure, expiry
+from vault.tenants import offboarding
 
 __all__ = [
     "JOBS", "PERIODS", "RUN_ALL_ORDER", "JobFn", "JobOutcome", "JobResult", "execute", "run",
@@ -85,8 +86,16 @@ def redact(ctx: Context, now: datetime, **_: Any) -> JobResult:
 
 
 def process_erasures(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    # Offboarding opens erasure requests for its tenants' unheld recordings, and settles
+    # (receipts, the tenant's key) once they are complete: the same run carries both.
+    opened = offboarding.open_erasures(ctx, now=now)
     completed = erasure.process(ctx, now=now)
-    return _result(f"{completed} erasure request(s) completed", completed=completed)
+    offboarded = offboarding.settle(ctx, now=now)
+    return _result(
+        f"{completed} erasure request(s) completed; offboarding opened {opened}, "
+        f"{offboarded} tenant(s) offboarded",
+        completed=completed, offboarding_opened=opened, offboarded=offboarded,
+    )  # fmt: skip
 
 
 def expire_grants(ctx: Context, now: datetime, **_: Any) -> JobResult:

@@ -29,6 +29,7 @@ from vault.recordings import routes as recordings
 from vault.redaction import routes as redaction
 from vault.retention import erasure_routes as erasure
 from vault.retention import holds_routes as holds
+from vault.tenants import routes as tenant_routes
 
 
 def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
@@ -64,7 +65,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     web.install(app)
     routers = (
         health, tenants, recordings, content, access, audit, holds, erasure, redaction,
-        console, pages, oversight, privacy,
+        console, pages, oversight, privacy, tenant_routes,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

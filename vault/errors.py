@@ -151,6 +151,25 @@ class RecordingRestrictedError(ConflictError):
 
     code = "recording-restricted"
     title = "The recording is restricted"
+class PolicyLoosensError(InvalidInputError):
+    """A tenant policy that would loosen the global one; ``field`` (in ``extra``) names it."""
+
+    code = "tenant-policy-loosens"
+    title = "A tenant policy may only tighten the global policy"
+
+
+class PurposeDisabledError(UnknownPurposeError):
+    """The tenant's approved policy disabled this purpose: no new ingest or access for it."""
+
+    code = "purpose-disabled"
+    title = "This purpose is disabled for the tenant"
+
+
+class TenantOffboardingError(ConflictError):
+    """The tenant is being (or has been) offboarded: nothing new comes in."""
+
+    code = "tenant-offboarding"
+    title = "The tenant is being offboarded"
 
 
 class UnsupportedMediaTypeError(VaultError):

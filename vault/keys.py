@@ -118,6 +118,16 @@ class Keys:
         with translated("retire"):
             self.provider.retire(version)
 
+    def delete_tenant_key(self, tenant_id: uuid.UUID) -> bool:
+        """Delete the tenant's own key where the provider keeps one (Transit): True once it is
+        gone (idempotent). False when the provider keeps none per tenant (the local keyring's
+        one global KEK serves every tenant)."""
+        delete = getattr(self.provider, "delete_tenant_key", None)
+        if delete is None:
+            return False
+        with translated("delete tenant key"):
+            return bool(delete(str(tenant_id)))
+
     def check(self) -> None:
         with translated("check"):
             self.provider.check()

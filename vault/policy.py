@@ -31,7 +31,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from vault.errors import UnknownProfileError, UnknownPurposeError
+from vault.errors import (
+    PolicyLoosensError,
+    PurposeDisabledError,
+    UnknownProfileError,
+    UnknownPurposeError,
+)
 from vault.profiles import RedactionProfile
 
 __all__ = [
@@ -40,9 +45,13 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PurposePolicy",
+    "PurposeRestriction",
     "RedactionProfile",
+    "TenantRestrictions",
     "UnknownPurposeError",
+    "effective",
     "load_policy",
+    "tightens",
 ]
 
 
@@ -67,6 +76,11 @@ PROMISED_ERASURE_DAYS = 30
 # How long a de-identified derivative made on expiry keeps the expired purpose, unless the purpose
 # sets derivative_retention_days: long enough for trend analysis, short of forever.
 DEFAULT_DERIVATIVE_RETENTION_DAYS = 365
+# The privacy notice deletes a closed account's data within 60 days.
+PROMISED_OFFBOARDING_DAYS = 60
+# What a tenant's shorter erasure deadline must still leave beyond the KEK rotation period: the
+# erasure job's own period and the retirement that follows rotation.
+JOB_SLACK_DAYS = 1
 # Upper bound for periods, so that `now + period` can never overflow a datetime.
 _MAX_DAYS = 36_500
 _CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -130,10 +144,13 @@ class Policy(BaseModel):
 
     erasure_deadline_days: float = _days(30)
     kek_rotation_days: float = _days(7)
+    offboarding_days: float = _days(PROMISED_OFFBOARDING_DAYS)
     # The operator's explicit extensions of the notice's vocabulary, each citing its clause.
     vocabulary: dict[PurposeName, VocabularyEntry] = Field(default_factory=dict)
     redaction_profiles: dict[ProfileName, RedactionProfile] = Field(default_factory=dict)
     purposes: dict[PurposeName, PurposePolicy] = Field(min_length=1)
+    # Set only on a tenant's effective policy (:func:`effective`), never from a file.
+    tenant_disabled: tuple[str, ...] = Field((), exclude=True)
 
     @field_validator("purposes")
     @classmethod
@@ -202,6 +219,26 @@ class Policy(BaseModel):
             )
         return days
 
+    @field_validator("offboarding_days")
+    @classmethod
+    def _within_offboarding_promise(cls, days: float, info: ValidationInfo) -> float:
+        if days > PROMISED_OFFBOARDING_DAYS:
+            raise PydanticCustomError(
+                "policy",
+                "must be <= {limit}, the deadline the privacy notice promises after account "
+                "closure (got {got})",
+                {"limit": PROMISED_OFFBOARDING_DAYS, "got": _show(days)},
+            )
+        # Offboarding crypto-shreds like an erasure: it cannot finish before a KEK rotation.
+        rotation = info.data.get("kek_rotation_days")
+        if rotation is not None and days <= rotation:
+            raise PydanticCustomError(
+                "policy",
+                "must be > kek_rotation_days ({rotation}) (got {got})",
+                {"rotation": _show(rotation), "got": _show(days)},
+            )
+        return days
+
     @field_validator("kek_rotation_days")
     @classmethod
     def _rotates_before_deadline(cls, days: float, info: ValidationInfo) -> float:
@@ -217,6 +254,10 @@ class Policy(BaseModel):
         return days
 
     def purpose(self, name: str) -> PurposePolicy:
+        if name in self.tenant_disabled:
+            raise PurposeDisabledError(
+                f"purpose {name!r} is disabled by the tenant's policy", purpose=name
+            )
         try:
             return self.purposes[name]
         except KeyError:
@@ -236,6 +277,122 @@ class Policy(BaseModel):
     @property
     def kek_rotation(self) -> timedelta:
         return timedelta(days=self.kek_rotation_days)
+
+    @property
+    def offboarding(self) -> timedelta:
+        return timedelta(days=self.offboarding_days)
+
+
+# --- per-tenant restrictions: tighten only -----------------------------------------------------
+
+
+class PurposeRestriction(BaseModel):
+    """A tenant's restriction of one purpose; unset fields keep the global rule."""
+
+    model_config = _CONFIG  # strict: a boolean is never a number of days
+
+    retention_days: float | None = Field(None, ge=1, le=_MAX_DAYS, allow_inf_nan=False)
+    approvals: int | None = Field(None, ge=1, le=10)
+    approver_roles: list[Role] | None = Field(None, min_length=1)
+    disabled: bool = False
+
+
+class TenantRestrictions(BaseModel):
+    """What a tenant (the controller) asks of the operator within the global policy."""
+
+    model_config = _CONFIG
+
+    purposes: dict[PurposeName, PurposeRestriction] = Field(default_factory=dict)
+    erasure_deadline_days: float | None = Field(None, gt=0, le=_MAX_DAYS, allow_inf_nan=False)
+
+
+def tightens(policy: Policy, restrictions: TenantRestrictions) -> None:
+    """Refuse (``PolicyLoosensError`` naming the field) anything not stricter than ``policy``:
+    a tenant may shorten, add approvals, narrow roles or disable, never the reverse."""
+
+    def refuse(field: str, why: str) -> PolicyLoosensError:
+        return PolicyLoosensError(f"{field}: {why}", field=field)
+
+    for name, r in sorted(restrictions.purposes.items()):
+        at = f"purposes.{name}"
+        rules = policy.purposes.get(name)
+        if rules is None:
+            known = ", ".join(policy.names)
+            raise refuse(at, f"not a purpose of the global policy ({known})")
+        if r.retention_days is not None and r.retention_days > rules.retention_days:
+            raise refuse(
+                f"{at}.retention_days",
+                f"must be <= {_show(rules.retention_days)}, the global retention "
+                f"(got {_show(r.retention_days)})",
+            )
+        if r.approvals is not None and r.approvals < rules.approvals:
+            raise refuse(
+                f"{at}.approvals",
+                f"must be >= {rules.approvals}, the global approvals (got {r.approvals})",
+            )
+        if r.approver_roles is not None:
+            extra = sorted(set(r.approver_roles) - set(rules.approver_roles))
+            if extra:
+                allowed = ", ".join(rules.approver_roles)
+                raise refuse(
+                    f"{at}.approver_roles",
+                    f"{extra[0]} is not a global approver role of {name} ({allowed})",
+                )
+    if restrictions.purposes and all(
+        restrictions.purposes.get(n, PurposeRestriction()).disabled for n in policy.names
+    ):
+        raise refuse("purposes", "at least one purpose must stay enabled")
+    days = restrictions.erasure_deadline_days
+    if days is not None:
+        floor = policy.kek_rotation_days + JOB_SLACK_DAYS
+        if days > policy.erasure_deadline_days:
+            raise refuse(
+                "erasure_deadline_days",
+                f"must be <= {_show(policy.erasure_deadline_days)}, the global deadline "
+                f"(got {_show(days)})",
+            )
+        if days <= floor:
+            raise refuse(
+                "erasure_deadline_days",
+                f"must be > {_show(floor)} (kek_rotation_days + {JOB_SLACK_DAYS} day of job "
+                f"slack), or crypto-shredding cannot finish in time (got {_show(days)})",
+            )
+
+
+def effective(policy: Policy, *restrictions: TenantRestrictions) -> Policy:
+    """The policy with each tenant's restrictions applied (already checked by
+    :func:`tightens`). Several tenants (a request over recordings of two) compose to the
+    strictest of each: shortest retention, most approvals, common approver roles; a purpose any
+    of them disabled is gone."""
+    purposes = dict(policy.purposes)
+    deadline = policy.erasure_deadline_days
+    disabled = set(policy.tenant_disabled)
+    for r in restrictions:
+        for name, pr in r.purposes.items():
+            rules = purposes.get(name)
+            if rules is None:
+                continue
+            if pr.disabled:
+                del purposes[name]
+                disabled.add(name)
+                continue
+            update: dict[str, Any] = {}
+            if pr.retention_days is not None:
+                update["retention_days"] = min(rules.retention_days, pr.retention_days)
+            if pr.approvals is not None:
+                update["approvals"] = max(rules.approvals, pr.approvals)
+            if pr.approver_roles is not None:
+                keep = pr.approver_roles
+                update["approver_roles"] = [x for x in rules.approver_roles if x in keep]
+            purposes[name] = rules.model_copy(update=update)
+        if r.erasure_deadline_days is not None:
+            deadline = min(deadline, r.erasure_deadline_days)
+    return policy.model_copy(
+        update={
+            "purposes": purposes, "erasure_deadline_days": deadline,
+            "tenant_disabled": tuple(sorted(disabled)),
+        }
+    )  # fmt: skip
 
 
 _DEFAULT_RESOURCE = "default_policy.toml"

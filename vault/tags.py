@@ -51,6 +51,14 @@ class AuditAction(StrEnum):
     restriction_place = "restriction.place"
     restriction_lift = "restriction.lift"
     subject_access = "privacy.subject_access"  # counts and an opaque id, never the call ids
+    # tenants (privacy office): four-eyes changes, policy, offboarding
+    tenant_change_propose = "tenant.change.propose"
+    tenant_change_approve = "tenant.change.approve"
+    tenant_policy_apply = "tenant.policy.apply"  # stored recordings' expiries shortened
+    tenant_offboard_start = "tenant.offboard.start"
+    tenant_scope_remove = "tenant.scope.remove"  # a multi-tenant principal loses the tenant
+    tenant_offboard_receipt = "tenant.offboard.receipt"
+    tenant_key_delete = "tenant.key.delete"
     # redaction
     redaction_request = "redaction.request"
     redaction_start = "redaction.start"  # the system reads the original under a profile

@@ -306,6 +306,24 @@ class TransitKeyProvider:
         # Last: the epoch's floor is the record that this retirement completed.
         self._raise_floor(self.epoch_key, epoch_info, version + 1)
 
+    def delete_tenant_key(self, tenant: str) -> bool:
+        """Delete ``tenant``'s key with every version (offboarding, once no wrap under it is
+        left). Idempotent: True once the key no longer exists, whoever deleted it. Transit
+        refuses a deletion until the key's config allows it."""
+        name = self.key_name(tenant)
+        if self._read(name) is not None:
+            try:
+                with _provider_errors(f"delete key {name}"):
+                    self._transit.update_key_configuration(
+                        name, deletion_allowed=True, mount_point=self.mount
+                    )
+                    self._transit.delete_key(name, mount_point=self.mount)
+            except KeyProviderError:
+                if self._read(name) is not None:
+                    raise  # not another worker's deletion: a real failure
+        self._synced.pop(name, None)
+        return self._read(name) is None
+
     def current_version(self) -> int:
         return int(self._epoch()["latest_version"])
 

@@ -2,7 +2,8 @@
 # @MOUNT@ is the Transit mount (CALLVAULT_TRANSIT_MOUNT); "callvault-" is the provider's key
 # prefix. callvault creates its own keys: <prefix>-epoch, one derived AES key per tenant
 # (<prefix>-t-*, <prefix>-h-*), <prefix>-audit-signing (ed25519) and <prefix>-pseudonym (hmac).
-# No delete, no export, no backup, no config of other keys, nothing outside the mount.
+# No export, no backup, no config of other keys, nothing outside the mount; delete only on
+# tenant keys (tenant offboarding deletes a tenant's key once none of its wraps is left).
 
 # Enumerate tenant keys (rotate and retire walk them).
 path "@MOUNT@/keys" {
@@ -12,6 +13,14 @@ path "@MOUNT@/keys" {
 # Create and read its keys; rotate, raise min versions (config) and trim retired versions.
 path "@MOUNT@/keys/callvault-*" {
   capabilities = ["create", "read", "update"]
+}
+
+# The same on tenant keys, plus delete (the most specific path wins, so it repeats the rest).
+path "@MOUNT@/keys/callvault-t-*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "@MOUNT@/keys/callvault-h-*" {
+  capabilities = ["create", "read", "update", "delete"]
 }
 
 # Wrap, unwrap and rewrap DEKs under tenant keys (the DEK never leaves on rewrap).

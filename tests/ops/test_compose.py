@@ -297,6 +297,8 @@ TRANSIT_CALLS = {
     "rewrap_data": ("rewrap/{name}", "update"),
     "sign_data": ("sign/{name}", "update"),
     "generate_hmac": ("hmac/{name}", "update"),
+    "update_key_configuration": ("keys/{name}/config", "update"),  # deletion_allowed
+    "delete_key": ("keys/{name}", "delete"),  # tenant offboarding
 }
 
 
@@ -330,7 +332,8 @@ def test_the_openbao_policy_covers_every_transit_call_and_nothing_else(
 
     provider = TransitKeyProvider("http://openbao:8200", "unused", mount)
     tenants = [provider.key_name("acme"), provider.key_name("Not A Slug")]
-    keys = {"sign_data": [provider.signing_key], "generate_hmac": [provider.pseudonym_key]}
+    keys = {"sign_data": [provider.signing_key], "generate_hmac": [provider.pseudonym_key],
+            "update_key_configuration": tenants, "delete_key": tenants}  # fmt: skip
     everything = [provider.epoch_key, provider.signing_key, provider.pseudonym_key, *tenants]
     policy = _bao_policy(mount)
     for call in calls:
@@ -341,8 +344,18 @@ def test_the_openbao_policy_covers_every_transit_call_and_nothing_else(
     for name in everything:  # the raw config and hmac-key creation posts
         assert _allowed(policy, f"{mount}/keys/{name}/config", "update")
     assert _allowed(policy, f"{mount}/keys/{provider.pseudonym_key}", "create")
-    # Nothing beyond: no delete/sudo, nothing outside the mount, no other prefix's keys.
-    assert all(caps <= {"create", "read", "update", "list"} for caps in policy.values())
+    # Nothing beyond: delete only on tenant keys, no sudo, nothing outside the mount, no other
+    # prefix's keys.
+    tenant_keys = (f"{mount}/keys/callvault-t-*", f"{mount}/keys/callvault-h-*")
+    assert all(
+        caps <= {"create", "read", "update", "list"} | ({"delete"} if p in tenant_keys else set())
+        for p, caps in policy.items()
+    )
+    for name in (provider.epoch_key, provider.signing_key, provider.pseudonym_key):
+        assert not any(
+            "delete" in caps and f"{mount}/keys/{name}".startswith(p[:-1])
+            for p, caps in policy.items() if p.endswith("*")
+        ), name  # fmt: skip
     assert all(p.startswith(f"{mount}/") for p in policy)
     assert not _allowed(policy, f"{mount}/keys/other-app-key", "read")
     assert not _allowed(policy, f"{mount}/sign/{tenants[0]}", "update")

@@ -170,6 +170,8 @@ def test_the_token_does_all_of_callvaults_key_work(bao_init: Bao) -> None:
     assert envelope.unwrap_dek(provider, moved, tenant="acme", recording_id=rid) == DEK
     assert len(provider.sign(b"checkpoint")) == 64 and len(provider.signing_public_key()) == 32
     assert len(provider.pseudonym(b"owner@example.com")) == 32
+    assert provider.delete_tenant_key("acme")  # tenant offboarding; the epoch key stays
+    assert provider.live_versions() == [epoch]
 
 
 @pytest.mark.parametrize(

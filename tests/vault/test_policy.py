@@ -439,7 +439,8 @@ def test_valid_policies_round_trip_through_toml(tmp_path: Path, data: dict[str, 
     policy = load_policy(write(tmp_path, to_toml(data)))
     optional = {"redaction_profile": None, "derivative_retention_days": None}
     profiles = load_policy().model_dump()["redaction_profiles"]  # the packaged ones stay
-    expected = {**data, "purposes": {n: {**optional, **r} for n, r in data["purposes"].items()},
+    expected = {"offboarding_days": 60, **data,  # the notice's promise unless the file sets it
+                "purposes": {n: {**optional, **r} for n, r in data["purposes"].items()},
                 "redaction_profiles": profiles}  # fmt: skip
     assert policy.model_dump() == expected
     assert policy == Policy.model_validate({**data, "redaction_profiles": profiles})

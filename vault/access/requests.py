@@ -58,6 +58,7 @@ from vault.models import (
 )
 from vault.policy import Policy
 from vault.tags import AuditAction
+from vault.tenants.policy import effective_for
 
 __all__ = [
     "EXPIRE_ACTOR", "RequestExpiredError", "create_request", "expire", "review", "revoke_covering",
@@ -96,13 +97,15 @@ def create_request(
 ) -> AccessRequest:
     authz.authorize(session, actor, P.access_request, now=now)
     require_principal(session, actor)
-    rules = policy.purpose(purpose)
+    policy.purpose(purpose)  # an unknown purpose is refused before anything is looked up
     ids = check_ids(recording_ids)
-    duration = check_duration(duration_minutes, rules.max_access_minutes, purpose)
     reason, ticket = check_reason(reason), check_ref(ticket)
     if request_ttl <= timedelta(0):
         raise ValueError("request_ttl must be positive")
     recs = authz.get_visible_many(session, actor, ids, permission=P.access_request, now=now)
+    # The recordings' tenants' restrictions (disabled purpose, more approvals) apply.
+    rules = effective_for(session, policy, {r.tenant_id for r in recs}).purpose(purpose)
+    duration = check_duration(duration_minutes, rules.max_access_minutes, purpose)
     check_openable(session, recs, purpose, now)
     req = AccessRequest(
         purpose=purpose, reason=reason, ticket=ticket, duration_minutes=duration,
@@ -174,6 +177,7 @@ def review(
     comment = check_comment(comment)
     require_principal(session, actor)
     req: AccessRequest = lock_row(session, AccessRequest, request_id, "access request")
+    policy = effective_for(session, policy, request_tenants(session, req.id))
     # Authority before state, so nobody learns a request's state without the right to review it.
     target = _request_resource(session, req, policy)
     authz.authorize(session, actor, P.access_review, target, now=now)

@@ -37,6 +37,9 @@ class Permission(StrEnum):
     audit_read = "audit:read"
     metrics_read = "metrics:read"
     keys_manage = "keys:manage"
+    tenant_read = "tenant:read"  # tenant status, offboarding, policy, pending changes
+    tenant_change_propose = "tenant:change:propose"  # offboarding, policy, authorisations
+    tenant_change_approve = "tenant:change:approve"  # four-eyes: another owner than the proposer
 
 
 P = Permission
@@ -45,7 +48,8 @@ P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(
         {P.tenant_create, P.principal_manage, P.recording_metadata_read, P.recording_purpose_end,
-         P.metrics_read, P.keys_manage, P.redaction_manage}
+         P.metrics_read, P.keys_manage, P.redaction_manage, P.tenant_read,
+         P.tenant_change_propose}
     ),
     Role.ingest: frozenset({P.recording_ingest, P.recording_metadata_read}),
     Role.engineer: frozenset(
@@ -63,9 +67,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.privacy: frozenset(
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
-         P.redaction_manage, P.restriction_manage, P.subject_access}
+         P.redaction_manage, P.restriction_manage, P.subject_access, P.tenant_read,
+         P.tenant_change_approve}
     ),
-    Role.auditor: frozenset({P.recording_metadata_read, P.audit_read}),
+    Role.auditor: frozenset({P.recording_metadata_read, P.audit_read, P.tenant_read}),
     Role.monitor: frozenset({P.metrics_read}),
 }  # fmt: skip
 

@@ -131,6 +131,16 @@ def _review_break_glass(actor: Actor, res: Resource) -> Denial | None:
     return None
 
 
+def _approve_change(actor: Actor, res: Resource) -> Denial | None:
+    # The local operator is nobody's second pair of eyes: a tenant change needs two people.
+    same_owner = bool(res.holder_owner) and actor.is_owner(res.holder_owner or "")
+    if actor.system or actor.id == res.holder_id or same_owner:
+        return Denial(
+            "four-eyes", "a tenant change is approved by a privacy principal of another owner"
+        )
+    return None
+
+
 Rule = Callable[[Actor, Resource], Denial | None]
 
 # Object rules per permission, checked after scope (scope first, so that nobody learns an
@@ -139,6 +149,7 @@ OBJECT_RULES: dict[Permission, tuple[Rule, ...]] = {
     P.access_review: (_review,),
     P.break_glass: (lambda a, _r: _security_person(a),),
     P.break_glass_review: (lambda a, _r: _security_person(a), _review_break_glass),
+    P.tenant_change_approve: (_approve_change,),
 }
 
 

@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from vault import audit, authz
 from vault.authz import Actor, Permission
-from vault.errors import ConflictError, InvalidInputError, UnknownTenantError
+from vault.errors import ConflictError, InvalidInputError, NotFoundError, UnknownTenantError
 from vault.models import Tenant
 from vault.tags import AuditAction
 
@@ -86,3 +86,22 @@ def tenant_for_write(
     authz.authorize(session, actor, permission, authz.tenant(found and found.id), now=now)
     assert found is not None
     return found
+
+
+def tenant_for_read(session: Session, actor: Actor, ref: str, *, now: datetime) -> Tenant:
+    """A tenant read by name (``tenant:read``): unknown and out of scope both answer 404."""
+    authz.authorize(session, actor, Permission.tenant_read, now=now)
+    try:
+        found = resolve_tenant(session, ref)
+    except UnknownTenantError:
+        raise NotFoundError("no tenant") from None
+    return authz.get_visible(
+        session, actor, Tenant, found.id, permission=Permission.tenant_read, now=now,
+        what="tenant",
+    )  # fmt: skip
+
+
+def list_tenants(session: Session, *, actor: Actor, now: datetime) -> list[Tenant]:
+    """The tenants in the actor's scope, by name, each with its status."""
+    authz.authorize(session, actor, Permission.tenant_read, now=now)
+    return list(session.exec(authz.visible(select(Tenant).order_by(col(Tenant.name)), actor)))

@@ -39,12 +39,18 @@ class TenantCreate(TenantBase):
 class TenantPublic(TenantBase):
     id: uuid.UUID
     created_at: datetime
+    # active | offboarding | deferred | offboarded (vault.models.tenants.TenantStatus)
+    status: str = "active"
 
 
 class Tenant(TenantBase, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(64), unique=True, nullable=False))
     created_at: datetime = _ts()
+    status: str = Field(
+        default="active",
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="active"),
+    )
 
 
 # --- principals and keys -------------------------------------------------------------------------

@@ -30,13 +30,23 @@ from vault.errors import (
     PayloadTooLargeError,
     StorageError,
     StoreUnavailableError,
+    TenantOffboardingError,
     UnsupportedMediaTypeError,
     VaultError,
 )
 from vault.identity.tenants import tenant_for_write
-from vault.models import Principal, Recording, RecordingPurpose, RecordingStatus
+from vault.models import (
+    Principal,
+    Recording,
+    RecordingPurpose,
+    RecordingStatus,
+    Tenant,
+    TenantStatus,
+)
+from vault.policy import Policy
 from vault.recordings.pipeline import Tally, ciphertext, pipelined
 from vault.retention import holds, holds_mirror
+from vault.tenants import policy as tenant_policy
 
 __all__ = ["Derivation", "ingest"]
 
@@ -95,7 +105,10 @@ def ingest(
         target = tenant_for_write(
             session, actor, tenant, Permission.recording_ingest, now=ctx.now()
         )
-    names = _check_purposes(ctx, purposes)
+        _check_tenant_open(target)
+        # The tenant's approved restrictions apply to new ingests at once.
+        policy = tenant_policy.effective_for(session, ctx.policy, [target.id])
+    names = _check_purposes(policy, purposes)
     if call_id is not None and (not isinstance(call_id, str) or len(call_id) > MAX_CALL_ID):
         raise InvalidInputError(f"call_id must be a string of at most {MAX_CALL_ID} characters")
     if expected_sha256 is not None:
@@ -119,6 +132,10 @@ def ingest(
     now = ctx.now()
 
     def insert(session: Session, wrapped: WrappedKey) -> Recording:
+        # An offboarding approved since the checks: refuse here too. One approved between this
+        # commit and the upload's end is caught by the offboarding job, which erases late rows.
+        current = session.get(Tenant, target.id, populate_existing=True)
+        _check_tenant_open(current or target)
         rec = Recording(
             id=rid, tenant_id=target.id, call_id=call_id,
             content_type=content_type,
@@ -131,7 +148,7 @@ def ingest(
         )  # fmt: skip
         lifecycle.create(session, rec)
         for name in names:
-            expires = now + ctx.policy.purpose(name).retention
+            expires = now + policy.purpose(name).retention
             if derivation is not None and name in derivation.expires:
                 expires = derivation.expires[name]
             session.add(RecordingPurpose(recording_id=rid, purpose=name, expires_at=expires))
@@ -239,14 +256,19 @@ def _check_content_type(content_type: str) -> str:
     return "; ".join(out)
 
 
-def _check_purposes(ctx: Context, purposes: list[str]) -> list[str]:
+def _check_tenant_open(tenant: Tenant) -> None:
+    if tenant.status != TenantStatus.active:
+        raise TenantOffboardingError(f"tenant {tenant.name!r} is {tenant.status}: no new ingest")
+
+
+def _check_purposes(policy: Policy, purposes: list[str]) -> list[str]:
     if not isinstance(purposes, list | tuple) or not all(isinstance(p, str) for p in purposes):
         raise InvalidInputError("purposes must be a list of names")
     names = sorted({p.strip() for p in purposes if p.strip()})
     if not names:
         raise InvalidInputError("at least one purpose is required")
     for name in names:
-        ctx.policy.purpose(name)  # UnknownPurposeError names it
+        policy.purpose(name)  # UnknownPurposeError (or PurposeDisabledError) names it
     return names
 
 

@@ -56,9 +56,11 @@ from vault.retention import disposal as retention
 from vault.retention import holds, receipts, records
 from vault.retention.expiry import end_purposes
 from vault.tags import AuditAction
+from vault.tenants import policy as tenant_policy
 
 __all__ = [
-    "ERASURE_ACTOR", "complete_from_receipt", "create_request", "get_request", "process",
+    "ERASURE_ACTOR", "complete_from_receipt", "create_request", "get_request", "open_request",
+    "process",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -127,10 +129,34 @@ def create_request(
         # The same answer for "missing" and "not yours".
         authz.get_visible_many(session, actor, ids, permission=Permission.erasure_manage, now=now)
         matched = ids
-    covered = _with_derivatives(session, matched)
+    in_ids = select(Recording.tenant_id).where(col(Recording.id).in_(matched))
+    tenants = {tenant_id} if tenant_id else set(session.exec(in_ids).all())
+    deadline = tenant_policy.effective_for(session, policy, tenants).erasure_deadline
+    return open_request(
+        session, tenant_id=tenant_id, call_id=call_id, recording_ids=matched, reason=reason,
+        created_by=actor.audit_name, due_at=now + deadline, now=now,
+        selector="tenant+call_id" if by_call else "recording_ids",  # never the call id
+    )  # fmt: skip
+
+
+def open_request(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID | None,
+    call_id: str | None = None,
+    recording_ids: Sequence[uuid.UUID],
+    reason: str,
+    created_by: str,
+    due_at: datetime,
+    now: datetime,
+    selector: str,
+) -> ErasureRequest:
+    """A request over ``recording_ids`` and their derivatives, audited (an erasure request,
+    or a tenant's offboarding, which opens one per batch of unheld recordings)."""
+    covered = _with_derivatives(session, recording_ids)
     req = ErasureRequest(
         status=E.pending, tenant_id=tenant_id, call_id=call_id, reason=reason,
-        created_by=actor.audit_name, created_at=now, due_at=now + policy.erasure_deadline,
+        created_by=created_by, created_at=now, due_at=due_at,
     )  # fmt: skip
     session.add(req)
     session.flush()
@@ -140,15 +166,15 @@ def create_request(
     audit.record(
         session,
         action=AuditAction.erasure_request,
-        actor=actor.audit_name,
+        actor=created_by,
         now=now,
         tenant_id=tenant_id,
         target=str(req.id),
         details={
             "request_id": str(req.id),
-            "selector": "tenant+call_id" if by_call else "recording_ids",  # never the call id
-            "recordings": len(matched),
-            "derivatives": len(covered) - len(matched),
+            "selector": selector,
+            "recordings": len(recording_ids),
+            "derivatives": len(covered) - len(recording_ids),
             "due_at": audit.format_ts(req.due_at),
             "reason": reason,
         },
