@@ -26,6 +26,7 @@ from vault.identity import routes as tenants
 from vault.recordings import content
 from vault.recordings import routes as recordings
 from vault.redaction import routes as redaction
+from vault.reports import routes as reports
 from vault.retention import erasure_routes as erasure
 from vault.retention import holds_routes as holds
 
@@ -63,7 +64,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     web.install(app)
     routers = (
         health, tenants, recordings, content, access, audit, holds, erasure, redaction,
-        console, pages, oversight,
+        console, pages, oversight, reports,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

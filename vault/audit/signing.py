@@ -1,5 +1,5 @@
 """The one recipe for documents signed with the audit key: tree heads, legacy checkpoints, erasure
-receipts, redaction manifests.
+receipts, redaction manifests, evidence reports.
 
 A signed document is the canonical JSON (:func:`vault.audit.chain.canonical_json`) of its body
 plus two mandatory fields, ``type`` and ``version``, so what a signature covers always says what
@@ -29,6 +29,7 @@ from vault.errors import IntegrityError
 __all__ = [
     "CHECKPOINT",
     "ERASURE_RECEIPT",
+    "EVIDENCE_REPORT",
     "LEGACY",
     "REDACTION_MANIFEST",
     "TREE_HEAD",
@@ -46,6 +47,7 @@ CHECKPOINT = "callvault.audit-checkpoint"
 TREE_HEAD = "callvault.audit-tree-head"  # a signed tree head of the Merkle log (version 1)
 ERASURE_RECEIPT = "callvault.erasure-receipt"
 REDACTION_MANIFEST = "callvault.redaction-manifest"
+EVIDENCE_REPORT = "callvault.evidence-report"  # the privacy office's evidence report (version 1)
 
 _RESERVED = ("type", "version")
 

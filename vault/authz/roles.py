@@ -35,6 +35,7 @@ class Permission(StrEnum):
     audit_read = "audit:read"
     metrics_read = "metrics:read"
     keys_manage = "keys:manage"
+    report_read = "report:read"  # the evidence report (figures over a period, no content)
 
 
 P = Permission
@@ -61,9 +62,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.privacy: frozenset(
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
-         P.redaction_manage}
+         P.redaction_manage, P.report_read}
     ),
-    Role.auditor: frozenset({P.recording_metadata_read, P.audit_read}),
+    Role.auditor: frozenset({P.recording_metadata_read, P.audit_read, P.report_read}),
     Role.monitor: frozenset({P.metrics_read}),
 }  # fmt: skip
 

@@ -7,7 +7,7 @@ Each module registers its commands on the shared apps in ``_common``.
 
 from __future__ import annotations
 
-from vault.cli import admin, audit, records, server  # noqa: F401  (they register their commands)
+from vault.cli import admin, audit, records, reports, server  # noqa: F401  (they register)
 from vault.cli._common import app
 
 

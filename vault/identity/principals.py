@@ -13,7 +13,8 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -217,6 +218,68 @@ def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime
         details={"keys_revoked": len(keys)},
     )
     return principal
+
+
+def _active_keys(principal_id: uuid.UUID | None = None, *, now: datetime) -> Any:
+    """Keys that still authenticate: not revoked, not expired (of one principal, or all)."""
+    query = select(ApiKey).where(
+        col(ApiKey.revoked_at).is_(None),
+        sa.or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now),
+    )
+    return query if principal_id is None else query.where(ApiKey.principal_id == principal_id)
+
+
+def rotate_key(
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+    rng: Rng | None = None,
+) -> str:
+    """A new API key for the principal; every key it held is revoked at once (no overlap: a
+    key being rotated may be the leaked one). The new key's age starts now."""
+    authz.authorize(session, actor, Permission.principal_manage, now=now)
+    principal = get_principal(session, name)
+    if principal.revoked_at is not None:
+        raise ConflictError(f"principal {name!r} is revoked")
+    # A new key hands out the principal's scope: the actor must hold all of it (as on create).
+    scope = (
+        [authz.tenant(None, every_tenant=True)]
+        if principal.all_tenants
+        else [authz.tenant(t) for t in principal_tenant_ids(session, principal.id)]
+    )
+    for resource in scope:
+        authz.authorize(session, actor, Permission.principal_manage, resource, now=now)
+    old = session.exec(
+        select(ApiKey).where(ApiKey.principal_id == principal.id, col(ApiKey.revoked_at).is_(None))
+    ).all()
+    for row in old:
+        row.revoked_at = now
+        session.add(row)
+    session.flush()
+    key = issue_key(session, principal=principal, now=now, expires_at=expires_at, rng=rng)
+    audit.record(
+        session, action=AuditAction.principal_rotate_key, actor=actor.audit_name, now=now,
+        target=str(principal.id), details={"keys_revoked": len(old)},
+    )  # fmt: skip
+    return key
+
+
+def oldest_key_created(session: Session, *, now: datetime) -> dict[uuid.UUID, datetime]:
+    """Per principal, the creation time of its oldest key that still authenticates: a key's age
+    is measured from its creation (rotation resets it)."""
+    keys = _active_keys(now=now).subquery()
+    rows = session.exec(
+        select(keys.c.principal_id, sa.func.min(keys.c.created_at)).group_by(keys.c.principal_id)
+    ).all()
+    return {pid: _aware(created) for pid, created in rows}
+
+
+def _aware(ts: datetime) -> datetime:
+    # min() over a column comes back without the column type's tz handling on SQLite.
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def set_role(
