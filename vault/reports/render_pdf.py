@@ -33,7 +33,7 @@ class _Doc:
 
     def line(self, text: str) -> None:
         self.pdf.set_font("Helvetica", "", 9)
-        self.pdf.multi_cell(0, 4.5, _latin1(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.multi_cell(0, 4.5, _latin1(text), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def bars(self, data: dict[str, int]) -> None:
         if not data:

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.clock import FakeClock
 from tests.vault.test_access import make_principal, make_tenant
-from tests.vault.test_recordings import CALL_ID
+from tests.vault.test_recordings import CALL_ID, events
 from tests.vault.test_retention import ingest, kek_cycle
 from vault.access import breakglass, requests
 from vault.app import create_app
@@ -288,3 +288,8 @@ def test_api_scope_formats_and_bad_periods(world: World, client: TestClient) -> 
     assert "https://" not in page.text and "http://" not in page.text
     assert not PRIVATE.search(page.text)
     assert "<svg" in page.text and "Access recertification" in page.text
+    # Every report issued is audited: who, the period and the statement's hash; nothing private.
+    issued = events(w.ctx, "report.evidence")
+    assert [e.actor for e in issued][:2] == [str(w.who["dpo-acme"].id), str(w.who["aud-acme"].id)]
+    assert issued[0].tenant_id == w.acme.id and issued[-1].tenant_id is None
+    assert not any(PRIVATE.search(e.canonical) for e in issued)
