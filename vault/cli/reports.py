@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from vault.authz import Actor
-from vault.cli._common import app, context, settings
+from vault.cli._common import app, context, trusted_public_key
 from vault.cli_errors import clean_errors, fail
 
 report_app = typer.Typer(help="Reports for the privacy office.", no_args_is_help=True)
@@ -86,7 +86,7 @@ def report_verify(
     ] = None,
 ) -> None:
     """Exit 0 only when the file is an evidence report signed by the trusted audit key."""
-    from vault.audit import signed_rows, signing
+    from vault.audit import signing
     from vault.reports import evidence
 
     try:
@@ -94,17 +94,7 @@ def report_verify(
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
         return
-    pinned = settings().audit_public_key
-    if public_key:
-        key = signed_rows.parse_public_key(public_key, what="--public-key")
-    elif pinned:  # an outside reader needs no database nor key provider, only the pinned key
-        key = signed_rows.parse_public_key(pinned, what="CALLVAULT_AUDIT_PUBLIC_KEY")
-    else:
-        ctx = context()
-        try:
-            key = signed_rows.trusted_public_key(ctx)
-        finally:
-            ctx.close()
+    key = trusted_public_key(public_key)
     try:
         doc = evidence.verify(key, text)
     except signing.SignedDocumentError as exc:

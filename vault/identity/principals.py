@@ -195,6 +195,18 @@ def issue_key(
     return key
 
 
+def _revoke_keys(session: Session, principal: Principal, *, now: datetime) -> int:
+    """Revoke every key the principal still holds; how many were."""
+    keys = session.exec(
+        select(ApiKey).where(ApiKey.principal_id == principal.id, col(ApiKey.revoked_at).is_(None))
+    ).all()
+    for key in keys:
+        key.revoked_at = now
+        session.add(key)
+    session.flush()
+    return len(keys)
+
+
 def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime) -> Principal:
     """Revoke the principal and every key it holds. Revoking twice changes nothing."""
     authz.authorize(session, actor, Permission.principal_manage, now=now)
@@ -202,20 +214,15 @@ def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime
     if principal.revoked_at is not None:
         return principal
     principal.revoked_at = now
-    keys = session.exec(
-        select(ApiKey).where(ApiKey.principal_id == principal.id, col(ApiKey.revoked_at).is_(None))
-    ).all()
-    for key in keys:
-        key.revoked_at = now
     session.add(principal)
-    session.flush()
+    revoked = _revoke_keys(session, principal, now=now)
     audit.record(
         session,
         action=AuditAction.principal_revoke,
         actor=actor.audit_name,
         now=now,
         target=str(principal.id),
-        details={"keys_revoked": len(keys)},
+        details={"keys_revoked": revoked},
     )
     return principal
 
@@ -252,17 +259,11 @@ def rotate_key(
     )
     for resource in scope:
         authz.authorize(session, actor, Permission.principal_manage, resource, now=now)
-    old = session.exec(
-        select(ApiKey).where(ApiKey.principal_id == principal.id, col(ApiKey.revoked_at).is_(None))
-    ).all()
-    for row in old:
-        row.revoked_at = now
-        session.add(row)
-    session.flush()
+    revoked = _revoke_keys(session, principal, now=now)
     key = issue_key(session, principal=principal, now=now, expires_at=expires_at, rng=rng)
     audit.record(
         session, action=AuditAction.principal_rotate_key, actor=actor.audit_name, now=now,
-        target=str(principal.id), details={"keys_revoked": len(old)},
+        target=str(principal.id), details={"keys_revoked": revoked},
     )  # fmt: skip
     return key
 

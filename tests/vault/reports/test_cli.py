@@ -95,6 +95,15 @@ def test_cli_report_formats_verify_and_rotate_key(
     ]:
         r = runner.invoke(cli_app, ["report", "verify", *args])
         assert r.exit_code == 1 and "REJECTED" in r.output and reason in r.output, r.output
+    # A pinned key: trusted over the provider's, and enough without database or provider.
+    nowhere = {"CALLVAULT_DATABASE_URL": "sqlite:////nonexistent/x.db",
+               "CALLVAULT_KEY_PROVIDER": "local:/nonexistent"}  # fmt: skip
+    for pin, code in [(w.ctx.keys.signing_public_key().hex(), 0), (other.hex(), 1)]:
+        r = runner.invoke(
+            cli_app, ["report", "verify", str(out["json"])],
+            env={**nowhere, "CALLVAULT_AUDIT_PUBLIC_KEY": pin},
+        )  # fmt: skip
+        assert r.exit_code == code, r.output
     missing = runner.invoke(cli_app, ["report", "verify", str(tmp_path / "none.json")])
     assert missing.exit_code == 2 and missing.output.count("\n") == 1
     bad = runner.invoke(cli_app, ["report", "evidence", "--from", "yesterday", "--to", "now"])

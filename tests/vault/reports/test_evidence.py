@@ -8,7 +8,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,24 +17,23 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 
 from tests.support.clock import FakeClock
-from tests.vault.test_access import make_principal, make_tenant
+from tests.vault.test_access import World as AccessWorld
+from tests.vault.test_access import build_world, make_principal
 from tests.vault.test_recordings import CALL_ID, events
 from tests.vault.test_retention import ingest, kek_cycle
-from vault.access import breakglass, requests
 from vault.app import create_app
 from vault.audit import heads, signing
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import AuthenticationError, PermissionDeniedError
 from vault.identity import principals
-from vault.models import ReviewDecision, Tenant
 from vault.recordings import playback
 from vault.reports import evidence, render_html, service
 from vault.retention import erasure
 from vault.setup import initialise
 
 DAY = timedelta(days=1)
-REASON = "customer reported broken audio in the call, need to listen to the first minute"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Nothing a report may carry: an owner's e-mail (every test owner is @example.com) or a call id.
 PRIVATE = re.compile(rf"@example\.com|{re.escape(CALL_ID)}")
 
@@ -46,20 +45,12 @@ def rctx(make_ctx: Callable[..., Context], backend: tuple[str, str], clock: Fake
 
 
 @dataclass
-class World:
-    ctx: Context
-    clock: FakeClock
-    acme: Tenant
-    globex: Tenant
-    t0: datetime
-    who: dict[str, Actor] = field(default_factory=dict)
-    keys: dict[str, str] = field(default_factory=dict)
+class World(AccessWorld):
+    """test_access's world (tenants acme and globex, its principals), forty days on."""
+
+    t0: datetime = EPOCH
     erasures: dict[str, uuid.UUID] = field(default_factory=dict)
     read_bytes: int = 0
-
-    def run(self, fn: Callable[..., Any], /, **kw: Any) -> Any:
-        with self.ctx.db.transaction() as s:
-            return fn(s, now=self.clock(), **kw)
 
     def report(self, who: str = "dpo-acme", tenant: str | None = "acme") -> dict[str, str]:
         return service.issue(
@@ -71,47 +62,26 @@ class World:
 def build(ctx: Context, clock: FakeClock) -> World:
     """Forty days of one tenant's privacy history, and a little of another tenant's."""
     initialise(ctx, now=clock())
-    w = World(ctx, clock, make_tenant(ctx, "acme"), make_tenant(ctx, "globex"), clock())
-    for name, role, tenants in [
-        ("eng", "engineer", ["acme"]), ("appr", "approver", ["acme"]),
-        ("sec1", "security", None), ("sec2", "security", None), ("dpo", "privacy", None),
-        ("dpo-acme", "privacy", ["acme"]), ("aud-acme", "auditor", ["acme"]),
-    ]:  # fmt: skip
-        w.who[name], w.keys[name] = make_principal(
-            ctx, name, role, tenants=tenants or (), all_tenants=tenants is None
-        )
+    base = build_world(ctx, clock)
+    w = World(ctx, clock, base.acme, base.globex, base.who, base.keys, t0=clock())
+    for name, role in [("dpo-acme", "privacy"), ("aud-acme", "auditor")]:
+        w.who[name], w.keys[name] = make_principal(ctx, name, role, tenants=["acme"])
     read, held, other = ingest(ctx, w.acme), ingest(ctx, w.acme), ingest(ctx, w.globex)
 
-    def request(rid: uuid.UUID) -> Any:
-        return w.run(
-            requests.create_request, actor=w.who["eng"], policy=ctx.policy, recording_ids=[rid],
-            purpose="troubleshooting", reason=REASON, ticket="SUP-4711", duration_minutes=60,
-            request_ttl=DAY,
-        )  # fmt: skip
-
-    def review(request_id: uuid.UUID, decision: str) -> Any:
-        return w.run(
-            requests.review, actor=w.who["appr"], policy=ctx.policy, request_id=request_id,
-            decision=ReviewDecision(decision), comment="checked the ticket",
-        )  # fmt: skip
-
-    review(request(held.id).id, "deny")
+    w.review("appr", w.request("eng", [held.id]).id, "deny")
     clock.advance(minutes=30)
-    approved = review(request(read.id).id, "approve")
+    approved = w.review("appr", w.request("eng", [read.id]).id)
     plan = playback.open_read(
         ctx, actor=w.who["eng"], recording_id=read.id, grant_id=approved.grant_id,
         range_header=None, now=clock(),
     )  # fmt: skip
-    w.read_bytes = b"".join(playback.stream(ctx, plan)).__len__()
-    w.run(
-        breakglass.break_glass, actor=w.who["sec1"], policy=ctx.policy, recording_ids=[held.id],
-        purpose="troubleshooting", incident_ref="INC-7", reason=REASON, duration_minutes=30,
-    )  # fmt: skip
+    w.read_bytes = len(b"".join(playback.stream(ctx, plan)))
+    w.break_glass("sec1", [held.id])
 
     def erase(rid: uuid.UUID) -> uuid.UUID:
         return w.run(
-            erasure.create_request, actor=w.who["dpo"], policy=ctx.policy, reason="subject asked",
-            recording_ids=[rid],
+            erasure.create_request, actor=w.who["privacy"], policy=ctx.policy,
+            reason="subject asked", recording_ids=[rid],
         ).id  # fmt: skip
 
     w.erasures["met"] = erase(read.id)
@@ -220,7 +190,7 @@ def dataclasses_replace(actor: Actor, **kw: Any) -> Actor:
 
 def test_signature_type_and_key_are_checked(sqlite_world: World) -> None:
     w = sqlite_world
-    signed = w.report(who="dpo", tenant=None)
+    signed = w.report(who="privacy", tenant=None)
     public = w.ctx.keys.signing_public_key()
     assert evidence.verify(public, json.dumps(signed))["scope"]["all_tenants"] is True
     flipped = signed["statement"].replace('"holds":{"open_at_end":', '"holds":{"open_at_end":1')
@@ -274,15 +244,15 @@ def test_api_scope_formats_and_bad_periods(world: World, client: TestClient) -> 
         ("dpo-acme", {"tenant": "no-such-tenant"}, 403, "forbidden"),
         ("dpo-acme", {}, 403, "all-tenants-required"),
         ("eng", {"tenant": "acme"}, 403, "forbidden"),
-        ("dpo", {"tenant": "no-such-tenant"}, 422, "unknown-tenant"),
-        ("dpo", {"from": period["to"], "to": period["from"]}, 422, "report-period-invalid"),
-        ("dpo", {"format": "docx"}, 422, "invalid-input"),
+        ("privacy", {"tenant": "no-such-tenant"}, 422, "unknown-tenant"),
+        ("privacy", {"from": period["to"], "to": period["from"]}, 422, "report-period-invalid"),
+        ("privacy", {"format": "docx"}, 422, "invalid-input"),
     ]:
         r = get(who, **params)
         assert r.status_code == status, (who, params, r.text)
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["type"].endswith("/" + code), r.json()
-    page = get("dpo", format="html")
+    page = get("privacy", format="html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page.text, re.I)
     assert "https://" not in page.text and "http://" not in page.text
