@@ -13,8 +13,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -227,15 +226,6 @@ def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime
     return principal
 
 
-def _active_keys(principal_id: uuid.UUID | None = None, *, now: datetime) -> Any:
-    """Keys that still authenticate: not revoked, not expired (of one principal, or all)."""
-    query = select(ApiKey).where(
-        col(ApiKey.revoked_at).is_(None),
-        sa.or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now),
-    )
-    return query if principal_id is None else query.where(ApiKey.principal_id == principal_id)
-
-
 def rotate_key(
     session: Session,
     *,
@@ -269,18 +259,17 @@ def rotate_key(
 
 
 def oldest_key_created(session: Session, *, now: datetime) -> dict[uuid.UUID, datetime]:
-    """Per principal, the creation time of its oldest key that still authenticates: a key's age
-    is measured from its creation (rotation resets it)."""
-    keys = _active_keys(now=now).subquery()
+    """Per principal, the creation time of its oldest key that still authenticates (not revoked,
+    not expired): a key's age runs from its creation, so rotation resets it."""
     rows = session.exec(
-        select(keys.c.principal_id, sa.func.min(keys.c.created_at)).group_by(keys.c.principal_id)
+        select(ApiKey.principal_id, sa.func.min(ApiKey.created_at))
+        .where(
+            col(ApiKey.revoked_at).is_(None),
+            sa.or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now),
+        )
+        .group_by(col(ApiKey.principal_id))
     ).all()
-    return {pid: _aware(created) for pid, created in rows}
-
-
-def _aware(ts: datetime) -> datetime:
-    # min() over a column comes back without the column type's tz handling on SQLite.
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    return dict(rows)
 
 
 def set_role(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -31,8 +30,8 @@ from vault import authz
 from vault.audit import logcheck, signing
 from vault.audit.chain import format_ts
 from vault.authz import Actor, Permission
-from vault.errors import ReportPeriodError, UnknownTenantError
-from vault.identity import principals
+from vault.errors import ReportPeriodError
+from vault.identity.tenants import tenant_for_write
 from vault.models import (
     REVIEW_OVERDUE,
     AccessRequest,
@@ -44,12 +43,10 @@ from vault.models import (
     Grant,
     GrantKind,
     LegalHold,
-    Principal,
-    PrincipalTenant,
     Recording,
     Redaction,
-    Tenant,
 )
+from vault.reports import recertification
 from vault.tags import AuditAction
 
 DOC_TYPE, VERSION = signing.EVIDENCE_REPORT, 1
@@ -92,17 +89,8 @@ def report_scope(session: Session, *, actor: Actor, tenant: str | None, now: dat
     if tenant is None:
         authz.authorize(session, actor, Permission.report_read, authz.EVERY_TENANT, now=now)
         return actor
-    try:
-        row = session.get(Tenant, uuid.UUID(tenant))
-    except ValueError:
-        row = session.exec(select(Tenant).where(Tenant.name == tenant)).first()
-    if row is None and actor.all_tenants and actor.can(Permission.report_read):
-        raise UnknownTenantError(f"unknown tenant {tenant!r}")
-    authz.authorize(
-        session, actor, Permission.report_read, authz.tenant(None if row is None else row.id),
-        now=now,
-    )  # fmt: skip
-    assert row is not None
+    # A tenant named by the caller: unknown and foreign look alike to a scoped caller (403).
+    row = tenant_for_write(session, actor, tenant, Permission.report_read, now=now)
     return dataclasses.replace(actor, all_tenants=False, tenant_ids=frozenset({row.id}))
 
 
@@ -310,51 +298,6 @@ def _audit_log(session: Session, scope: Actor, end: datetime, public_key: bytes)
     }  # fmt: skip
 
 
-def _recertification(
-    session: Session, scope: Actor, now: datetime, max_key_age: timedelta
-) -> dict[str, Any]:
-    """Every principal not revoked that reaches the scope: by id and owner pseudonym only."""
-    query = select(Principal).where(col(Principal.revoked_at).is_(None))
-    if not scope.all_tenants:
-        reaches = sa.exists().where(
-            PrincipalTenant.principal_id == Principal.id,
-            col(PrincipalTenant.tenant_id).in_(scope.tenant_ids),
-        )
-        query = query.where(sa.or_(col(Principal.all_tenants).is_(True), reaches))
-    rows = session.exec(query.order_by(col(Principal.created_at), col(Principal.id))).all()
-    oldest = principals.oldest_key_created(session, now=now)
-    last_use = dict(
-        session.exec(
-            authz.visible(
-                select(AuditEvent.actor, sa.func.max(AuditEvent.ts)).where(
-                    col(AuditEvent.actor).in_([str(p.id) for p in rows])
-                ), scope,
-            ).group_by(col(AuditEvent.actor))
-        ).all()
-    ) if rows else {}  # fmt: skip
-    tenants = dict(session.exec(select(Tenant.id, Tenant.name)).all())
-    listed = []
-    for p in rows:
-        created = oldest.get(p.id)
-        age = None if created is None else now - created
-        scope_names = sorted(
-            tenants.get(t, str(t)) for t in principals.principal_tenant_ids(session, p.id)
-        )
-        used = last_use.get(str(p.id))
-        listed.append({
-            "principal_id": str(p.id), "owner_ref": p.owner_ref, "role": p.role,
-            "scope": "all-tenants" if p.all_tenants else scope_names,
-            "key_age_days": None if age is None else round(age.total_seconds() / 86400, 1),
-            "key_past_max_age": age is not None and age > max_key_age,
-            "last_use": _ts(used),
-        })  # fmt: skip
-    return {
-        "max_key_age_days": round(max_key_age.total_seconds() / 86400, 1),
-        "principals": listed,
-        "keys_past_max_age": [x["principal_id"] for x in listed if x["key_past_max_age"]],
-    }
-
-
 # --- the document ------------------------------------------------------------------------------
 
 
@@ -387,7 +330,7 @@ def compute(
         "redactions": _redactions(session, scope, start, end),
         "integrity_alarms": _alarms(session, scope, start, end),
         "audit_log": _audit_log(session, scope, end, public_key),
-        "recertification": _recertification(session, scope, now, max_key_age),
+        "recertification": recertification.section(session, scope, now, max_key_age),
     }  # fmt: skip
 
 
