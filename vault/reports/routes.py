@@ -15,13 +15,22 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from vault.api.deps import CtxDep, CurrentActor
+from vault.api.problems import SECURITY_HEADERS
 from vault.reports import evidence, render_html, render_pdf, service
 from vault.validation import Text, Timestamp
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
-# Rendered pages may hold pseudonyms and statuses: never cached, never framed or scripted.
-_HEADERS = {"Cache-Control": "no-store"}
+# Never cached; the page loads nothing and runs nothing (its only allowance: its inline CSS).
+_HEADERS = {**SECURITY_HEADERS}
+_PAGE_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+}
+_PDF_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Disposition": 'attachment; filename="evidence-report.pdf"',
+}
 
 
 @router.get("/evidence", response_model=None)
@@ -40,6 +49,6 @@ def evidence_report(
         return JSONResponse(signed, headers=_HEADERS)
     sha256 = evidence.statement_sha256(signed)
     if fmt == "html":
-        return HTMLResponse(render_html.render(body, sha256=sha256), headers=_HEADERS)
+        return HTMLResponse(render_html.render(body, sha256=sha256), headers=_PAGE_HEADERS)
     pdf = render_pdf.render(body, sha256=sha256)
-    return Response(pdf, media_type="application/pdf", headers=_HEADERS)
+    return Response(pdf, media_type="application/pdf", headers=_PDF_HEADERS)

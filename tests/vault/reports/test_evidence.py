@@ -254,12 +254,19 @@ def test_api_scope_formats_and_bad_periods(world: World, client: TestClient) -> 
         assert r.json()["type"].endswith("/" + code), r.json()
     page = get("privacy", format="html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert page.headers["cache-control"] == "no-store"
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page.text, re.I)
     assert "https://" not in page.text and "http://" not in page.text
     assert not PRIVATE.search(page.text)
     assert "<svg" in page.text and "Access recertification" in page.text
+    pdf = get("dpo-acme", tenant="acme", format="pdf")
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-") and "attachment" in pdf.headers["content-disposition"]
     # Every report issued is audited: who, the period and the statement's hash; nothing private.
     issued = events(w.ctx, "report.evidence")
     assert [e.actor for e in issued][:2] == [str(w.who["dpo-acme"].id), str(w.who["aud-acme"].id)]
-    assert issued[0].tenant_id == w.acme.id and issued[-1].tenant_id is None
+    tenant_of = {e.actor: e.tenant_id for e in issued}
+    assert tenant_of[str(w.who["dpo-acme"].id)] == w.acme.id  # its scope: acme
+    assert tenant_of[str(w.who["privacy"].id)] is None  # every tenant
     assert not any(PRIVATE.search(e.canonical) for e in issued)
