@@ -117,8 +117,9 @@ def _reads(session: Session, scope: Actor, start: datetime, end: datetime) -> li
         purpose = ev.purpose or "-"
         count[purpose] += 1
         actors[purpose].add(ev.actor or "-")
-        first, last = json.loads(ev.canonical)["details"].get("range", [0, 0])
-        size[purpose] += max(0, int(last) - int(first))
+        span = json.loads(ev.canonical)["details"].get("range")
+        if isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span):
+            size[purpose] += max(0, span[1] - span[0])  # plaintext bytes, end exclusive
     return [
         {"purpose": p, "reads": count[p], "principals": len(actors[p]), "bytes": size[p]}
         for p in sorted(count)
