@@ -27,6 +27,7 @@ from vault.privacy import routes as privacy
 from vault.recordings import content
 from vault.recordings import routes as recordings
 from vault.redaction import routes as redaction
+from vault.reports import routes as reports
 from vault.retention import erasure_routes as erasure
 from vault.retention import holds_routes as holds
 from vault.tenants import routes as tenant_routes
@@ -65,7 +66,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     web.install(app)
     routers = (
         health, tenants, recordings, content, access, audit, holds, erasure, redaction,
-        console, pages, oversight, privacy, tenant_routes,
+        console, pages, oversight, privacy, tenant_routes, reports,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

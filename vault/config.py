@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # Console sessions: idle timeout and absolute lifetime (a sign-in never outlives either).
     console_idle_minutes: float = Field(default=30.0, gt=0)
     console_lifetime_hours: float = Field(default=12.0, gt=0)
+    # Access recertification: an API key older than this (from its creation) is listed in the
+    # evidence report as past its maximum age; `callvault principal rotate-key` resets it.
+    max_key_age_days: float = Field(default=90.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -141,6 +141,11 @@ class TreeRangeError(InvalidInputError):
     title = "Tree sizes must satisfy 0 <= from <= to"
 
 
+class ReportPeriodError(InvalidInputError):
+    code = "report-period-invalid"
+    title = "A report period needs from < to, both with a timezone, at most 3660 days apart"
+
+
 class RemoteAuditError(VaultError):
     """``audit verify --tenant`` could not read the API (unreachable, key refused, nonsense)."""
 

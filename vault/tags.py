@@ -12,6 +12,7 @@ class AuditAction(StrEnum):
     principal_revoke = "principal.revoke"
     principal_set_role = "principal.set_role"
     principal_clear_owner = "principal.clear_owner"
+    principal_rotate_key = "principal.rotate_key"
     console_sign_in = "console.sign_in"
     console_sign_out = "console.sign_out"
     console_session_end = "console.session_end"  # idle, lifetime, key or role change
@@ -70,6 +71,8 @@ class AuditAction(StrEnum):
     kek_retire = "kek.retire"
     audit_checkpoint = "audit.checkpoint"
     scrub = "integrity.scrub"
+    # reports
+    report_evidence = "report.evidence"
 
 
 class Outcome(StrEnum):

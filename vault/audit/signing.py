@@ -1,5 +1,5 @@
 """The one recipe for documents signed with the audit key: tree heads, legacy checkpoints, erasure
-receipts, disposal records, redaction manifests.
+receipts, disposal records, redaction manifests, evidence reports.
 
 A signed document is the canonical JSON (:func:`vault.audit.chain.canonical_json`) of its body
 plus two mandatory fields, ``type`` and ``version``, so what a signature covers always says what
@@ -30,6 +30,7 @@ __all__ = [
     "CHECKPOINT",
     "DISPOSAL_RECORD",
     "ERASURE_RECEIPT",
+    "EVIDENCE_REPORT",
     "LEGACY",
     "REDACTION_MANIFEST",
     "TREE_HEAD",
@@ -48,6 +49,7 @@ TREE_HEAD = "callvault.audit-tree-head"  # a signed tree head of the Merkle log 
 ERASURE_RECEIPT = "callvault.erasure-receipt"
 REDACTION_MANIFEST = "callvault.redaction-manifest"
 DISPOSAL_RECORD = "callvault.disposal-record"
+EVIDENCE_REPORT = "callvault.evidence-report"  # the privacy office's evidence report (version 1)
 
 _RESERVED = ("type", "version")
 

@@ -40,6 +40,7 @@ class Permission(StrEnum):
     tenant_read = "tenant:read"  # tenant status, offboarding, policy, pending changes
     tenant_change_propose = "tenant:change:propose"  # offboarding, policy, authorisations
     tenant_change_approve = "tenant:change:approve"  # four-eyes: another owner than the proposer
+    report_read = "report:read"  # the evidence report (figures over a period, no content)
 
 
 P = Permission
@@ -68,9 +69,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.privacy: frozenset(
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
          P.redaction_manage, P.restriction_manage, P.subject_access, P.tenant_read,
-         P.tenant_change_approve}
+         P.tenant_change_approve, P.report_read}
     ),
-    Role.auditor: frozenset({P.recording_metadata_read, P.audit_read, P.tenant_read}),
+    Role.auditor: frozenset(
+        {P.recording_metadata_read, P.audit_read, P.tenant_read, P.report_read}
+    ),
     Role.monitor: frozenset({P.metrics_read}),
 }  # fmt: skip
 

@@ -13,6 +13,7 @@ from vault.cli import (  # noqa: F401  (they register their commands)
     devstack,
     privacy,
     records,
+    reports,
     restore,
     server,
 )

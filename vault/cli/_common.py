@@ -39,3 +39,21 @@ def initialise(ctx: Context, *, deliver_key: Callable[[str], None] | None = None
     from vault.setup import initialise as run
 
     return run(ctx, now=ctx.now(), deliver_key=deliver_key)
+
+
+def trusted_public_key(given: str | None) -> bytes:
+    """The audit key a verifying command trusts: ``--public-key``, else the pinned
+    ``CALLVAULT_AUDIT_PUBLIC_KEY`` (no database nor key provider needed), else the provider's;
+    never a key found in a file or beside the exports."""
+    from vault.audit import signed_rows
+
+    if given:
+        return signed_rows.parse_public_key(given, what="--public-key")
+    pinned = settings().audit_public_key
+    if pinned:
+        return signed_rows.parse_public_key(pinned, what="CALLVAULT_AUDIT_PUBLIC_KEY")
+    ctx = context()
+    try:
+        return signed_rows.trusted_public_key(ctx)
+    finally:
+        ctx.close()

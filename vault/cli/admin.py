@@ -162,3 +162,25 @@ def principal_clear_owner(name: str) -> None:
     with ctx.db.transaction() as session:
         principals.clear_owner(session, actor=Actor.operator(), name=name, now=ctx.now())
     typer.echo(f"principal {name}: owner e-mail cleared")
+
+
+@principal_app.command("rotate-key")
+@clean_errors
+def principal_rotate_key(
+    name: str,
+    expires_days: Annotated[float | None, typer.Option(help="New key's lifetime in days.")] = None,
+) -> None:
+    """Issue a new API key and revoke every old one at once (no overlap); prints the key alone
+    on the last line. The key's age (CALLVAULT_MAX_KEY_AGE_DAYS) starts again now."""
+    from vault.identity import principals
+
+    ctx = context()
+    now = ctx.now()
+    expires_at = now + timedelta(days=expires_days) if expires_days else None
+    with ctx.db.transaction() as session:
+        key = principals.rotate_key(
+            session, actor=Actor.operator(), name=name, now=now, expires_at=expires_at,
+            rng=ctx.rng,
+        )  # fmt: skip
+    typer.echo(f"principal {name}: new API key issued, old keys revoked")
+    typer.echo(key)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vault.cli._common import audit_app, context, settings
+from vault.cli._common import audit_app, context, trusted_public_key
 from vault.cli_errors import clean_errors, fail
 
 
@@ -69,7 +69,7 @@ def audit_verify(
 def _verify_tenant(
     tenant: str, url: str | None, api_key_file: Path | None, public_key: str | None
 ) -> None:
-    from vault.audit import remote, signed_rows
+    from vault.audit import remote
 
     if url is None or api_key_file is None:
         fail("--tenant needs --url and --api-key-file")
@@ -84,17 +84,8 @@ def _verify_tenant(
     except OSError as exc:
         fail(f"cannot read --api-key-file: {exc.strerror}")
         return
-    pinned = settings().audit_public_key
-    if public_key:
-        key = signed_rows.parse_public_key(public_key, what="--public-key")
-    elif pinned:  # an outside auditor needs no database nor key provider, only the pinned key
-        key = signed_rows.parse_public_key(pinned, what="CALLVAULT_AUDIT_PUBLIC_KEY")
-    else:
-        ctx = context()
-        try:
-            key = signed_rows.trusted_public_key(ctx)
-        finally:
-            ctx.close()
+    # An outside auditor needs no database nor key provider, only the pinned key.
+    key = trusted_public_key(public_key)
     result = remote.verify_tenant(remote.Client(url, api_key), tenant=tenant_id, public_key=key)
     if result.ok:
         typer.echo(

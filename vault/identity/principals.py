@@ -195,6 +195,18 @@ def issue_key(
     return key
 
 
+def _revoke_keys(session: Session, principal: Principal, *, now: datetime) -> int:
+    """Revoke every key the principal still holds; how many were."""
+    keys = session.exec(
+        select(ApiKey).where(ApiKey.principal_id == principal.id, col(ApiKey.revoked_at).is_(None))
+    ).all()
+    for key in keys:
+        key.revoked_at = now
+        session.add(key)
+    session.flush()
+    return len(keys)
+
+
 def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime) -> Principal:
     """Revoke the principal and every key it holds. Revoking twice changes nothing."""
     authz.authorize(session, actor, Permission.principal_manage, now=now)
@@ -202,22 +214,63 @@ def revoke_principal(session: Session, *, actor: Actor, name: str, now: datetime
     if principal.revoked_at is not None:
         return principal
     principal.revoked_at = now
-    keys = session.exec(
-        select(ApiKey).where(ApiKey.principal_id == principal.id, col(ApiKey.revoked_at).is_(None))
-    ).all()
-    for key in keys:
-        key.revoked_at = now
     session.add(principal)
-    session.flush()
+    revoked = _revoke_keys(session, principal, now=now)
     audit.record(
         session,
         action=AuditAction.principal_revoke,
         actor=actor.audit_name,
         now=now,
         target=str(principal.id),
-        details={"keys_revoked": len(keys)},
+        details={"keys_revoked": revoked},
     )
     return principal
+
+
+def rotate_key(
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+    rng: Rng | None = None,
+) -> str:
+    """A new API key for the principal; every key it held is revoked at once (no overlap: a
+    key being rotated may be the leaked one). The new key's age starts now."""
+    authz.authorize(session, actor, Permission.principal_manage, now=now)
+    principal = get_principal(session, name)
+    if principal.revoked_at is not None:
+        raise ConflictError(f"principal {name!r} is revoked")
+    # A new key hands out the principal's scope: the actor must hold all of it (as on create).
+    scope = (
+        [authz.tenant(None, every_tenant=True)]
+        if principal.all_tenants
+        else [authz.tenant(t) for t in principal_tenant_ids(session, principal.id)]
+    )
+    for resource in scope:
+        authz.authorize(session, actor, Permission.principal_manage, resource, now=now)
+    revoked = _revoke_keys(session, principal, now=now)
+    key = issue_key(session, principal=principal, now=now, expires_at=expires_at, rng=rng)
+    audit.record(
+        session, action=AuditAction.principal_rotate_key, actor=actor.audit_name, now=now,
+        target=str(principal.id), details={"keys_revoked": revoked},
+    )  # fmt: skip
+    return key
+
+
+def oldest_key_created(session: Session, *, now: datetime) -> dict[uuid.UUID, datetime]:
+    """Per principal, the creation time of its oldest key that still authenticates (not revoked,
+    not expired): a key's age runs from its creation, so rotation resets it."""
+    rows = session.exec(
+        select(ApiKey.principal_id, sa.func.min(ApiKey.created_at))
+        .where(
+            col(ApiKey.revoked_at).is_(None),
+            sa.or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now),
+        )
+        .group_by(col(ApiKey.principal_id))
+    ).all()
+    return dict(rows)
 
 
 def set_role(

@@ -1,0 +1,1 @@
+"""Reports for the privacy office: the signed evidence report and its renderings."""
