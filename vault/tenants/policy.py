@@ -2,10 +2,10 @@
 authorisations; and the *effective* policy every domain asks for.
 
 - **Restrictions** (``PUT /v1/tenants/{name}/policy``) may only tighten
-  (:func:`vault.policy.tightens` names the field that would loosen). They take effect when a
-  privacy principal of another owner approves (:mod:`.changes`): new ingests use them at once;
-  a shortening reaches recordings already stored no sooner than :data:`GRACE` (24 h) after the
-  approval, by moving each affected purpose's ``expires_at`` to ``max(ingested_at + days,
+  (:func:`vault.policy_restrictions.tightens` names the field that would loosen). They take effect
+  when a privacy principal of another owner approves (:mod:`.changes`): new ingests use them at
+  once; a shortening reaches recordings already stored no sooner than :data:`GRACE` (24 h) after
+  the approval, by moving each affected purpose's ``expires_at`` to ``max(ingested_at + days,
   approved_at + GRACE)`` in the approval's unit of work, so the ordinary expire-purposes and
   dispose jobs do the rest. A disabled purpose ends on stored recordings at ``approved_at +
   GRACE`` and is refused for new ingests and access requests.
@@ -39,7 +39,8 @@ from vault.models import (
     TenantPolicy,
     TenantPolicyPublic,
 )
-from vault.policy import Policy, TenantRestrictions, effective, tightens
+from vault.policy import Policy
+from vault.policy_restrictions import TenantRestrictions, effective, tightens
 from vault.tenants import changes
 
 __all__ = [

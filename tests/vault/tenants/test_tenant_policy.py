@@ -17,7 +17,8 @@ from tests.support.clock import FakeClock
 from tests.vault.test_retention import ingest, row, run_jobs
 from vault.errors import PurposeDisabledError
 from vault.models import RecordingPurpose, RecordingStatus, Tenant
-from vault.policy import PolicyError, TenantRestrictions, effective, load_policy, tightens
+from vault.policy import PolicyError, load_policy
+from vault.policy_restrictions import TenantRestrictions, effective, tightens
 
 S = RecordingStatus
 
