@@ -20,7 +20,7 @@ from vault.access import grants
 from vault.authz import Actor
 from vault.config import Settings
 from vault.context import Context, build_context
-from vault.identity import principals
+from vault.identity import authentication, principals
 from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import Recording
@@ -74,7 +74,7 @@ def main() -> dict[str, float]:
                     owner=owner, tenants=["acme"], all_tenants=False, now=ctx.now(),
                 )  # fmt: skip
             with ctx.db.session() as s:
-                actor = principals.authenticate(s, api_key=key, now=ctx.now())
+                actor = authentication.authenticate(s, api_key=key, now=ctx.now())
 
             full = _ingest(ctx, full_mib * MiB)
             big = full if big_mib == full_mib else _ingest(ctx, big_mib * MiB)

@@ -40,7 +40,7 @@ from crypto._primitives import (
     random_bytes,
 )
 from crypto.errors import DecryptionError, KeyDestroyedError, KeyringError
-from crypto.keys._keyring_file import (
+from crypto.keys._local_store import (
     PSEUDONYM_KEY_SIZE,
     SIGNING_KEY_SIZE,
     Kek,

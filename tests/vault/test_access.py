@@ -30,7 +30,7 @@ from vault.errors import (
     UnknownPurposeError,
     VaultError,
 )
-from vault.identity import principals
+from vault.identity import authentication, principals
 from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import (
@@ -79,7 +79,7 @@ def make_principal(
             s, actor=Actor.operator(), name=name, role=role, owner=owner_id,
             tenants=list(tenants), all_tenants=all_tenants, now=ctx.now(),
         )  # fmt: skip
-        tenant_ids = principals.principal_tenant_ids(s, p.id)
+        tenant_ids = authentication.principal_tenant_ids(s, p.id)
     actor = Actor(
         id=p.id, name=p.name, role=Role(role), owner=p.owner_ref, all_tenants=p.all_tenants,
         tenant_ids=tenant_ids,

@@ -42,7 +42,7 @@ from vault.errors import (
     PermissionDeniedError,
     RangeNotSatisfiableError,
 )
-from vault.identity import principals
+from vault.identity import authentication, principals
 from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import AuditEvent, Grant, Recording, RecordingStatus
@@ -196,7 +196,9 @@ def env(ctx: Context, clock: FakeClock, clip: bytes) -> Iterator[Env]:
         "security": _principal(ctx, "security", "security", all_tenants=True),
     }
     with ctx.db.session() as s:
-        actors = {k: principals.authenticate(s, api_key=v, now=ctx.now()) for k, v in keys.items()}
+        actors = {
+            k: authentication.authenticate(s, api_key=v, now=ctx.now()) for k, v in keys.items()
+        }
     store = CountingStore(ctx.store)
     ctx.store = store  # the app below holds this very ctx
     app = create_app(ctx.settings, ctx=ctx)
@@ -836,7 +838,7 @@ def test_revoke_mid_stream_against_real_server(
                                  now=ctx.now())  # fmt: skip
     key = _principal(ctx, "eng", "engineer", tenants=["acme"])
     with ctx.db.session() as s:
-        actor = principals.authenticate(s, api_key=key, now=ctx.now())
+        actor = authentication.authenticate(s, api_key=key, now=ctx.now())
     # Bigger than the loopback socket buffers, so most of it is still to come at revocation.
     data = os.urandom(40 * MiB)
     rec = ingest_recording(

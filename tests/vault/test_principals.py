@@ -25,7 +25,7 @@ from vault.errors import (
     UnknownPrincipalError,
     UnknownTenantError,
 )
-from vault.identity import principals
+from vault.identity import authentication, principals
 from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant, resolve_tenant, tenant_names
 from vault.models import ApiKey, Role
@@ -58,7 +58,7 @@ def add(ctx: Context, clock: FakeClock, name: str = "alice", **kwargs: object) -
 
 def auth(ctx: Context, key: str | None, clock: FakeClock) -> Actor:
     with ctx.db.transaction() as s:
-        return principals.authenticate(s, api_key=key, now=clock())
+        return authentication.authenticate(s, api_key=key, now=clock())
 
 
 def events(ctx: Context, action: AuditAction) -> list[dict]:
@@ -277,10 +277,10 @@ def test_bootstrap_admin_is_idempotent(ctx: Context, clock: FakeClock) -> None:
 
 def test_denial_key_is_short_and_safe() -> None:
     key = "cvk_" + "A" * 43
-    assert principals.denial_key(None) == "missing"
-    assert principals.denial_key("") == "missing"
-    assert principals.denial_key("x" * 10_000) == "malformed"
-    assert principals.denial_key(key) == "cvk_" + "A" * 12
+    assert authentication.denial_key(None) == "missing"
+    assert authentication.denial_key("") == "missing"
+    assert authentication.denial_key("x" * 10_000) == "malformed"
+    assert authentication.denial_key(key) == "cvk_" + "A" * 12
 
 
 _key_like = st.from_regex(r"cvk_[A-Za-z0-9_-]{43}", fullmatch=True)

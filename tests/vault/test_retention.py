@@ -36,7 +36,7 @@ from vault.api.problems import status_of
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import GoneError
-from vault.identity import principals
+from vault.identity import authentication, principals
 from vault.identity.owners import owner_of
 from vault.models import (
     AuditEvent,
@@ -79,7 +79,7 @@ def principal(ctx: Context, tenant: Tenant | None, role: Role) -> Actor:
             s, actor=Actor.operator(), name=name, role=role, owner=owner,
             tenants=[tenant.name] if tenant else [], all_tenants=tenant is None, now=ctx.now(),
         )  # fmt: skip
-        return principals.authenticate(s, api_key=key, now=ctx.now())
+        return authentication.authenticate(s, api_key=key, now=ctx.now())
 
 
 def ingest(

@@ -21,7 +21,7 @@ from vault.api.limits import AuthFailures, client_address
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import AuthenticationError
-from vault.identity import principals
+from vault.identity import authentication
 
 
 def get_ctx(request: Request) -> Context:
@@ -68,14 +68,14 @@ def get_actor(request: Request, ctx: CtxDep) -> Actor:
         return cached
     try:
         with ctx.db.reading() as session:
-            actor = principals.authenticate(session, api_key=token, now=now)
+            actor = authentication.authenticate(session, api_key=token, now=now)
         request.state.principal = str(actor.id)  # for the access log: an opaque id
         cache.put(token or "", actor, now)
         return actor
     except AuthenticationError:
         failures.failed(address, now)
         # Keyed by the key's public prefix at most: never the secret part.
-        key = principals.denial_key(token)
+        key = authentication.denial_key(token)
         audit.record_denial(ctx.db, ctx.denials, key=key, reason="invalid key", now=now)
         raise
 

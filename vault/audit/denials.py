@@ -109,7 +109,7 @@ def record_denial(
     """Audit one unauthenticated denial (or just count it), in its own transaction.
 
     ``key`` is attacker-influenced: pass a short, sanitised label (see
-    ``principals.denial_key``), never the presented secret.
+    ``authentication.denial_key``), never the presented secret.
     """
     single = {"key": key, "reason": reason} if limiter.note(key, now) else None
     _write_denials(db, limiter.drain(now), now, single=single)

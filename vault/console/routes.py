@@ -28,7 +28,7 @@ from vault.errors import (
     MediaLinkError,
     NotFoundError,
 )
-from vault.identity import principals
+from vault.identity import authentication
 from vault.recordings import content
 
 router = APIRouter(prefix=web.PREFIX, include_in_schema=False)
@@ -89,7 +89,7 @@ def sign_in(
             )  # fmt: skip
     except AuthenticationError:
         failures.failed(addr, now)
-        key = principals.denial_key(api_key.strip())
+        key = authentication.denial_key(api_key.strip())
         audit.record_denial(ctx.db, ctx.denials, key=key, reason="invalid key", now=now)
         return _sign_in_page(request, ctx, status=401, error="That key was not accepted.")
     response = see_other(web.PREFIX)

@@ -28,7 +28,7 @@ from vault import audit
 from vault.authz import Actor
 from vault.config import Settings
 from vault.errors import AuthenticationError, SessionEndedError
-from vault.identity import principals
+from vault.identity import authentication
 from vault.models import ConsoleSession
 from vault.tags import AuditAction
 
@@ -79,7 +79,7 @@ def sign_in(
 ) -> tuple[str, Actor]:
     """A new session (and cookie) for a valid key; the cookie presented at sign-in, if any, is
     ended: a session id is never carried across a sign-in."""
-    actor, key_id = principals.authenticate_key(session, api_key=api_key, now=now)
+    actor, key_id = authentication.authenticate_key(session, api_key=api_key, now=now)
     if replaces:
         _end(session, token_hash=_hash(replaces), reason="replaced", actor=None, now=now)
     cookie = _token(rng)
@@ -110,7 +110,7 @@ def resolve(session: Session, *, cookie: str | None, limits: Limits, now: dateti
         reason = "idle"
     else:
         try:
-            actor = principals.actor_for_key(session, key_id=row.api_key_id, now=now)
+            actor = authentication.actor_for_key(session, key_id=row.api_key_id, now=now)
         except AuthenticationError:
             reason = "credentials"
         else:

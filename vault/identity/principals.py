@@ -7,8 +7,6 @@ SHA-256 of the whole key are stored; the key itself is shown once and never kept
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import os
 import re
 import uuid
@@ -21,10 +19,16 @@ from sqlmodel import Session, col, select
 from vault import audit, authz
 from vault.authz import Actor, Permission
 from vault.errors import (
-    AuthenticationError,
     ConflictError,
     InvalidInputError,
     UnknownPrincipalError,
+)
+from vault.identity.authentication import (
+    KEY_PREFIX,
+    KEY_RE,
+    LOOKUP_LEN,
+    hash_key,
+    principal_tenant_ids,
 )
 from vault.identity.owners import Owner
 from vault.identity.tenants import resolve_tenant, tenant_names
@@ -34,34 +38,11 @@ from vault.tags import AuditAction
 
 Rng = Callable[[int], bytes]
 
-KEY_PREFIX = "cvk_"
 KEY_BYTES = 32
-LOOKUP_LEN = 12
-_KEY_RE = re.compile(r"cvk_[A-Za-z0-9_-]{43}")  # 32 bytes -> 43 base64url chars, no padding
 _PRINCIPAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
-# Compared against when the prefix is unknown, so a miss costs the same as a wrong key.
-_DUMMY_HASH = hashlib.sha256(b"callvault/dummy-key").hexdigest()
 SCOPE_REQUIRED = "scope must be given explicitly: --tenant T ... or --all-tenants"
 BOOTSTRAP_NAME = "bootstrap-admin"
 BOOTSTRAP_OWNER = "bootstrap@localhost"
-
-
-def _fail() -> AuthenticationError:
-    # One generic message whatever the cause: callers must not learn which check failed.
-    return AuthenticationError()
-
-
-def hash_key(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
-
-
-def denial_key(api_key: str | None) -> str:
-    """A short, safe label for rate-limiting and auditing a failed authentication."""
-    if not api_key:
-        return "missing"
-    if not _KEY_RE.fullmatch(api_key):
-        return "malformed"
-    return KEY_PREFIX + api_key[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LEN]
 
 
 # --- principals ----------------------------------------------------------------------------------
@@ -81,13 +62,6 @@ def get_principal(session: Session, name: str) -> Principal:
     if principal is None:
         raise UnknownPrincipalError(f"unknown principal {name!r}")
     return principal
-
-
-def principal_tenant_ids(session: Session, principal_id: uuid.UUID) -> frozenset[uuid.UUID]:
-    rows = session.exec(
-        select(PrincipalTenant.tenant_id).where(PrincipalTenant.principal_id == principal_id)
-    ).all()
-    return frozenset(rows)
 
 
 def add_principal(
@@ -175,7 +149,7 @@ def issue_key(
     rand = rng or os.urandom
     for _ in range(3):  # a prefix collision is astronomically rare; a stuck test rng is not
         key = KEY_PREFIX + base64.urlsafe_b64encode(rand(KEY_BYTES)).rstrip(b"=").decode("ascii")
-        if not _KEY_RE.fullmatch(key):
+        if not KEY_RE.fullmatch(key):
             raise ValueError("rng must return exactly the requested number of bytes")
         prefix = key[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LEN]
         if session.exec(select(ApiKey.id).where(ApiKey.prefix == prefix)).first() is None:
@@ -353,58 +327,6 @@ def clear_revoked_owners(session: Session, *, older_than: timedelta, now: dateti
             )  # fmt: skip
         cleared += len(rows)
     return cleared
-
-
-# --- authentication ------------------------------------------------------------------------------
-
-
-def authenticate(session: Session, *, api_key: str | None, now: datetime) -> Actor:
-    """The actor behind an API key, or AuthenticationError with one generic message."""
-    return authenticate_key(session, api_key=api_key, now=now)[0]
-
-
-def authenticate_key(
-    session: Session, *, api_key: str | None, now: datetime
-) -> tuple[Actor, uuid.UUID]:
-    """The actor and the id of its key row (a console session is bound to the key)."""
-    if not isinstance(api_key, str) or not _KEY_RE.fullmatch(api_key):
-        raise _fail()  # the format is public, so refusing it early leaks nothing
-    prefix = api_key[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LEN]
-    row = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
-    # Always compare, against a dummy when the prefix is unknown: no timing oracle on prefixes.
-    matched = hmac.compare_digest(hash_key(api_key), row.key_hash if row else _DUMMY_HASH)
-    if row is None or not matched:
-        raise _fail()
-    return _actor_of(session, row, now), row.id
-
-
-def actor_for_key(session: Session, *, key_id: uuid.UUID, now: datetime) -> Actor:
-    """Re-check a key already verified once (a console session's): revoked or expired key,
-    revoked principal, all fail exactly as at authentication."""
-    row = session.get(ApiKey, key_id)
-    if row is None:
-        raise _fail()
-    return _actor_of(session, row, now)
-
-
-def _actor_of(session: Session, row: ApiKey, now: datetime) -> Actor:
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
-        raise _fail()
-    principal = session.get(Principal, row.principal_id)
-    if principal is None or principal.revoked_at is not None:
-        raise _fail()
-    try:
-        role = Role(principal.role)
-    except ValueError:
-        raise _fail() from None
-    return Actor(
-        id=principal.id,
-        name=principal.name,
-        role=role,
-        owner=principal.owner_ref,
-        all_tenants=principal.all_tenants,
-        tenant_ids=principal_tenant_ids(session, principal.id),
-    )
 
 
 def bootstrap_admin(

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from vault import authz
 from vault.audit.chain import format_ts
 from vault.authz import Actor
-from vault.identity import principals
+from vault.identity import authentication, principals
 from vault.models import AuditEvent, Principal, PrincipalTenant, Tenant
 
 
@@ -49,7 +49,7 @@ def section(
         created = oldest.get(p.id)
         age = None if created is None else now - created
         scope_names = sorted(
-            tenants.get(t, str(t)) for t in principals.principal_tenant_ids(session, p.id)
+            tenants.get(t, str(t)) for t in authentication.principal_tenant_ids(session, p.id)
         )
         used = last_use.get(str(p.id))
         listed.append({

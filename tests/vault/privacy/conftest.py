@@ -22,7 +22,7 @@ from vault.access import grants
 from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
-from vault.identity import principals
+from vault.identity import authentication
 from vault.identity.tenants import create_tenant
 from vault.models import AuditEvent
 from vault.recordings.ingest import ingest as ingest_recording
@@ -143,7 +143,9 @@ def vault(ctx: Context, clock: FakeClock) -> Iterator[Vault]:
             create_tenant(s, actor=Actor.operator(), name=name, region=None, now=ctx.now())
     keys = {n: principal_key(ctx, n, role, ts) for n, (role, ts) in PRINCIPALS.items()}
     with ctx.db.session() as s:
-        actors = {n: principals.authenticate(s, api_key=k, now=ctx.now()) for n, k in keys.items()}
+        actors = {
+            n: authentication.authenticate(s, api_key=k, now=ctx.now()) for n, k in keys.items()
+        }
     with TestClient(create_app(ctx.settings, ctx=ctx)) as client:
         yield Vault(ctx=ctx, client=client, clock=clock, keys=keys, actors=actors)
 

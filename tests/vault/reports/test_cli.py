@@ -21,7 +21,7 @@ from vault.audit import heads
 from vault.cli import app as cli_app
 from vault.context import Context
 from vault.errors import AuthenticationError
-from vault.identity import principals
+from vault.identity import authentication
 from vault.reports.evidence import SECTIONS
 
 
@@ -136,8 +136,8 @@ def test_cli_report_formats_verify_and_rotate_key(
     assert key.startswith("cvk_")
     with w.ctx.db.session() as s:
         with pytest.raises(AuthenticationError):
-            principals.authenticate(s, api_key=w.keys["appr"], now=datetime.now(UTC))
-        assert principals.authenticate(s, api_key=key, now=datetime.now(UTC)).name == "appr"
+            authentication.authenticate(s, api_key=w.keys["appr"], now=datetime.now(UTC))
+        assert authentication.authenticate(s, api_key=key, now=datetime.now(UTC)).name == "appr"
     again = runner.invoke(
         cli_app, ["report", "evidence", "--tenant", "acme", *period[:2], "--to",
                   datetime.now(UTC).isoformat()],

@@ -26,7 +26,7 @@ from vault.audit import heads, signing
 from vault.authz import Actor
 from vault.context import Context
 from vault.errors import AuthenticationError, PermissionDeniedError
-from vault.identity import principals
+from vault.identity import authentication, principals
 from vault.recordings import playback
 from vault.reports import evidence, render_html, service
 from vault.retention import erasure
@@ -167,8 +167,8 @@ def test_rotate_key_refuses_the_old_key_and_resets_its_age(world: World) -> None
     key = w.run(principals.rotate_key, actor=Actor.operator(), name="eng", rng=w.ctx.rng)
     with w.ctx.db.session() as s:
         with pytest.raises(AuthenticationError):
-            principals.authenticate(s, api_key=old, now=w.clock())
-        assert principals.authenticate(s, api_key=key, now=w.clock()).id == w.who["eng"].id
+            authentication.authenticate(s, api_key=old, now=w.clock())
+        assert authentication.authenticate(s, api_key=key, now=w.clock()).id == w.who["eng"].id
         assert principals.oldest_key_created(s, now=w.clock())[w.who["eng"].id] == w.clock()
     rc = _doc(w, w.report())["recertification"]
     eng = next(p for p in rc["principals"] if p["principal_id"] == str(w.who["eng"].id))
