@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from vault import audit, kek
+from vault import audit, exports, kek
 from vault.access import requests as access
 from vault.audit import heads, tree
 from vault.config import Settings
@@ -180,6 +180,11 @@ def clear_revoked_owners(ctx: Context, now: datetime, **_: Any) -> JobResult:
     return _result(f"{cleared} revoked principal(s)' owner e-mail cleared", cleared=cleared)
 
 
+def purge_exports(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    deleted = exports.purge(ctx, now=now)
+    return _result(f"{deleted} ended export(s) deleted", deleted=deleted)
+
+
 JOBS: dict[str, JobFn] = {
     "expire-purposes": expire_purposes,
     "dispose": dispose,
@@ -193,6 +198,7 @@ JOBS: dict[str, JobFn] = {
     "scrub": scrub,
     "metrics-rollup": roll_up_metrics,
     "clear-revoked-owners": clear_revoked_owners,
+    "purge-exports": purge_exports,
 }
 
 # Jobs that run at their own period (seconds, from the settings) instead of job_interval_seconds.
@@ -214,6 +220,7 @@ RUN_ALL_ORDER: tuple[str, ...] = (
     "kek-cycle",
     "erasure",
     "clear-revoked-owners",
+    "purge-exports",
     "audit-sequence",
     "audit-checkpoint",
     "metrics-rollup",

@@ -59,6 +59,18 @@ class MediaLinkError(PermissionDeniedError):
     title = "This media link is not valid here"
 
 
+class ExportDeniedError(PermissionDeniedError):
+    """An export download with an unknown id, a wrong token, or of another kind."""
+
+    code = "export-denied"
+    title = "This download link is not valid"
+
+
+class ExportUsedError(PermissionDeniedError):
+    code = "export-used"
+    title = "This download was already completed once"
+
+
 class AllTenantsRequiredError(PermissionDeniedError):
     """The resource covers every tenant (the whole audit log); a scoped principal gets none."""
 
@@ -102,6 +114,11 @@ class UnknownPrincipalError(VaultError):
 class GoneError(VaultError):
     code = "gone"
     title = "The recording has been disposed of"
+
+
+class ExportGoneError(GoneError):
+    code = "export-gone"
+    title = "This download has expired or was withdrawn"
 
 
 class KeyDestroyedError(GoneError):

@@ -60,6 +60,12 @@ class AuditAction(StrEnum):
     tenant_scope_remove = "tenant.scope.remove"  # a multi-tenant principal loses the tenant
     tenant_offboard_receipt = "tenant.offboard.receipt"
     tenant_key_delete = "tenant.key.delete"
+    # exports (issue #15): a recording re-encrypted to a recipient's age key, one-time download
+    export_produce = "export.produce"
+    export_download = "export.download"
+    export_complete = "export.complete"  # the receipt: bytes, hash, who, when
+    export_revoke = "export.revoke"
+    export_delete = "export.delete"
     # redaction
     redaction_request = "redaction.request"
     redaction_start = "redaction.start"  # the system reads the original under a profile

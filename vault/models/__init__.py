@@ -35,6 +35,7 @@ from vault.models.audit import (
     AuditTreeTenant,
 )
 from vault.models.console import ConsoleSession, ConsoleSessionPublic
+from vault.models.exports import Export, ExportKind, ExportPublic
 from vault.models.identity import (
     ApiKey,
     Principal,
@@ -132,6 +133,9 @@ __all__ = [
     "ErasureRequestCreate",
     "ErasureRequestPublic",
     "ErasureStatus",
+    "Export",
+    "ExportKind",
+    "ExportPublic",
     "Grant",
     "GrantKind",
     "GrantPublic",

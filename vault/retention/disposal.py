@@ -36,7 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from vault import audit, lifecycle
+from vault import audit, exports, lifecycle
 from vault.context import Context
 from vault.crashpoints import AFTER_DEK_DESTROYED, AFTER_PARTIAL_OBJECT_DELETE, crashpoint
 from vault.db import carry
@@ -176,6 +176,8 @@ def claim(
         _audit_deferrals(
             session, {r.id: (r.tenant_id, held[r.id]) for r in rows if r.id in held}, reasons, now
         )
+        # No download of an export of these may start from now on (objects go in finish).
+        exports.revoke_for_recordings(session, recording_ids=claimed, now=now)
         return sorted(claimed)
 
 
@@ -217,6 +219,7 @@ def finish(
                 # Kept in the store too: a restore from an older backup re-applies it.
                 records.add_disposal_record(session, [m.id for m in moved], now=now)
             done.extend(m.id for m in moved)
+            exports.purge(ctx, now=now, recording_ids=list(removed))
         if unavailable:
             log.warning("dispose: object store unavailable; retrying next run")
             return done
