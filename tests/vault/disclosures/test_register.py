@@ -18,7 +18,8 @@ def test_an_improper_request_is_objected_and_nothing_is_ever_exported(
     assert r.status_code == 200 and r.json()["status"] == "objected"
     problem(reg.approve("privacy-all", d), 409, "disclosure-state")
     problem(reg.act(d, "disclose"), 409, "disclosure-state")
-    problem(reg.act(d, "object", {"reason": "objecting twice is no state"}), 409, "disclosure-state")
+    again = reg.act(d, "object", {"reason": "objecting twice is no new state"})
+    problem(again, 409, "disclosure-state")
     assert reg.exports() == []
     (event,) = vault.events("disclosure.object")
     assert event["details"]["to"] == "objected"
