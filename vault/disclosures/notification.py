@@ -81,13 +81,8 @@ def notify(
 def _due(session: Session, now: datetime) -> list[Disclosure]:
     query = (
         select(Disclosure)
-        .where(
-            Disclosure.notification_review_due(now),
-            sa.or_(
-                col(Disclosure.barred_flagged_at).is_(None),
-                col(Disclosure.barred_flagged_at) < col(Disclosure.barred_review_at),
-            ),
-        )
+        # Barring again clears the flag: flagged once per review date.
+        .where(Disclosure.notification_review_due(now), col(Disclosure.barred_flagged_at).is_(None))
         .order_by(col(Disclosure.barred_review_at))
         .limit(BATCH)
     )
