@@ -40,7 +40,8 @@ _ERRORS = {
     "500": "Internal or integrity error",
     "503": "A dependency is unavailable",
 }
-_PUBLIC = {"/healthz", "/readyz"}
+# No API key: health probes, and the authority's download (its token is its credential).
+_PUBLIC = {"/healthz", "/readyz", "/downloads/disclosures/{export_id}"}
 _MEDIA = ["video/*", "audio/*", "application/octet-stream"]
 
 
