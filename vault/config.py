@@ -10,11 +10,13 @@ reads them.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -38,11 +40,104 @@ FILE_SETTINGS = (
     "s3_access_key",
     "s3_secret_key",
     "transit_token",
+    "regions",
 )
+# A region's name: a slug, as stored on tenants, principals and recordings.
+REGION_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+DEFAULT_HOME_REGION = "home"
 
 
 class ConfigError(MisconfiguredError):
     """A setting is malformed or unsafe; the process must not start."""
+
+
+def _read_secret_file(what: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        raise ConfigError(f"{what}: cannot read {path}: {reason}") from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+class RegionSettings(BaseModel):
+    """One region of ``CALLVAULT_REGIONS``: its blob store and key provider, written like the
+    home region's settings. The secrets may be given as ``*_file`` paths instead (read here,
+    once); giving both is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blob_store: str
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = Field(default=None, repr=False)
+    s3_secret_key_file: str | None = None
+    s3_secure: bool = False
+    s3_region: str | None = None
+    key_provider: str
+    transit_token: str | None = Field(default=None, repr=False)
+    transit_token_file: str | None = None
+    transit_mount: str = "transit"
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> RegionSettings:
+        for name in ("s3_secret_key", "transit_token"):
+            path = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"set either {name} or {name}_file, not both")
+            object.__setattr__(self, name, _read_secret_file(f"{name}_file", path))
+        return self
+
+    @field_validator("blob_store")
+    @classmethod
+    def _blob_scheme(cls, v: str) -> str:
+        return _blob_scheme(v)
+
+    @field_validator("key_provider")
+    @classmethod
+    def _key_scheme(cls, v: str) -> str:
+        return _key_scheme(v)
+
+    @property
+    def blob_dir(self) -> Path | None:
+        return _blob_dir(self.blob_store)
+
+    @property
+    def s3_bucket(self) -> str | None:
+        return _s3_bucket(self.blob_store)
+
+    @property
+    def keyring_dir(self) -> Path | None:
+        return _keyring_dir(self.key_provider)
+
+
+def _blob_scheme(v: str) -> str:
+    if not (v.startswith("file:") or v.startswith("s3://")):
+        raise ValueError("must be file:PATH or s3://BUCKET")
+    return v
+
+
+def _key_scheme(v: str) -> str:
+    if not (v.startswith("local:") or v.startswith("transit:")):
+        raise ValueError("must be local:PATH or transit:http(s)://HOST:PORT")
+    return v
+
+
+def _blob_dir(blob_store: str) -> Path | None:
+    return Path(blob_store.removeprefix("file:")) if blob_store.startswith("file:") else None
+
+
+def _s3_bucket(blob_store: str) -> str | None:
+    return blob_store.removeprefix("s3://") if blob_store.startswith("s3://") else None
+
+
+def _keyring_dir(key_provider: str) -> Path | None:
+    return Path(key_provider.removeprefix("local:")) if key_provider.startswith("local:") else None
 
 
 class _FileSecrets(PydanticBaseSettingsSource):
@@ -61,15 +156,7 @@ class _FileSecrets(PydanticBaseSettingsSource):
             if var in os.environ:
                 # Two sources for one secret: refuse rather than guess which one wins.
                 raise ConfigError(f"set either {var} or {var}_FILE, not both")
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-                raise ConfigError(f"{var}_FILE: cannot read {path}: {reason}") from None
-            value = text.removesuffix("\n").removesuffix("\r")
-            if not value:
-                raise ConfigError(f"{var}_FILE: {path} is empty")
-            values[name] = value
+            values[name] = _read_secret_file(f"{var}_FILE", path)
         return values
 
 
@@ -90,6 +177,11 @@ class Settings(BaseSettings):
     transit_token: str | None = Field(default=None, repr=False)
     transit_mount: str = "transit"
     policy_file: Path | None = None
+    # Data residency (README, "Data residency"). The settings above are the home region's;
+    # ``regions`` (JSON) adds the others, each with its own store and key provider. Residency is
+    # on once either is set: tenant and principal regions must then name a configured region.
+    home_region: str | None = Field(default=None, pattern=REGION_RE)
+    regions: dict[str, RegionSettings] = Field(default_factory=dict)
     # Where ``init`` (and a first ``serve``) writes the bootstrap admin key, mode 0600, instead of
     # printing it.
     admin_key_file: Path | None = None
@@ -188,16 +280,35 @@ class Settings(BaseSettings):
     @field_validator("blob_store")
     @classmethod
     def _blob_scheme(cls, v: str) -> str:
-        if not (v.startswith("file:") or v.startswith("s3://")):
-            raise ValueError("must be file:PATH or s3://BUCKET")
-        return v
+        return _blob_scheme(v)
 
     @field_validator("key_provider")
     @classmethod
     def _key_scheme(cls, v: str) -> str:
-        if not (v.startswith("local:") or v.startswith("transit:")):
-            raise ValueError("must be local:PATH or transit:http(s)://HOST:PORT")
+        return _key_scheme(v)
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _regions_json(cls, v: Any) -> Any:
+        # From CALLVAULT_REGIONS_FILE the value arrives as text.
+        if isinstance(v, str):
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise ValueError("must be a JSON object of region name to settings") from None
         return v
+
+    @model_validator(mode="after")
+    def _region_names(self) -> Settings:
+        for name in self.regions:
+            if not re.fullmatch(REGION_RE, name):
+                raise ValueError(f"region name {name!r}: a lower-case slug of 1-64 characters")
+            if name == self.home_region_name:
+                raise ValueError(
+                    f"region {name!r} is the home region (CALLVAULT_HOME_REGION): its store and "
+                    "keys are CALLVAULT_BLOB_STORE and CALLVAULT_KEY_PROVIDER"
+                )
+        return self
 
     # --- derived views ----------------------------------------------------------------------
 
@@ -211,31 +322,47 @@ class Settings(BaseSettings):
 
     @property
     def blob_dir(self) -> Path | None:
-        return (
-            Path(self.blob_store.removeprefix("file:"))
-            if self.blob_store.startswith("file:")
-            else None
-        )
+        return _blob_dir(self.blob_store)
 
     @property
     def s3_bucket(self) -> str | None:
-        return (
-            self.blob_store.removeprefix("s3://") if self.blob_store.startswith("s3://") else None
-        )
+        return _s3_bucket(self.blob_store)
 
     @property
     def keyring_dir(self) -> Path | None:
-        if self.key_provider.startswith("local:"):
-            return Path(self.key_provider.removeprefix("local:"))
-        return None
+        return _keyring_dir(self.key_provider)
+
+    @property
+    def home_region_name(self) -> str:
+        return self.home_region or DEFAULT_HOME_REGION
+
+    @property
+    def residency(self) -> bool:
+        """Regions are configured: tenant and principal regions must name one of them."""
+        return self.home_region is not None or bool(self.regions)
+
+    @property
+    def region_names(self) -> frozenset[str]:
+        """Every configured region, the home region included."""
+        return frozenset({self.home_region_name, *self.regions})
+
+    @property
+    def known_regions(self) -> frozenset[str] | None:
+        """What a tenant's region must be one of; None while residency is off (the region is
+        then a label only, as before regions existed)."""
+        return self.region_names if self.residency else None
 
     def check_key_separation(self) -> None:
-        """Key material must never live inside the directories of the data it protects."""
-        keyring = self.keyring_dir
-        if keyring is None:
-            return
-        keyring = keyring.resolve()
-        guarded = [p for p in (self.blob_dir, self.sqlite_path) if p is not None]
+        """Key material must never live inside the directories of the data it protects (in any
+        region: one region's keyring inside another's blobs is as bad)."""
+        blob_dirs = [self.blob_dir] + [r.blob_dir for r in self.regions.values()]
+        keyrings = [self.keyring_dir] + [r.keyring_dir for r in self.regions.values()]
+        for keyring in keyrings:
+            if keyring is not None:
+                self._check_keyring(keyring.resolve(), blob_dirs)
+
+    def _check_keyring(self, keyring: Path, blob_dirs: list[Path | None]) -> None:
+        guarded = [p for p in (*blob_dirs, self.sqlite_path) if p is not None]
         for path in guarded:
             root = path.resolve()
             # The DB is a file: guard its directory.

@@ -89,8 +89,9 @@ def tenant_add(name: str, region: Annotated[str | None, typer.Option()] = None) 
     ctx = context()
     with ctx.db.transaction() as session:
         tenant = create_tenant(
-            session, actor=Actor.operator(), name=name, region=region, now=ctx.now()
-        )
+            session, actor=Actor.operator(), name=name, region=region, now=ctx.now(),
+            regions=ctx.settings.known_regions,
+        )  # fmt: skip
     typer.echo(f"tenant {tenant.name} {tenant.id}")
 
 
@@ -109,6 +110,10 @@ def principal_add(
         bool, typer.Option("--all-tenants", help="Scope over every tenant.")
     ] = False,
     expires_days: Annotated[float | None, typer.Option(help="Key lifetime in days.")] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(help="The region it reads from (default: the home region)."),
+    ] = None,
 ) -> None:
     """Create a principal and print its API key (alone on the last line)."""
     from vault.identity import principals
@@ -122,7 +127,7 @@ def principal_add(
         principal, key = principals.add_principal(
             session, actor=Actor.operator(), name=name, role=role, owner=owner_id,
             tenants=tenant or [], all_tenants=all_tenants, now=now, expires_at=expires_at,
-            rng=ctx.rng,
+            rng=ctx.rng, region=region, regions=ctx.settings.region_names,
         )  # fmt: skip
     typer.echo(f"principal {principal.name} ({principal.role}) {principal.id}")
     typer.echo(key)
