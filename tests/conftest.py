@@ -52,6 +52,34 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
 
 
 @pytest.fixture(scope="session")
+def weed_eea(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """A second SeaweedFS server: another region's object store (data residency tests)."""
+    try:
+        cm = run_weed(tmp_path_factory.mktemp("weed-eea"))
+        server = cm.__enter__()
+    except RuntimeError as exc:
+        pytest.fail(f"SeaweedFS (second region) could not be started: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        cm.__exit__(None, None, None)
+
+
+TRANSIT_EEA_MOUNT = "transit-eea"
+
+
+@pytest.fixture(scope="session")
+def transit_eea(bao: Bao) -> str:
+    """A second Transit mount in the one OpenBao: another region's key provider. Its name."""
+    import hvac
+
+    hvac.Client(url=bao.url, token=bao.token).sys.enable_secrets_engine(
+        "transit", path=TRANSIT_EEA_MOUNT
+    )
+    return TRANSIT_EEA_MOUNT
+
+
+@pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """Base URL (no database) of a real PostgreSQL server."""
     try:
