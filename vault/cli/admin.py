@@ -48,16 +48,23 @@ def jobs_run(
 
 @keys_app.command("rotate")
 @clean_errors
-def keys_rotate() -> None:
+def keys_rotate(
+    region: Annotated[
+        str | None, typer.Option(help="Another region's key provider (default: the home one).")
+    ] = None,
+) -> None:
     """Add a new KEK version now (the kek-cycle job then rewraps DEKs and retires old ones)."""
     from vault import kek as keys
 
     ctx = context()
     try:
-        version = keys.rotate(ctx, now=ctx.now())
+        key = None if region in (None, ctx.home_region) else region
+        ctx.keys_for(key)  # an unknown region fails here, before any provider is asked
+        version = keys.rotate(ctx, now=ctx.now(), region=key)
     finally:
         ctx.close()
-    typer.echo(f"KEK rotated: newest version is {version}")
+    where = "" if region is None else f" in region {ctx.region_name(key)}"
+    typer.echo(f"KEK rotated{where}: newest version is {version}")
 
 
 @keys_app.command("retire")
