@@ -63,24 +63,59 @@ def _read_secret_file(what: str, path: str) -> str:
     return value
 
 
-class RegionSettings(BaseModel):
-    """One region of ``CALLVAULT_REGIONS``: its blob store and key provider, written like the
-    home region's settings. The secrets may be given as ``*_file`` paths instead (read here,
-    once); giving both is refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Placement(BaseModel):
+    """Where one region's media and keys live: its blob store and key provider. The home
+    region's are top-level settings (``Settings``), every other region's a ``RegionSettings``;
+    both are read through these fields and checked by these validators."""
 
     blob_store: str
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = Field(default=None, repr=False)
-    s3_secret_key_file: str | None = None
     s3_secure: bool = False
     s3_region: str | None = None
     key_provider: str
     transit_token: str | None = Field(default=None, repr=False)
-    transit_token_file: str | None = None
     transit_mount: str = "transit"
+
+    @field_validator("blob_store")
+    @classmethod
+    def _blob_scheme(cls, v: str) -> str:
+        if not (v.startswith("file:") or v.startswith("s3://")):
+            raise ValueError("must be file:PATH or s3://BUCKET")
+        return v
+
+    @field_validator("key_provider")
+    @classmethod
+    def _key_scheme(cls, v: str) -> str:
+        if not (v.startswith("local:") or v.startswith("transit:")):
+            raise ValueError("must be local:PATH or transit:http(s)://HOST:PORT")
+        return v
+
+    @property
+    def blob_dir(self) -> Path | None:
+        store = self.blob_store
+        return Path(store.removeprefix("file:")) if store.startswith("file:") else None
+
+    @property
+    def s3_bucket(self) -> str | None:
+        store = self.blob_store
+        return store.removeprefix("s3://") if store.startswith("s3://") else None
+
+    @property
+    def keyring_dir(self) -> Path | None:
+        spec = self.key_provider
+        return Path(spec.removeprefix("local:")) if spec.startswith("local:") else None
+
+
+class RegionSettings(Placement):
+    """One region of ``CALLVAULT_REGIONS``, written like the home region's settings. The secrets
+    may be given as ``*_file`` paths instead (read here, once); giving both is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    s3_secret_key_file: str | None = None
+    transit_token_file: str | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> RegionSettings:
@@ -92,52 +127,6 @@ class RegionSettings(BaseModel):
                 raise ValueError(f"set either {name} or {name}_file, not both")
             object.__setattr__(self, name, _read_secret_file(f"{name}_file", path))
         return self
-
-    @field_validator("blob_store")
-    @classmethod
-    def _blob_scheme(cls, v: str) -> str:
-        return _blob_scheme(v)
-
-    @field_validator("key_provider")
-    @classmethod
-    def _key_scheme(cls, v: str) -> str:
-        return _key_scheme(v)
-
-    @property
-    def blob_dir(self) -> Path | None:
-        return _blob_dir(self.blob_store)
-
-    @property
-    def s3_bucket(self) -> str | None:
-        return _s3_bucket(self.blob_store)
-
-    @property
-    def keyring_dir(self) -> Path | None:
-        return _keyring_dir(self.key_provider)
-
-
-def _blob_scheme(v: str) -> str:
-    if not (v.startswith("file:") or v.startswith("s3://")):
-        raise ValueError("must be file:PATH or s3://BUCKET")
-    return v
-
-
-def _key_scheme(v: str) -> str:
-    if not (v.startswith("local:") or v.startswith("transit:")):
-        raise ValueError("must be local:PATH or transit:http(s)://HOST:PORT")
-    return v
-
-
-def _blob_dir(blob_store: str) -> Path | None:
-    return Path(blob_store.removeprefix("file:")) if blob_store.startswith("file:") else None
-
-
-def _s3_bucket(blob_store: str) -> str | None:
-    return blob_store.removeprefix("s3://") if blob_store.startswith("s3://") else None
-
-
-def _keyring_dir(key_provider: str) -> Path | None:
-    return Path(key_provider.removeprefix("local:")) if key_provider.startswith("local:") else None
 
 
 class _FileSecrets(PydanticBaseSettingsSource):
@@ -160,22 +149,16 @@ class _FileSecrets(PydanticBaseSettingsSource):
         return values
 
 
-class Settings(BaseSettings):
+class Settings(Placement, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLVAULT_", extra="ignore", frozen=True)
 
     database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/callvault.db"
     # The PostgreSQL password, kept out of the URL (so the URL may live in plain config and the
     # password in a secret file shared with the database container).
     database_password: str | None = Field(default=None, repr=False)
+    # The home region's store and key provider (the other fields are Placement's).
     blob_store: str = f"file:{DEFAULT_DATA_DIR}/blobs"
-    s3_endpoint: str | None = None
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = Field(default=None, repr=False)
-    s3_secure: bool = False
-    s3_region: str | None = None
     key_provider: str = f"local:{DEFAULT_KEY_DIR}"
-    transit_token: str | None = Field(default=None, repr=False)
-    transit_mount: str = "transit"
     policy_file: Path | None = None
     # Data residency (README, "Data residency"). The settings above are the home region's;
     # ``regions`` (JSON) adds the others, each with its own store and key provider. Residency is
@@ -277,16 +260,6 @@ class Settings(BaseSettings):
         object.__setattr__(self, "database_url", full)  # frozen model: set once, here
         return self
 
-    @field_validator("blob_store")
-    @classmethod
-    def _blob_scheme(cls, v: str) -> str:
-        return _blob_scheme(v)
-
-    @field_validator("key_provider")
-    @classmethod
-    def _key_scheme(cls, v: str) -> str:
-        return _key_scheme(v)
-
     @field_validator("regions", mode="before")
     @classmethod
     def _regions_json(cls, v: Any) -> Any:
@@ -319,18 +292,6 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path | None:
         return Path(self.database_url.removeprefix("sqlite:///")) if self.is_sqlite else None
-
-    @property
-    def blob_dir(self) -> Path | None:
-        return _blob_dir(self.blob_store)
-
-    @property
-    def s3_bucket(self) -> str | None:
-        return _s3_bucket(self.blob_store)
-
-    @property
-    def keyring_dir(self) -> Path | None:
-        return _keyring_dir(self.key_provider)
 
     @property
     def home_region_name(self) -> str:
