@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from crypto.errors import KeyringError
 from crypto.keys.base import KeyProvider
 from crypto.keys.local import LocalKeyring
 from vault.audit.denials import LIMITER, DenialLimiter
-from vault.config import ConfigError, RegionSettings, Settings
+from vault.config import ConfigError, Placement, Settings
 from vault.db import Database
 from vault.errors import MisconfiguredError, RegionNotConfiguredError
 from vault.keys import Keys
@@ -77,26 +78,29 @@ class Context:
         return [None, *sorted(self.regional_stores)]
 
     def store_for(self, region: str | None) -> BlobStore:
-        if region is None or region == self.home_region:
-            return self.store
-        try:
-            return self.regional_stores[region]
-        except KeyError:
-            raise RegionNotConfiguredError(f"region {region!r} is not configured") from None
+        return self.store if self._is_home(region) else _configured(self.regional_stores, region)
 
     def keys_for(self, region: str | None) -> Keys:
-        if region is None or region == self.home_region:
-            return self.keys
-        try:
-            return self.regional_keys[region]
-        except KeyError:
-            raise RegionNotConfiguredError(f"region {region!r} is not configured") from None
+        return self.keys if self._is_home(region) else _configured(self.regional_keys, region)
+
+    def _is_home(self, region: str | None) -> bool:
+        return region is None or region == self.home_region
 
     def close(self) -> None:
         self.db.dispose()
 
 
-def open_store(settings: Settings | RegionSettings) -> BlobStore:
+T = TypeVar("T")
+
+
+def _configured(by_region: dict[str, T], region: str | None) -> T:
+    try:
+        return by_region[region or ""]
+    except KeyError:
+        raise RegionNotConfiguredError(f"region {region!r} is not configured") from None
+
+
+def open_store(settings: Placement) -> BlobStore:
     """The blob store of the home region (``Settings``) or of another region."""
     if settings.blob_dir is not None:
         return LocalBlobStore(Path(settings.blob_dir))
@@ -116,7 +120,7 @@ def open_store(settings: Settings | RegionSettings) -> BlobStore:
 KEYRING_FILE = "keyring.json"
 
 
-def open_keys(settings: Settings | RegionSettings, *, create: bool = False) -> Keys:
+def open_keys(settings: Placement, *, create: bool = False) -> Keys:
     provider = open_provider(
         settings.key_provider,
         transit_token=settings.transit_token,
