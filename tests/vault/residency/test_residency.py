@@ -25,8 +25,8 @@ from vault.errors import (
     WrappedKeyInvalidError,
 )
 from vault.models import AuditEvent, KekVersion, RecordingStatus, RegionKekVersion, Role
-from vault.recordings import playback
-from vault.retention import erasure
+from vault.recordings import playback, scrub
+from vault.retention import erasure, holds, holds_mirror
 
 PROBLEM = "application/problem+json"
 TYPE = "https://callvault.dev/problems/"
@@ -254,3 +254,37 @@ def test_the_kek_cycle_rotates_and_rewraps_each_region_with_its_own_provider(
     assert regional == {(EEA, 1): True, (EEA, 2): False}
     rotations = [e["details"] for e in _events(r, "kek.rotate")]
     assert [d.get("region") for d in rotations] == [None, EEA]
+
+
+def test_a_legal_hold_flags_the_object_in_its_own_regions_bucket(regions: Regions) -> None:
+    r = regions
+    tenant = r.tenant("eu-customer", EEA)
+    rec = r.ingest(tenant, b"evidence")
+    with r.ctx.db.transaction() as s:
+        hold = holds.create_hold(
+            s, actor=Actor.operator(), store=r.ctx.store_for, case_ref="CASE-9",
+            reason="litigation", recording_ids=[rec.id], now=r.clock(),
+        )  # fmt: skip
+    client, bucket = r.buckets[EEA]
+    assert client.is_object_legal_hold_enabled(bucket, rec.object_key, version_id=rec.version_id)
+    # The repair job finds a flag lost behind the store's back in the EEA bucket.
+    client.disable_object_legal_hold(bucket, rec.object_key, version_id=rec.version_id)
+    assert holds_mirror.sync_object_locks(r.ctx) == 1
+    assert client.is_object_legal_hold_enabled(bucket, rec.object_key, version_id=rec.version_id)
+    with r.ctx.db.transaction() as s:
+        holds.release_hold(
+            s, actor=Actor.operator(), store=r.ctx.store_for, hold_id=hold.id, reason="settled",
+            now=r.clock(),
+        )  # fmt: skip
+    assert not client.is_object_legal_hold_enabled(
+        bucket, rec.object_key, version_id=rec.version_id
+    )
+
+
+def test_scrub_checks_each_recording_in_its_own_region(regions: Regions) -> None:
+    r = regions
+    eea, home = r.tenant("eu-customer", EEA), r.tenant("us-customer", None)
+    r.ingest(eea, os.urandom(20_000))
+    r.ingest(home, os.urandom(20_000))
+    result = scrub.scrub(r.ctx, now=r.clock(), sample=10)
+    assert (result.sampled, result.ok, result.failed, result.errors) == (2, 2, [], 0)
