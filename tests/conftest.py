@@ -38,17 +38,41 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
         yield Bao(url=url, token=token)
 
 
-@pytest.fixture(scope="session")
-def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+def _weed(tmp_path_factory: pytest.TempPathFactory, name: str, what: str) -> Iterator[WeedServer]:
     try:
-        cm = run_weed(tmp_path_factory.mktemp("weed"))
+        cm = run_weed(tmp_path_factory.mktemp(name))
         server = cm.__enter__()
     except RuntimeError as exc:
-        pytest.fail(f"SeaweedFS could not be started: {exc}", pytrace=False)
+        pytest.fail(f"{what} could not be started: {exc}", pytrace=False)
     try:
         yield server
     finally:
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    yield from _weed(tmp_path_factory, "weed", "SeaweedFS")
+
+
+@pytest.fixture(scope="session")
+def weed_eea(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """A second SeaweedFS server: another region's object store (data residency tests)."""
+    yield from _weed(tmp_path_factory, "weed-eea", "SeaweedFS (second region)")
+
+
+TRANSIT_EEA_MOUNT = "transit-eea"
+
+
+@pytest.fixture(scope="session")
+def transit_eea(bao: Bao) -> str:
+    """A second Transit mount in the one OpenBao: another region's key provider. Its name."""
+    import hvac
+
+    hvac.Client(url=bao.url, token=bao.token).sys.enable_secrets_engine(
+        "transit", path=TRANSIT_EEA_MOUNT
+    )
+    return TRANSIT_EEA_MOUNT
 
 
 @pytest.fixture(scope="session")

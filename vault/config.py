@@ -10,11 +10,13 @@ reads them.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -38,11 +40,93 @@ FILE_SETTINGS = (
     "s3_access_key",
     "s3_secret_key",
     "transit_token",
+    "regions",
 )
+# A region's name: a slug, as stored on tenants, principals and recordings.
+REGION_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+DEFAULT_HOME_REGION = "home"
 
 
 class ConfigError(MisconfiguredError):
     """A setting is malformed or unsafe; the process must not start."""
+
+
+def _read_secret_file(what: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        raise ConfigError(f"{what}: cannot read {path}: {reason}") from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+class Placement(BaseModel):
+    """Where one region's media and keys live: its blob store and key provider. The home
+    region's are top-level settings (``Settings``), every other region's a ``RegionSettings``;
+    both are read through these fields and checked by these validators."""
+
+    blob_store: str
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = Field(default=None, repr=False)
+    s3_secure: bool = False
+    s3_region: str | None = None
+    key_provider: str
+    transit_token: str | None = Field(default=None, repr=False)
+    transit_mount: str = "transit"
+
+    @field_validator("blob_store")
+    @classmethod
+    def _blob_scheme(cls, v: str) -> str:
+        if not (v.startswith("file:") or v.startswith("s3://")):
+            raise ValueError("must be file:PATH or s3://BUCKET")
+        return v
+
+    @field_validator("key_provider")
+    @classmethod
+    def _key_scheme(cls, v: str) -> str:
+        if not (v.startswith("local:") or v.startswith("transit:")):
+            raise ValueError("must be local:PATH or transit:http(s)://HOST:PORT")
+        return v
+
+    @property
+    def blob_dir(self) -> Path | None:
+        store = self.blob_store
+        return Path(store.removeprefix("file:")) if store.startswith("file:") else None
+
+    @property
+    def s3_bucket(self) -> str | None:
+        store = self.blob_store
+        return store.removeprefix("s3://") if store.startswith("s3://") else None
+
+    @property
+    def keyring_dir(self) -> Path | None:
+        spec = self.key_provider
+        return Path(spec.removeprefix("local:")) if spec.startswith("local:") else None
+
+
+class RegionSettings(Placement):
+    """One region of ``CALLVAULT_REGIONS``, written like the home region's settings. The secrets
+    may be given as ``*_file`` paths instead (read here, once); giving both is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    s3_secret_key_file: str | None = None
+    transit_token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> RegionSettings:
+        for name in ("s3_secret_key", "transit_token"):
+            path = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"set either {name} or {name}_file, not both")
+            object.__setattr__(self, name, _read_secret_file(f"{name}_file", path))
+        return self
 
 
 class _FileSecrets(PydanticBaseSettingsSource):
@@ -61,35 +145,26 @@ class _FileSecrets(PydanticBaseSettingsSource):
             if var in os.environ:
                 # Two sources for one secret: refuse rather than guess which one wins.
                 raise ConfigError(f"set either {var} or {var}_FILE, not both")
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-                raise ConfigError(f"{var}_FILE: cannot read {path}: {reason}") from None
-            value = text.removesuffix("\n").removesuffix("\r")
-            if not value:
-                raise ConfigError(f"{var}_FILE: {path} is empty")
-            values[name] = value
+            values[name] = _read_secret_file(f"{var}_FILE", path)
         return values
 
 
-class Settings(BaseSettings):
+class Settings(Placement, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLVAULT_", extra="ignore", frozen=True)
 
     database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/callvault.db"
     # The PostgreSQL password, kept out of the URL (so the URL may live in plain config and the
     # password in a secret file shared with the database container).
     database_password: str | None = Field(default=None, repr=False)
+    # The home region's store and key provider (the other fields are Placement's).
     blob_store: str = f"file:{DEFAULT_DATA_DIR}/blobs"
-    s3_endpoint: str | None = None
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = Field(default=None, repr=False)
-    s3_secure: bool = False
-    s3_region: str | None = None
     key_provider: str = f"local:{DEFAULT_KEY_DIR}"
-    transit_token: str | None = Field(default=None, repr=False)
-    transit_mount: str = "transit"
     policy_file: Path | None = None
+    # Data residency (README, "Data residency"). The settings above are the home region's;
+    # ``regions`` (JSON) adds the others, each with its own store and key provider. Residency is
+    # on once either is set: tenant and principal regions must then name a configured region.
+    home_region: str | None = Field(default=None, pattern=REGION_RE)
+    regions: dict[str, RegionSettings] = Field(default_factory=dict)
     # Where ``init`` (and a first ``serve``) writes the bootstrap admin key, mode 0600, instead of
     # printing it.
     admin_key_file: Path | None = None
@@ -187,19 +262,28 @@ class Settings(BaseSettings):
         object.__setattr__(self, "database_url", full)  # frozen model: set once, here
         return self
 
-    @field_validator("blob_store")
+    @field_validator("regions", mode="before")
     @classmethod
-    def _blob_scheme(cls, v: str) -> str:
-        if not (v.startswith("file:") or v.startswith("s3://")):
-            raise ValueError("must be file:PATH or s3://BUCKET")
+    def _regions_json(cls, v: Any) -> Any:
+        # From CALLVAULT_REGIONS_FILE the value arrives as text.
+        if isinstance(v, str):
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise ValueError("must be a JSON object of region name to settings") from None
         return v
 
-    @field_validator("key_provider")
-    @classmethod
-    def _key_scheme(cls, v: str) -> str:
-        if not (v.startswith("local:") or v.startswith("transit:")):
-            raise ValueError("must be local:PATH or transit:http(s)://HOST:PORT")
-        return v
+    @model_validator(mode="after")
+    def _region_names(self) -> Settings:
+        for name in self.regions:
+            if not re.fullmatch(REGION_RE, name):
+                raise ValueError(f"region name {name!r}: a lower-case slug of 1-64 characters")
+            if name == self.home_region_name:
+                raise ValueError(
+                    f"region {name!r} is the home region (CALLVAULT_HOME_REGION): its store and "
+                    "keys are CALLVAULT_BLOB_STORE and CALLVAULT_KEY_PROVIDER"
+                )
+        return self
 
     # --- derived views ----------------------------------------------------------------------
 
@@ -212,32 +296,36 @@ class Settings(BaseSettings):
         return Path(self.database_url.removeprefix("sqlite:///")) if self.is_sqlite else None
 
     @property
-    def blob_dir(self) -> Path | None:
-        return (
-            Path(self.blob_store.removeprefix("file:"))
-            if self.blob_store.startswith("file:")
-            else None
-        )
+    def home_region_name(self) -> str:
+        return self.home_region or DEFAULT_HOME_REGION
 
     @property
-    def s3_bucket(self) -> str | None:
-        return (
-            self.blob_store.removeprefix("s3://") if self.blob_store.startswith("s3://") else None
-        )
+    def residency(self) -> bool:
+        """Regions are configured: tenant and principal regions must name one of them."""
+        return self.home_region is not None or bool(self.regions)
 
     @property
-    def keyring_dir(self) -> Path | None:
-        if self.key_provider.startswith("local:"):
-            return Path(self.key_provider.removeprefix("local:"))
-        return None
+    def region_names(self) -> frozenset[str]:
+        """Every configured region, the home region included."""
+        return frozenset({self.home_region_name, *self.regions})
+
+    @property
+    def known_regions(self) -> frozenset[str] | None:
+        """What a tenant's region must be one of; None while residency is off (the region is
+        then a label only, as before regions existed)."""
+        return self.region_names if self.residency else None
 
     def check_key_separation(self) -> None:
-        """Key material must never live inside the directories of the data it protects."""
-        keyring = self.keyring_dir
-        if keyring is None:
-            return
-        keyring = keyring.resolve()
-        guarded = [p for p in (self.blob_dir, self.sqlite_path) if p is not None]
+        """Key material must never live inside the directories of the data it protects (in any
+        region: one region's keyring inside another's blobs is as bad)."""
+        blob_dirs = [self.blob_dir] + [r.blob_dir for r in self.regions.values()]
+        keyrings = [self.keyring_dir] + [r.keyring_dir for r in self.regions.values()]
+        for keyring in keyrings:
+            if keyring is not None:
+                self._check_keyring(keyring.resolve(), blob_dirs)
+
+    def _check_keyring(self, keyring: Path, blob_dirs: list[Path | None]) -> None:
+        guarded = [p for p in (*blob_dirs, self.sqlite_path) if p is not None]
         for path in guarded:
             root = path.resolve()
             # The DB is a file: guard its directory.

@@ -38,6 +38,14 @@ class PermissionDeniedError(VaultError):
     title = "Not allowed"
 
 
+class TransferNotAuthorisedError(PermissionDeniedError):
+    """A read from another region than the recording's, which the tenant's policy does not
+    authorise (vault.residency)."""
+
+    code = "transfer-not-authorised"
+    title = "Cross-region transfer not authorised by the tenant"
+
+
 class SessionEndedError(AuthenticationError):
     """A console session that is missing, ended, idle, past its lifetime, or whose key or role
     changed; ``end_reason`` (in ``extra``) says which when it has just ended."""
@@ -133,6 +141,13 @@ class KeyDestroyedError(GoneError):
 class InvalidInputError(VaultError):
     code = "invalid-input"
     title = "Invalid input"
+
+
+class UnknownRegionError(InvalidInputError):
+    """A tenant or principal names a region the settings do not configure."""
+
+    code = "unknown-region"
+    title = "Unknown region"
 
 
 class ConflictError(VaultError):
@@ -276,6 +291,14 @@ class MisconfiguredError(VaultError, ValueError):
     code = "misconfigured"
     title = "The vault is misconfigured; see its log"
     public_detail = False
+
+
+class RegionNotConfiguredError(MisconfiguredError):
+    """Media or keys live in a region the settings no longer name (fail closed, never the home
+    store instead)."""
+
+    code = "region-not-configured"
+    title = "The recording's region is not configured; see the vault's log"
 
 
 class StorageError(VaultError):

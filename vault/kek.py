@@ -14,8 +14,11 @@ retirement can destroy:
 
 ``kek_cycle`` runs under a DB lease (a ``job_lease`` row taken with a compare-and-set), so two
 workers never rotate twice. Media is never re-encrypted: only wrapped DEKs change.
-"""
 
+Regions: every region's key provider is cycled in turn (the home region first) with its own
+versions (``kek_version.region``) and only the DEKs of its own recordings; a recording's DEK is
+never wrapped by another region's provider.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ from vault.leases import (
     release_lease,
     renew_lease,
 )
-from vault.models import KekVersion, Recording
+from vault.models import Recording
+from vault.residency import recording_in
 from vault.tags import AuditAction, Outcome
 
 __all__ = ["KEK_LEASE", "KekCycleResult", "kek_cycle", "retire_unused", "rotate"]
@@ -71,10 +75,17 @@ class KekCycleResult:
     rewrapped: int = 0
     rewrap_failed: int = 0
     retired: list[int] = field(default_factory=list)
+    # The other regions' results (the fields above are the home region's).
+    regions: dict[str, KekCycleResult] = field(default_factory=dict)
 
     def summary(self) -> str:
         if not self.acquired:
             return "skipped: another worker holds the kek-cycle lease"
+        own = self._summary()
+        others = "".join(f"; region {n}: {r._summary()}" for n, r in sorted(self.regions.items()))
+        return own + others
+
+    def _summary(self) -> str:
         rotation = (
             f"rotated to v{self.rotated_to}"
             if self.rotated_to
@@ -99,10 +110,6 @@ def kek_cycle(ctx: Context, *, now: datetime, force: bool = False, holder: str) 
     if not acquire_lease(ctx.db, KEK_LEASE, holder=holder, now=now):
         return KekCycleResult(acquired=False)
     try:
-        result = KekCycleResult()
-        result.rotated_to, result.adopted = _rotate_if_due(ctx, now=now, force=force)
-        if result.rotated_to or result.adopted:
-            crashpoint(AFTER_KEK_ROTATE)
 
         def keep_lease() -> None:
             if not renew_lease(
@@ -110,56 +117,80 @@ def kek_cycle(ctx: Context, *, now: datetime, force: bool = False, holder: str) 
             ):
                 raise ConflictError("the kek-cycle lease was lost; stopping")
 
-        result.newest, result.rewrapped, result.rewrap_failed = _rewrap_all(
-            ctx, now=now, renew=keep_lease
-        )
-        crashpoint(AFTER_REWRAP)
-        result.retired = retire_unused(ctx, now=now)
+        home, *others = ctx.regions()
+        result = _cycle(ctx, home, now=now, force=force, renew=keep_lease)
+        for region in others:
+            assert region is not None
+            result.regions[region] = _cycle(ctx, region, now=now, force=force, renew=keep_lease)
         return result
     finally:
         release_lease(ctx.db, KEK_LEASE, holder=holder, now=now)
 
 
-def rotate(ctx: Context, *, now: datetime) -> int:
+def _cycle(
+    ctx: Context, region: str | None, *, now: datetime, force: bool, renew: Callable[[], None]
+) -> KekCycleResult:
+    """One region's rotation, rewrap and retirement."""
+    result = KekCycleResult()
+    result.rotated_to, result.adopted = _rotate_if_due(ctx, now=now, force=force, region=region)
+    if result.rotated_to or result.adopted:
+        crashpoint(AFTER_KEK_ROTATE)
+    result.newest, result.rewrapped, result.rewrap_failed = _rewrap_all(
+        ctx, now=now, renew=renew, region=region
+    )
+    crashpoint(AFTER_REWRAP)
+    result.retired = retire_unused(ctx, now=now, region=region)
+    return result
+
+
+def rotate(ctx: Context, *, now: datetime, region: str | None = None) -> int:
     """Add a new KEK version now (``callvault keys rotate``); returns the newest version."""
     holder = process_holder()
     if not acquire_lease(ctx.db, KEK_LEASE, holder=holder, now=now):
         raise ConflictError("a kek-cycle is running; try again when it has finished")
     try:
-        rotated, adopted = _rotate_if_due(ctx, now=now, force=True, actor=MANUAL_ACTOR)
+        rotated, adopted = _rotate_if_due(
+            ctx, now=now, force=True, actor=MANUAL_ACTOR, region=region
+        )
     finally:
         release_lease(ctx.db, KEK_LEASE, holder=holder, now=now)
     return rotated or max(adopted)
 
 
 def _rotate_if_due(
-    ctx: Context, *, now: datetime, force: bool, actor: str = CYCLE_ACTOR
+    ctx: Context,
+    *,
+    now: datetime,
+    force: bool,
+    actor: str = CYCLE_ACTOR,
+    region: str | None = None,
 ) -> tuple[int | None, list[int]]:
     """(version rotated to, versions adopted); adopting counts as the due rotation."""
-    adopted = kek_versions.record_provider_versions(ctx, now=now)
+    adopted = kek_versions.record_provider_versions(ctx, now=now, region=region)
     if adopted:
         return None, adopted
     with ctx.db.reading() as session:
-        newest = kek_versions.newest_version(session)
-        row = session.get(KekVersion, newest) if newest is not None else None
+        newest = kek_versions.newest_version(session, region)
+        row = kek_versions.get(session, newest, region) if newest is not None else None
     if row is None:
         raise KeyProviderUnavailableError("the key provider has no live KEK version")
     if not force and row.created_at + ctx.policy.kek_rotation > now:
         return None, []
-    version = ctx.keys.rotate()
+    version = ctx.keys_for(region).rotate()
     with ctx.db.transaction() as session:
         # A concurrent ingest may have recorded (and audited) it first: one event either way.
-        if kek_versions.insert_version(session, version, now):
+        if kek_versions.insert_version(session, version, now, region):
             audit.record(
                 session, action=AuditAction.kek_rotate, actor=actor, now=now,
-                details={"version": version, "previous": row.version, "forced": force},
+                details={"version": version, "previous": row.version, "forced": force,
+                         **kek_versions.region_detail(ctx, region)},
             )  # fmt: skip
-    log.info("KEK rotated to version %d", version)
+    log.info("KEK rotated to version %d (region %s)", version, ctx.region_name(region))
     return version, []
 
 
 def _rewrap_all(
-    ctx: Context, *, now: datetime, renew: Callable[[], None]
+    ctx: Context, *, now: datetime, renew: Callable[[], None], region: str | None = None
 ) -> tuple[int | None, int, int]:
     """Move every wrapped DEK, whatever its row's status, to the newest version.
 
@@ -170,13 +201,15 @@ def _rewrap_all(
     """
     done = failed = 0
     after: uuid.UUID | None = None
+    keys = ctx.keys_for(region)
     while True:
         with ctx.db.reading() as session:
-            newest = kek_versions.newest_version(session)
+            newest = kek_versions.newest_version(session, region)
             query = (
                 select(Recording.id, Recording.tenant_id, Recording.wrapped_dek)
                 .where(
                     col(Recording.wrapped_dek).is_not(None),
+                    recording_in(region),
                     sa.or_(
                         col(Recording.kek_version).is_(None), col(Recording.kek_version) < newest
                     ),
@@ -195,8 +228,8 @@ def _rewrap_all(
         bad = 0
         for rid, tenant_id, stored in rows:
             try:
-                sources.add(ctx.keys.version_of(stored))
-                moved_to = ctx.keys.rewrap_dek(stored, tenant_id=tenant_id, recording_id=rid)
+                sources.add(keys.version_of(stored))
+                moved_to = keys.rewrap_dek(stored, tenant_id=tenant_id, recording_id=rid)
                 new[rid] = (stored, moved_to)
             except (WrappedKeyInvalidError, KeyDestroyedError):
                 log.error("kek-cycle: cannot rewrap the DEK of recording %s", rid)
@@ -205,13 +238,13 @@ def _rewrap_all(
         with ctx.db.transaction() as session:
             kek_versions.lock(session, exclusive=False)
             for rid, (old, wrapped) in new.items():
-                if not kek_versions.is_live(session, wrapped.kek_version):
+                if not kek_versions.is_live(session, wrapped.kek_version, region):
                     continue  # retired under us: the next run rewraps it again
                 # updated_at stays: the recording itself did not change (the sweeper reads it).
                 changed = session.execute(
                     sa.update(Recording)
                     .where(col(Recording.id) == rid, col(Recording.wrapped_dek) == old)
-                    .values(wrapped_dek=ctx.keys.encode(wrapped), kek_version=wrapped.kek_version)
+                    .values(wrapped_dek=keys.encode(wrapped), kek_version=wrapped.kek_version)
                     .execution_options(synchronize_session=False)
                 )
                 moved += changed.rowcount  # type: ignore[attr-defined]
@@ -219,27 +252,30 @@ def _rewrap_all(
                 session, action=AuditAction.kek_rewrap, actor=CYCLE_ACTOR, now=now,
                 outcome=Outcome.failed if bad and not moved else Outcome.ok,
                 details={"count": moved, "failed": bad, "from_versions": sorted(sources),
-                         "to_version": newest},
+                         "to_version": newest, **kek_versions.region_detail(ctx, region)},
             )  # fmt: skip
         done, failed = done + moved, failed + bad
         renew()
 
 
-def retire_unused(ctx: Context, *, now: datetime) -> list[int]:
+def retire_unused(ctx: Context, *, now: datetime, region: str | None = None) -> list[int]:
     """Destroy every KEK version below the oldest one a live DEK still uses (never the newest).
 
     Three steps (see the module docstring): mark under the exclusive lock, destroy at the
     provider with no transaction open, record. Idempotent: versions already marked or already
     destroyed (a crash between the steps) are finished and recorded once.
     """
-    live = kek_versions.provider_versions(ctx, now)
+    live = kek_versions.provider_versions(ctx, now, region)
+    ours, model = kek_versions.in_region(region), kek_versions.table(region)
     with ctx.db.transaction() as session:
         kek_versions.lock(session, exclusive=True)
-        kek_versions.adopt(session, live, now=now)
-        newest = kek_versions.newest_version(session)
+        kek_versions.adopt(
+            session, live, now=now, region=region, details=kek_versions.region_detail(ctx, region)
+        )
+        newest = kek_versions.newest_version(session, region)
         if newest is None:
             return []
-        held = col(Recording.wrapped_dek).is_not(None)
+        held = sa.and_(col(Recording.wrapped_dek).is_not(None), recording_in(region))
         unknown = session.exec(
             select(sa.func.count()).where(held, col(Recording.kek_version).is_(None))
         ).one()
@@ -250,22 +286,22 @@ def retire_unused(ctx: Context, *, now: datetime) -> list[int]:
         through = min(oldest_used or newest, newest) - 1
         # Versions already marked by a run that crashed count too, whatever is due now.
         marked = session.exec(
-            select(sa.func.max(KekVersion.version)).where(
-                col(KekVersion.retiring_at).is_not(None), col(KekVersion.retired_at).is_(None)
+            select(sa.func.max(model.version)).where(
+                ours, col(model.retiring_at).is_not(None), col(model.retired_at).is_(None)
             )
         ).one()
         through = max(through, marked or 0)
         if through < 1:
             return []
         session.execute(
-            sa.update(KekVersion)
-            .where(col(KekVersion.version) <= through, col(KekVersion.retiring_at).is_(None))
+            sa.update(model)
+            .where(ours, col(model.version) <= through, col(model.retiring_at).is_(None))
             .values(retiring_at=now)
         )
         pending = sorted(
             session.exec(
-                select(KekVersion.version).where(
-                    col(KekVersion.version) <= through, col(KekVersion.retired_at).is_(None)
+                select(model.version).where(
+                    ours, col(model.version) <= through, col(model.retired_at).is_(None)
                 )
             ).all()
         )
@@ -274,17 +310,18 @@ def retire_unused(ctx: Context, *, now: datetime) -> list[int]:
     if not versions:
         return []
     if destroy:
-        ctx.keys.retire(through)
+        ctx.keys_for(region).retire(through)
     with ctx.db.transaction() as session:
         session.execute(
-            sa.update(KekVersion)
-            .where(col(KekVersion.version) <= through, col(KekVersion.retired_at).is_(None))
+            sa.update(model)
+            .where(ours, col(model.version) <= through, col(model.retired_at).is_(None))
             .values(retired_at=now)
         )
         for version in versions:
             audit.record(
                 session, action=AuditAction.kek_retire, actor=CYCLE_ACTOR, now=now,
-                details={"version": version, "destroyed": version in destroy},
+                details={"version": version, "destroyed": version in destroy,
+                         **kek_versions.region_detail(ctx, region)},
             )  # fmt: skip
-    log.info("KEK versions retired: %s", versions)
+    log.info("KEK versions retired (region %s): %s", ctx.region_name(region), versions)
     return versions

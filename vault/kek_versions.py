@@ -5,6 +5,11 @@ The ``kek_version`` table is the truth: ``retiring_at`` marks a version about to
 :mod:`vault.kek`): a transaction-level advisory lock on PostgreSQL, taken *shared* by the
 commit of a new wrap and *exclusive* by retirement; on SQLite every write transaction already
 starts with ``BEGIN IMMEDIATE``. A provider version the DB does not know yet is *adopted*.
+
+Regions: each region's key provider numbers its own versions, so every function takes the region
+key: ``None`` (the home region) is ``kek_version`` as before regions existed, any other region's
+rows are in ``region_kek_version`` (:func:`table`, :func:`in_region`). One lock serves every
+region: retirement is rare and short.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from vault.context import Context
 from vault.db import is_postgres
 from vault.errors import ConflictError, KeyProviderUnavailableError, MisconfiguredError
 from vault.leases import dialect, inserted
-from vault.models import KekVersion
+from vault.models import KekVersion, RegionKekVersion
 from vault.tags import AuditAction
 
 __all__ = [
-    "adopt", "insert_version", "is_live", "lock", "newest_version", "provider_versions",
-    "record_provider_versions", "store_new_dek",
+    "adopt", "get", "in_region", "insert_version", "is_live", "lock", "newest_version",
+    "provider_versions", "record_provider_versions", "region_detail", "store_new_dek", "table",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -53,39 +58,77 @@ def lock(session: Session, *, exclusive: bool) -> None:
 # --- versions as the DB knows them ------------------------------------------------------------
 
 
-def newest_version(session: Session) -> int | None:
-    """The newest KEK version recorded in the DB and not retired."""
+Version = KekVersion | RegionKekVersion
+
+
+def table(region: str | None) -> type[KekVersion] | type[RegionKekVersion]:
+    """The table of the region's versions."""
+    return KekVersion if region is None else RegionKekVersion
+
+
+def in_region(region: str | None) -> sa.ColumnElement[bool]:
+    """The filter to add to every query of :func:`table` (the region's own rows)."""
+    return sa.true() if region is None else col(RegionKekVersion.region) == region
+
+
+def newest_version(session: Session, region: str | None = None) -> int | None:
+    """The newest KEK version of the region recorded in the DB and not retired."""
+    model = table(region)
     return session.exec(
-        select(sa.func.max(KekVersion.version)).where(col(KekVersion.retired_at).is_(None))
+        select(sa.func.max(model.version)).where(col(model.retired_at).is_(None), in_region(region))
     ).one()
 
 
-def is_live(session: Session, version: int) -> bool:
-    row = session.get(KekVersion, version, populate_existing=True)
+def get(session: Session, version: int, region: str | None = None) -> Version | None:
+    ident: object = version if region is None else (region, version)
+    return session.get(table(region), ident, populate_existing=True)
+
+
+def is_live(session: Session, version: int, region: str | None = None) -> bool:
+    row = get(session, version, region)
     return row is not None and row.retiring_at is None and row.retired_at is None
 
 
-def insert_version(session: Session, version: int, created_at: datetime) -> bool:
+def insert_version(
+    session: Session, version: int, created_at: datetime, region: str | None = None
+) -> bool:
     """Record a version unless it is already known; True if this call recorded it."""
-    row = {"version": version, "created_at": created_at, "retired_at": None}
-    insert = dialect(session).insert(KekVersion).values(**row).on_conflict_do_nothing()
-    return inserted(session, insert.returning(KekVersion.version))  # type: ignore[arg-type]
+    model = table(region)
+    row: dict[str, object] = {"version": version, "created_at": created_at, "retired_at": None}
+    if region is not None:
+        row["region"] = region
+    insert = dialect(session).insert(model).values(**row).on_conflict_do_nothing()
+    return inserted(session, insert.returning(model.version))  # type: ignore[arg-type]
 
 
-def provider_versions(ctx: Context, now: datetime) -> dict[int, datetime]:
+def provider_versions(
+    ctx: Context, now: datetime, region: str | None = None
+) -> dict[int, datetime]:
     """The provider's live versions and their creation times (provider calls: no transaction)."""
+    keys = ctx.keys_for(region)
     out = {}
-    for version in ctx.keys.live_versions():
+    for version in keys.live_versions():
         try:
-            stamp = ctx.keys.created_at(version)
+            stamp = keys.created_at(version)
         except KeyProviderUnavailableError:  # no timestamp: the DB's first sighting counts
             stamp = now
         out[version] = min(stamp, now)
     return out
 
 
+def region_detail(ctx: Context, region: str | None) -> dict[str, str]:
+    """Audit details naming a region other than the home one (home events stay as they were)."""
+    return {} if region is None else {"region": ctx.region_name(region)}
+
+
 def adopt(
-    session: Session, live: dict[int, datetime], *, now: datetime, audited: bool = True
+    session: Session,
+    live: dict[int, datetime],
+    *,
+    now: datetime,
+    audited: bool = True,
+    region: str | None = None,
+    details: dict[str, str] | None = None,
 ) -> list[int]:
     """Record provider versions the DB does not know yet; return the versions rotated to.
 
@@ -94,26 +137,32 @@ def adopt(
     by another process), and recording it is that rotation's audited event: exactly one
     ``kek.rotate`` per version, by whoever records it.
     """
-    known = set(session.exec(select(KekVersion.version)).all())
+    known = set(session.exec(select(table(region).version).where(in_region(region))).all())
     adopted = []
     for version in sorted(set(live) - known):
-        if not insert_version(session, version, live[version]):
+        if not insert_version(session, version, live[version], region):
             continue
         if known and audited:
             audit.record(
                 session, action=AuditAction.kek_rotate, actor=SYNC_ACTOR, now=now,
-                details={"version": version, "previous": max(known), "adopted": True},
+                details={"version": version, "previous": max(known), "adopted": True,
+                         **(details or {})},
             )  # fmt: skip
             adopted.append(version)
         known.add(version)
     return adopted
 
 
-def record_provider_versions(ctx: Context, *, now: datetime, audited: bool = True) -> list[int]:
+def record_provider_versions(
+    ctx: Context, *, now: datetime, audited: bool = True, region: str | None = None
+) -> list[int]:
     """Adopt every provider version the DB does not know yet (``init`` and the cycle)."""
-    live = provider_versions(ctx, now)
+    live = provider_versions(ctx, now, region)
     with ctx.db.transaction() as session:
-        return adopt(session, live, now=now, audited=audited)
+        return adopt(
+            session, live, now=now, audited=audited, region=region,
+            details=region_detail(ctx, region),
+        )  # fmt: skip
 
 
 # --- wrapping ---------------------------------------------------------------------------------
@@ -127,30 +176,35 @@ def store_new_dek(
     recording_id: uuid.UUID,
     write: Callable[[Session, WrappedKey], T],
     wrapped: WrappedKey | None = None,
+    region: str | None = None,
 ) -> T:
     """Wrap ``dek`` outside any transaction, then commit ``write(session, wrapped)`` under the
     shared KEK lock once the wrap's version is known to be live (see the module docstring).
 
-    ``wrapped`` lets a caller hand over a wrap made earlier. Raises the key provider's domain
-    errors, and ``MisconfiguredError`` when the provider wraps under a version the DB never
+    ``wrapped`` lets a caller hand over a wrap made earlier; ``region`` is the recording's
+    (its key provider wraps, and its versions are the ones checked). Raises the key provider's
+    domain errors, and ``MisconfiguredError`` when the provider wraps under a version the DB never
     heard of and that is older than the DB's newest (the wrong keyring).
     """
     for _ in range(WRAP_ATTEMPTS):
         if wrapped is None:
-            wrapped = ctx.keys.wrap_dek(dek, tenant_id=tenant_id, recording_id=recording_id)
+            wrapped = ctx.keys_for(region).wrap_dek(
+                dek, tenant_id=tenant_id, recording_id=recording_id
+            )
         with ctx.db.reading() as session:
-            known = newest_version(session)
-            seen = session.get(KekVersion, wrapped.kek_version) is not None
+            known = newest_version(session, region)
+            seen = get(session, wrapped.kek_version, region) is not None
         if not seen:
             if known is not None and wrapped.kek_version < known:
                 raise MisconfiguredError(
                     f"the key provider wraps under KEK version {wrapped.kek_version}, older "
                     f"than version {known} recorded in the database; is it the right keyring?"
                 )
-            record_provider_versions(ctx, now=ctx.now())  # a rotation the DB has not seen
+            # A rotation the DB has not seen.
+            record_provider_versions(ctx, now=ctx.now(), region=region)
         with ctx.db.transaction() as session:
             lock(session, exclusive=False)
-            if is_live(session, wrapped.kek_version):
+            if is_live(session, wrapped.kek_version, region):
                 return write(session, wrapped)
         log.info("KEK v%d is being retired; wrapping the new DEK again", wrapped.kek_version)
         wrapped = None

@@ -32,8 +32,9 @@ def initialise(
     creates the admin: if it cannot be stored, no admin is created and the next run tries again.
     """
     migrate(ctx.db.engine, owner_refs=lambda owners: owner_refs(ctx.keys, owners))
-    ctx.store.ensure_bucket()
-    kek_versions.record_provider_versions(ctx, now=now)
+    for region in ctx.regions():
+        ctx.store_for(region).ensure_bucket()
+        kek_versions.record_provider_versions(ctx, now=now, region=region)
     owner = owner_of(ctx.keys, principals.BOOTSTRAP_OWNER)  # before the transaction
     with ctx.db.transaction() as session:
         key = principals.bootstrap_admin(session, owner=owner, now=now, rng=ctx.rng)

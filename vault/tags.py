@@ -91,6 +91,8 @@ class AuditAction(StrEnum):
     scrub = "integrity.scrub"
     # reports
     report_evidence = "report.evidence"
+    # data residency: a read served to another region than the recording's (vault.residency)
+    residency_transfer = "residency.transfer"
 
 
 class Outcome(StrEnum):

@@ -45,8 +45,12 @@ class Guarded:
 
 
 def guard(ctx: Context) -> list[str]:
-    """Wrap the context's store and keys; returns the (live) list of violations."""
+    """Wrap the context's stores and keys (every region's); returns the (live) list of
+    violations."""
     violations: list[str] = []
     ctx.store = Guarded(ctx.store, "store", violations)  # type: ignore[assignment]
     ctx.keys = Guarded(ctx.keys, "keys", violations)  # type: ignore[assignment]
+    for name in list(ctx.regional_stores):
+        ctx.regional_stores[name] = Guarded(ctx.regional_stores[name], f"store[{name}]", violations)  # type: ignore[assignment]
+        ctx.regional_keys[name] = Guarded(ctx.regional_keys[name], f"keys[{name}]", violations)  # type: ignore[assignment]
     return violations

@@ -36,12 +36,16 @@ def _probe(check: Callable[[], None], timeout: float, pool: concurrent.futures.E
 def readyz(ctx: CtxDep) -> JSONResponse:
     timeout = ctx.settings.readiness_timeout_seconds
     # Not a context manager: a hung probe must not hold the answer past its timeout.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+    others = ctx.regions()[1:]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=3 + 2 * len(others))
     checks = {
         "database": _probe(ctx.db.check, timeout, pool),
         "store": _probe(ctx.store.check, timeout, pool),
         "key_provider": _probe(ctx.keys.check, timeout, pool),
     }
+    for region in others:  # every region's store and keys: media of any tenant must be servable
+        checks[f"store:{region}"] = _probe(ctx.store_for(region).check, timeout, pool)
+        checks[f"key_provider:{region}"] = _probe(ctx.keys_for(region).check, timeout, pool)
     pool.shutdown(wait=False)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},

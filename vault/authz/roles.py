@@ -104,6 +104,8 @@ class Actor:
     # The local operator (CLI, jobs): every role permission, all tenants. Still no content
     # without a grant.
     system: bool = False
+    # Where the principal reads from (vault.residency); None: the home region.
+    region: str | None = None
 
     @classmethod
     def operator(cls, name: str = "cli") -> Actor:

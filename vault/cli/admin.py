@@ -48,16 +48,23 @@ def jobs_run(
 
 @keys_app.command("rotate")
 @clean_errors
-def keys_rotate() -> None:
+def keys_rotate(
+    region: Annotated[
+        str | None, typer.Option(help="Another region's key provider (default: the home one).")
+    ] = None,
+) -> None:
     """Add a new KEK version now (the kek-cycle job then rewraps DEKs and retires old ones)."""
     from vault import kek as keys
 
     ctx = context()
     try:
-        version = keys.rotate(ctx, now=ctx.now())
+        key = None if region in (None, ctx.home_region) else region
+        ctx.keys_for(key)  # an unknown region fails here, before any provider is asked
+        version = keys.rotate(ctx, now=ctx.now(), region=key)
     finally:
         ctx.close()
-    typer.echo(f"KEK rotated: newest version is {version}")
+    where = "" if region is None else f" in region {ctx.region_name(key)}"
+    typer.echo(f"KEK rotated{where}: newest version is {version}")
 
 
 @keys_app.command("retire")
@@ -89,8 +96,9 @@ def tenant_add(name: str, region: Annotated[str | None, typer.Option()] = None) 
     ctx = context()
     with ctx.db.transaction() as session:
         tenant = create_tenant(
-            session, actor=Actor.operator(), name=name, region=region, now=ctx.now()
-        )
+            session, actor=Actor.operator(), name=name, region=region, now=ctx.now(),
+            regions=ctx.settings.known_regions,
+        )  # fmt: skip
     typer.echo(f"tenant {tenant.name} {tenant.id}")
 
 
@@ -109,6 +117,10 @@ def principal_add(
         bool, typer.Option("--all-tenants", help="Scope over every tenant.")
     ] = False,
     expires_days: Annotated[float | None, typer.Option(help="Key lifetime in days.")] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(help="The region it reads from (default: the home region)."),
+    ] = None,
 ) -> None:
     """Create a principal and print its API key (alone on the last line)."""
     from vault.identity import principals
@@ -122,7 +134,7 @@ def principal_add(
         principal, key = principals.add_principal(
             session, actor=Actor.operator(), name=name, role=role, owner=owner_id,
             tenants=tenant or [], all_tenants=all_tenants, now=now, expires_at=expires_at,
-            rng=ctx.rng,
+            rng=ctx.rng, region=region, regions=ctx.settings.region_names,
         )  # fmt: skip
     typer.echo(f"principal {principal.name} ({principal.role}) {principal.id}")
     typer.echo(key)

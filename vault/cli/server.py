@@ -193,5 +193,6 @@ def _check_ready(ctx: Context, *, full: bool) -> None:
     ctx.db.check()
     require_current_schema(ctx.db.engine)
     if full:
-        ctx.store.check()
-        ctx.keys.check()
+        for region in ctx.regions():
+            ctx.store_for(region).check()
+            ctx.keys_for(region).check()

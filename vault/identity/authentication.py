@@ -98,4 +98,5 @@ def _actor_of(session: Session, row: ApiKey, now: datetime) -> Actor:
         owner=principal.owner_ref,
         all_tenants=principal.all_tenants,
         tenant_ids=principal_tenant_ids(session, principal.id),
+        region=principal.region,
     )

@@ -10,7 +10,7 @@ import base64
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -31,7 +31,7 @@ from vault.identity.authentication import (
     principal_tenant_ids,
 )
 from vault.identity.owners import Owner
-from vault.identity.tenants import resolve_tenant, tenant_names
+from vault.identity.tenants import check_region, resolve_tenant, tenant_names
 from vault.leases import claim
 from vault.models import ApiKey, Principal, PrincipalPublic, PrincipalTenant, Role
 from vault.tags import AuditAction
@@ -76,10 +76,14 @@ def add_principal(
     now: datetime,
     expires_at: datetime | None = None,
     rng: Rng | None = None,
+    region: str | None = None,
+    regions: Collection[str] | None = None,
 ) -> tuple[Principal, str]:
     """Create a principal and its first API key; the key is returned once and never stored.
 
     ``owner`` comes from :func:`vault.identity.owners.owner_of`, called before the transaction.
+    ``region`` is where it reads from (vault.residency), one of ``regions`` (the configured
+    ones, ``Settings.region_names``); ``None``: the home region.
     """
     authz.authorize(session, actor, Permission.principal_manage, now=now)
     if not isinstance(name, str) or not _PRINCIPAL_RE.fullmatch(name):
@@ -87,6 +91,7 @@ def add_principal(
             "principal name: 1-128 characters, letters, digits, '.', '_', '@' or '-'"
         )
     parsed_role = _parse_role(role)
+    check_region(region, regions)
     if bool(tenants) == bool(all_tenants):
         raise InvalidInputError(SCOPE_REQUIRED if not tenants else f"{SCOPE_REQUIRED}, not both")
     tenant_ids = sorted({resolve_tenant(session, ref).id for ref in tenants}, key=str)
@@ -107,6 +112,7 @@ def add_principal(
         owner=owner.email,
         owner_ref=owner.ref,
         all_tenants=bool(all_tenants),
+        region=region,
         created_at=now,
     )
     session.add(principal)
@@ -130,6 +136,7 @@ def add_principal(
             "owner_ref": owner.ref,
             "tenant_ids": [str(t) for t in tenant_ids],
             "all_tenants": bool(all_tenants),
+            **({"region": region} if region is not None else {}),
         },
     )
     return principal, key
@@ -375,6 +382,7 @@ def to_public(session: Session, principal: Principal) -> PrincipalPublic:
         owner=principal.owner,
         owner_ref=principal.owner_ref,
         all_tenants=principal.all_tenants,
+        region=principal.region,
         tenants=sorted(names.values()),
         created_at=principal.created_at,
         revoked_at=principal.revoked_at,

@@ -16,6 +16,7 @@ def create_tenant(
     body: TenantCreate, ctx: CtxDep, session: SessionDep, actor: CurrentActor
 ) -> TenantPublic:
     tenant = tenants.create_tenant(
-        session, actor=actor, name=body.name, region=body.region, now=ctx.now()
-    )
+        session, actor=actor, name=body.name, region=body.region, now=ctx.now(),
+        regions=ctx.settings.known_regions,
+    )  # fmt: skip
     return TenantPublic.model_validate(tenant, from_attributes=True)

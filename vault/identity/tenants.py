@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -12,16 +12,41 @@ from sqlmodel import Session, col, select
 
 from vault import audit, authz
 from vault.authz import Actor, Permission
-from vault.errors import ConflictError, InvalidInputError, NotFoundError, UnknownTenantError
+from vault.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnknownRegionError,
+    UnknownTenantError,
+)
 from vault.models import Tenant
 from vault.tags import AuditAction
 
 _TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def check_region(region: str | None, known: Collection[str] | None) -> None:
+    """A region must be one the settings configure (``known``, from
+    ``Settings.known_regions``); ``None`` known regions: residency is off, any label goes."""
+    if region is None or known is None or region in known:
+        return
+    raise UnknownRegionError(
+        f"region {region!r} is not configured (configured: {', '.join(sorted(known))})",
+        field="region",
+    )
+
+
 def create_tenant(
-    session: Session, *, actor: Actor, name: str, region: str | None, now: datetime
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    region: str | None,
+    now: datetime,
+    regions: Collection[str] | None = None,
 ) -> Tenant:
+    """Register a tenant. ``regions``: the configured regions its region must be one of
+    (checked here, so that a tenant never exists whose media ingest could not place)."""
     authz.authorize(session, actor, Permission.tenant_create, now=now)
     if not isinstance(name, str) or not _TENANT_RE.fullmatch(name):
         raise InvalidInputError(
@@ -30,6 +55,7 @@ def create_tenant(
         )
     if region is not None and (not region.strip() or len(region) > 64):
         raise InvalidInputError("region: 1-64 characters")
+    check_region(region, regions)
     if session.exec(select(Tenant.id).where(Tenant.name == name)).first() is not None:
         raise ConflictError(f"tenant {name!r} already exists")
     tenant = Tenant(name=name, region=region, created_at=now)

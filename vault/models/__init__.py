@@ -55,7 +55,7 @@ from vault.models.identity import (
     TenantCreate,
     TenantPublic,
 )
-from vault.models.operations import JobLease, KekVersion
+from vault.models.operations import JobLease, KekVersion, RegionKekVersion
 from vault.models.ops import JobStatus, MetricRollup
 from vault.models.privacy import (
     Restriction,
@@ -181,6 +181,7 @@ __all__ = [
     "RedactionPublic",
     "RedactionStatus",
     "RedactionTrigger",
+    "RegionKekVersion",
     "Restriction",
     "RestrictionCreate",
     "RestrictionPublic",

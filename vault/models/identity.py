@@ -63,6 +63,8 @@ class PrincipalBase(SQLModel):
     # (``principal clear-owner``); everything else holds ``owner_ref``.
     owner: str | None = Field(default=None, max_length=256)
     all_tenants: bool = False
+    # Where the principal reads from (vault.residency); None: the home region.
+    region: str | None = Field(default=None, max_length=64)
 
 
 class PrincipalPublic(PrincipalBase):

@@ -21,6 +21,16 @@ class KekVersion(SQLModel, table=True):
     retired_at: datetime | None = _ts(nullable=True)
 
 
+class RegionKekVersion(SQLModel, table=True):
+    """The same, for the key provider of each region other than the home one (data residency:
+    every region's provider numbers its own versions; the home region keeps ``kek_version``)."""
+
+    __tablename__ = "region_kek_version"
+    region: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    created_at: datetime = _ts()
+    retiring_at: datetime | None = _ts(nullable=True)
+    retired_at: datetime | None = _ts(nullable=True)
 
 
 class JobLease(SQLModel, table=True):

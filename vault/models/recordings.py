@@ -75,6 +75,9 @@ class Recording(SQLModel, table=True):
     version_id: str | None = Field(default=None, max_length=256)
     wrapped_dek: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     kek_version: int | None = Field(default=None, index=True)
+    # Where the media and the KEK live (vault.context.Context.region_of): None is the home
+    # region. Fixed at ingest, so that no later setting can orphan the object.
+    region: str | None = Field(default=None, max_length=64)
     recorded_at: datetime = _ts(index=True)
     ingested_at: datetime = _ts()
     updated_at: datetime = _ts()

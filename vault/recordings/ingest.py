@@ -108,6 +108,9 @@ def ingest(
         _check_tenant_open(target)
         # The tenant's approved restrictions apply to new ingests at once.
         policy = tenant_policy.effective_for(session, ctx.policy, [target.id])
+    # Residency: the tenant's region holds the object and wraps the DEK (a region the settings
+    # lost is refused here, before anything is written).
+    region = ctx.region_of(target.region)
     names = _check_purposes(policy, purposes)
     if call_id is not None and (not isinstance(call_id, str) or len(call_id) > MAX_CALL_ID):
         raise InvalidInputError(f"call_id must be a string of at most {MAX_CALL_ID} characters")
@@ -142,6 +145,7 @@ def ingest(
             # Only callvault's own ids: nothing the client sent (call ids, names) reaches S3.
             object_key=f"{target.id}/{rid}", recorded_at=recorded_at or now, ingested_at=now,
             updated_at=now, wrapped_dek=ctx.keys.encode(wrapped), kek_version=wrapped.kek_version,
+            region=region,
             parent_id=derivation.parent_id if derivation else None,
             # created_by is a foreign key: the operator and ad-hoc actors have no principal row.
             created_by=actor.id if not actor.system and session.get(Principal, actor.id) else None,
@@ -159,8 +163,9 @@ def ingest(
         return rec
 
     rec = kek_versions.store_new_dek(
-        ctx, dek=dek, tenant_id=target.id, recording_id=rid, write=insert
+        ctx, dek=dek, tenant_id=target.id, recording_id=rid, write=insert, region=region
     )
+    store = ctx.store_for(region)
 
     # --- phase 2: encrypt and stream to the store --------------------------------------------
     tally = Tally()
@@ -170,7 +175,7 @@ def ingest(
     try:
         # Encrypt and hash in this thread while a helper thread uploads: the two overlap.
         result = pipelined(
-            body, lambda chunks: ctx.store.put_stream(rec.object_key, chunks, size_hint=hint)
+            body, lambda chunks: store.put_stream(rec.object_key, chunks, size_hint=hint)
         )
         if result.size != tally.cipher_bytes:
             raise StorageError(f"store wrote {result.size} bytes, expected {tally.cipher_bytes}")
@@ -307,7 +312,7 @@ def _abandon(
                 if current is None or current.status == S.stored:
                     return
         try:
-            ctx.store.delete_all_versions(rec.object_key)
+            ctx.store_for(rec.region).delete_all_versions(rec.object_key)
         except Exception:
             log.warning("ingest cleanup: could not delete the object of %s", rec.id, exc_info=True)
         else:

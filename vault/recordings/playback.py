@@ -24,6 +24,9 @@ Choices:
 - ``integrity_failed`` recordings are not served at all (``IntegrityError``) until someone has
   looked at them, even ranges whose segments still authenticate.
 - Denied reads (no usable grant) are audited as ``permission.denied``.
+- Residency: the object and the KEK are the recording's region's; a reader in another region
+  needs the tenant's transfer authorisation (:mod:`vault.residency`), checked at open time and
+  audited as ``residency.transfer`` in the read event's transaction.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from datetime import datetime, timedelta
 
 from crypto import streaming
 from crypto.errors import DecryptionError
-from vault import audit, lifecycle
+from vault import audit, lifecycle, residency
 from vault.access import grants
 from vault.authz import Actor
 from vault.context import Context
@@ -76,6 +79,7 @@ class ReadPlan:
     purpose: str
     actor: str  # audit name
     object_key: str
+    region: str | None  # the recording's (None: home): where the object is read
     version_id: str | None
     ciphertext_size: int
     ciphertext_sha256: str | None
@@ -125,6 +129,10 @@ def open_read(
         grant, rec = grants.authorize_read(
             session, actor=actor, recording_id=recording_id, grant_id=grant_id, now=now
         )
+        transfer = residency.authorise_read(
+            session, actor=actor, recording=rec, source=ctx.region_name(rec.region),
+            home=ctx.home_region, now=now,
+        )  # fmt: skip
     if rec.status == RecordingStatus.integrity_failed:
         raise IntegrityError("this recording failed an integrity check and is not served")
     if rec.wrapped_dek is None:
@@ -144,7 +152,8 @@ def open_read(
     start, end = chosen if chosen is not None else (0, size)
 
     # 3. The DEK (a retired KEK answers 410, a provider outage 503: see vault.keys).
-    dek = ctx.keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
+    keys = ctx.keys_for(rec.region)
+    dek = keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
 
     # 4. The read event, committed on its own before any byte leaves. The grant is checked
     # again inside this transaction, so a revocation that landed since step 1 still wins.
@@ -164,6 +173,11 @@ def open_read(
                 },
             )  # fmt: skip
             seq = event.seq
+            if transfer is not None:
+                residency.record(
+                    session, transfer, actor=actor.audit_name, tenant_id=rec.tenant_id,
+                    target=str(rec.id), via="playback", now=now,
+                )  # fmt: skip
     except PermissionDeniedError:
         raise
     except Exception as exc:
@@ -172,7 +186,8 @@ def open_read(
 
     return ReadPlan(
         recording_id=rec.id, tenant_id=rec.tenant_id, grant_id=grant.id, purpose=grant.purpose,
-        actor=actor.audit_name, object_key=rec.object_key, version_id=rec.version_id,
+        actor=actor.audit_name, object_key=rec.object_key, region=rec.region,
+        version_id=rec.version_id,
         ciphertext_size=int(rec.ciphertext_size),  # type: ignore[arg-type]
         ciphertext_sha256=rec.ciphertext_sha256, size=size, start=start, end=end,
         partial=chosen is not None, content_type=rec.content_type, etag=etag, audit_seq=seq,
@@ -196,9 +211,11 @@ def _still_valid(ctx: Context, plan: ReadPlan) -> bool:
 
 
 def _reader(ctx: Context, plan: ReadPlan) -> WindowReader:
+    store = ctx.store_for(plan.region)
+
     def read(offset: int, length: int) -> bytes:
         # Exactly the version the row recorded, never "the latest".
-        return ctx.store.read_range(
+        return store.read_range(
             plan.object_key, version_id=plan.version_id, offset=offset, length=length
         )
 

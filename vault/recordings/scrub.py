@@ -114,15 +114,16 @@ def _sample(ctx: Context, n: int, rng: Rng) -> list[Recording]:
 def _check(ctx: Context, rec: Recording, rng: Rng) -> str | None:
     """The reason ``rec`` fails integrity, or None when it is intact."""
     key, version = rec.object_key, rec.version_id
+    store, keys = ctx.store_for(rec.region), ctx.keys_for(rec.region)
     try:
-        size = ctx.store.size(key, version_id=version)
+        size = store.size(key, version_id=version)
     except BlobNotFoundError:
         return "object-missing"
     if rec.ciphertext_size is not None and size != rec.ciphertext_size:
         return "size-mismatch"
     digest, offset = hashlib.sha256(), 0
     while offset < size:
-        chunk = ctx.store.read_range(key, version_id=version, offset=offset, length=READ_CHUNK)
+        chunk = store.read_range(key, version_id=version, offset=offset, length=READ_CHUNK)
         if not chunk:
             return "object-truncated"
         digest.update(chunk)
@@ -130,14 +131,12 @@ def _check(ctx: Context, rec: Recording, rng: Rng) -> str | None:
     if digest.hexdigest() != rec.ciphertext_sha256:
         return "ciphertext-hash-mismatch"
     try:
-        dek = ctx.keys.unwrap_dek(
-            rec.wrapped_dek or "", tenant_id=rec.tenant_id, recording_id=rec.id
-        )
+        dek = keys.unwrap_dek(rec.wrapped_dek or "", tenant_id=rec.tenant_id, recording_id=rec.id)
     except WrappedKeyInvalidError:
         return "wrapped-dek-invalid"
 
     def read_at(off: int, length: int) -> bytes:
-        return ctx.store.read_range(key, version_id=version, offset=off, length=length)
+        return store.read_range(key, version_id=version, offset=off, length=length)
 
     try:
         start, end = _random_segment(size, rng)

@@ -29,6 +29,7 @@ from vault.context import Context
 from vault.errors import StorageError, StoreUnavailableError
 from vault.models import Recording, RecordingStatus
 from vault.retention import disposal
+from vault.storage import BlobStore
 from vault.tags import AuditAction
 
 __all__ = ["SWEEP_ACTOR", "sweep_orphans"]
@@ -68,18 +69,22 @@ def sweep_orphans(
     try:
         acted.update(_remove_failed_objects(ctx, now=now, batch=batch))
         acted.update(disposal.finish(ctx, now=now, limit=batch, older_than=cutoff))
-        aborted = _abort_abandoned_uploads(ctx, cutoff=cutoff)
+        aborted = sum(
+            _abort_abandoned_uploads(ctx, ctx.store_for(region), cutoff=cutoff)
+            for region in ctx.regions()
+        )
     except StoreUnavailableError:
         log.warning("sweep: object store unavailable; retrying next run", exc_info=True)
         return len(acted)
     return len(acted) + aborted
 
 
-def _abort_abandoned_uploads(ctx: Context, *, cutoff: datetime) -> int:
-    """Step 4. Recording objects are ``{tenant id}/{recording id}``; audit exports live apart."""
+def _abort_abandoned_uploads(ctx: Context, store: BlobStore, *, cutoff: datetime) -> int:
+    """Step 4, in one region's store. Recording objects are ``{tenant id}/{recording id}``;
+    audit exports live apart."""
     stale = [
         (key, upload_id)
-        for key, upload_id, initiated in ctx.store.incomplete_uploads()
+        for key, upload_id, initiated in store.incomplete_uploads()
         if initiated < cutoff and _RECORDING_KEY.fullmatch(key)
     ]
     if not stale:
@@ -96,7 +101,7 @@ def _abort_abandoned_uploads(ctx: Context, *, cutoff: datetime) -> int:
     aborted = 0
     for key, upload_id in stale:
         if key not in owned:
-            ctx.store.abort_upload(key, upload_id)
+            store.abort_upload(key, upload_id)
             aborted += 1
     if aborted:
         log.info("sweep: aborted %d abandoned multipart upload(s)", aborted)
@@ -107,15 +112,15 @@ def _remove_failed_objects(ctx: Context, *, now: datetime, batch: int) -> list[u
     """Step 2: the objects of failed ingests, then ``disposed_at`` on their rows."""
     with ctx.db.reading() as session:
         rows = session.exec(
-            select(Recording.id, Recording.object_key)
+            select(Recording.id, Recording.object_key, Recording.region)
             .where(Recording.status == S.failed, col(Recording.disposed_at).is_(None))
             .order_by(col(Recording.updated_at))
             .limit(batch)
         ).all()
     done = []
-    for rid, key in rows:
+    for rid, key, region in rows:
         try:
-            removed = ctx.store.delete_all_versions(key)
+            removed = ctx.store_for(region).delete_all_versions(key)
         except StoreUnavailableError:
             raise
         except StorageError:  # e.g. Object Lock on a version: leave it, retry next run

@@ -141,7 +141,8 @@ def execute(ctx: Context, redaction_id: uuid.UUID, *, now: datetime) -> Redactio
     profile = ctx.policy.profile(red.profile)
     assert rec.wrapped_dek is not None and rec.ciphertext_size is not None
     try:
-        dek = ctx.keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
+        keys = ctx.keys_for(rec.region)
+        dek = keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
     except (KeyDestroyedError, WrappedKeyInvalidError):
         return _fail(ctx, red.id, "original-key-unusable")
     with ctx.db.transaction() as session:
@@ -151,7 +152,9 @@ def execute(ctx: Context, redaction_id: uuid.UUID, *, now: datetime) -> Redactio
             details={"redaction_id": str(red.id), "profile": red.profile,
                      "ciphertext_sha256": rec.ciphertext_sha256},
         )  # fmt: skip
-    original = Original(rec.id, rec.object_key, rec.version_id, rec.ciphertext_size, dek)
+    original = Original(
+        rec.id, rec.object_key, rec.version_id, rec.ciphertext_size, dek, region=rec.region
+    )
     server = PlaintextServer(ctx, original)
     with server as url:
         try:

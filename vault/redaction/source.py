@@ -38,6 +38,7 @@ class Original:
     version_id: str | None
     ciphertext_size: int
     dek: bytes
+    region: str | None = None  # the recording's (None: home): where the object is read
 
     @property
     def size(self) -> int:
@@ -45,8 +46,10 @@ class Original:
 
 
 def _plaintext(ctx: Context, src: Original, start: int, end: int) -> Iterator[bytes]:
+    store = ctx.store_for(src.region)
+
     def read(offset: int, length: int) -> bytes:
-        return ctx.store.read_range(
+        return store.read_range(
             src.object_key, version_id=src.version_id, offset=offset, length=length
         )
 

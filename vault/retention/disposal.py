@@ -195,7 +195,7 @@ def finish(
     done: list[uuid.UUID] = []
     skip: set[uuid.UUID] = set()
     while len(done) < limit:
-        query = select(Recording.id, Recording.object_key).where(
+        query = select(Recording.id, Recording.object_key, Recording.region).where(
             Recording.status == S.disposing, col(Recording.wrapped_dek).is_(None)
         )
         if only is not None:
@@ -209,7 +209,7 @@ def finish(
             rows = session.exec(
                 query.order_by(col(Recording.updated_at), col(Recording.id)).limit(size)
             ).all()
-        removed, unavailable = _remove_all(ctx.store, rows, skip)
+        removed, unavailable = _remove_all(ctx, rows, skip)
         if removed:
             with ctx.db.transaction() as session:
                 moved = lifecycle.transition_many(
@@ -225,20 +225,24 @@ def finish(
             return done
         if len(rows) < size:
             return done
-        skip.update(rid for rid, _ in rows)
+        skip.update(rid for rid, _, _ in rows)
     return done
 
 
 def _remove_all(
-    store: BlobStore, rows: Sequence[Any], failed: set[uuid.UUID]
+    ctx: Context, rows: Sequence[Any], failed: set[uuid.UUID]
 ) -> tuple[dict[uuid.UUID, int], bool]:
-    """Remove the objects of ``rows`` (round trips to the store: overlapped, no transaction
-    open); ({id: versions removed}, whether the store was unavailable). Rows that cannot be
-    removed (e.g. COMPLIANCE retention set from outside) are added to ``failed``."""
+    """Remove the objects of ``rows`` (id, key, region), each from its region's store (round
+    trips: overlapped, no transaction open); ({id: versions removed}, whether a store was
+    unavailable). Rows that cannot be removed (e.g. COMPLIANCE retention set from outside) are
+    added to ``failed``."""
     removed: dict[uuid.UUID, int] = {}
     unavailable = False
     with ThreadPoolExecutor(max_workers=REMOVE_WORKERS) as pool:
-        futures = [(rid, pool.submit(carry(_remove_media), store, key)) for rid, key in rows]
+        futures = [
+            (rid, pool.submit(carry(_remove_media), ctx.store_for(region), key))
+            for rid, key, region in rows
+        ]
         for rid, future in futures:
             try:
                 removed[rid] = future.result()

@@ -34,7 +34,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from vault import audit, authz
+from vault import audit, authz, kek_versions
 from vault.audit import signing
 from vault.authz import Actor, Permission
 from vault.context import Context
@@ -46,7 +46,6 @@ from vault.models import (
     ErasureRequest,
     ErasureRequestPublic,
     ErasureStatus,
-    KekVersion,
     Recording,
     RecordingPurpose,
     RecordingStatus,
@@ -312,7 +311,8 @@ def _update_item(
         if item.kek_version is None:  # nothing was ever wrapped: nothing to wait for
             item.kek_retired_at = item.dek_destroyed_at
         else:
-            kek = session.get(KekVersion, item.kek_version)
+            # The version of the recording's own region's provider.
+            kek = kek_versions.get(session, item.kek_version, rec.region)
             if kek is not None and kek.retired_at is not None:
                 item.kek_retired_at = kek.retired_at
 

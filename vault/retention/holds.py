@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -126,12 +126,23 @@ def _lock_holds(session: Session, *, shared: bool) -> None:
 # --- S3 mirroring --------------------------------------------------------------------------------
 
 
-def set_flags(store: BlobStore, keys: Iterable[str], *, on: bool) -> int:
-    """Best effort: count the versions changed; failures are logged (see module docstring)."""
+# Where a recording's object lives: one store, or the context's answer per region
+# (``Context.store_for``), so that a hold flags each object in its own region's bucket.
+Stores = BlobStore | Callable[[str | None], BlobStore]
+
+
+def _store_of(stores: Stores, region: str | None) -> BlobStore:
+    return stores(region) if callable(stores) else stores
+
+
+def set_flags(store: Stores, keys: Iterable[str | tuple[str | None, str]], *, on: bool) -> int:
+    """Best effort: count the versions changed; failures are logged (see module docstring).
+    ``keys`` are object keys, or (region, object key) pairs."""
     changed = 0
-    for key in keys:
+    for item in keys:
+        region, key = item if isinstance(item, tuple) else (None, item)
         try:
-            changed += store.set_legal_hold(key, on=on)
+            changed += _store_of(store, region).set_legal_hold(key, on=on)
         except StorageError:
             log.warning("legal hold: could not set S3 flag on=%s for %s", on, key, exc_info=True)
     return changed
@@ -153,7 +164,7 @@ def create_hold(
     session: Session,
     *,
     actor: Actor,
-    store: BlobStore,
+    store: Stores,
     case_ref: str,
     reason: str,
     recording_ids: Sequence[uuid.UUID] = (),
@@ -223,7 +234,7 @@ def create_hold(
         session.add(HoldMembership(hold_id=hold.id, recording_id=rid, created_at=now))
     session.flush()
 
-    flag_keys = [r.object_key for r in matched.values() if r.status in FLAGGABLE]
+    flag_keys = [(r.region, r.object_key) for r in matched.values() if r.status in FLAGGABLE]
     if flag_keys:
         after_commit(session, lambda: log_flags(set_flags(store, flag_keys, on=True), "set"))
     disposing = sum(1 for r in matched.values() if r.status == S.disposing)
@@ -301,7 +312,7 @@ def release_hold(
     session: Session,
     *,
     actor: Actor,
-    store: BlobStore,
+    store: Stores,
     hold_id: uuid.UUID,
     reason: str,
     now: datetime,
@@ -332,7 +343,7 @@ def release_hold(
     session.flush()
     still = active_holds_of(session, members)
     # Cleared once the release has committed, only where no other hold covers the recording.
-    free = [r.object_key for r in recs if r.id not in still and r.status in FLAGGABLE]
+    free = [(r.region, r.object_key) for r in recs if r.id not in still and r.status in FLAGGABLE]
     if free:
         after_commit(session, lambda: log_flags(set_flags(store, free, on=False), "cleared"))
     audit.record(

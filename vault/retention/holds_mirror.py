@@ -12,6 +12,7 @@ from sqlmodel import col, select
 
 from vault.context import Context
 from vault.models import Recording
+from vault.residency import recording_in
 from vault.retention.holds import FLAGGABLE, active_holds, held_condition, set_flags
 
 __all__ = ["mirror_new_recording", "sync_object_locks"]
@@ -24,7 +25,7 @@ def mirror_new_recording(ctx: Context, recording_id: uuid.UUID) -> int:
         if rec is None or rec.status not in FLAGGABLE or not active_holds(session, rec.id):
             return 0
         key = rec.object_key
-    return set_flags(ctx.store, [key], on=True)
+    return set_flags(ctx.store_for(rec.region), [key], on=True)
 
 
 def sync_object_locks(ctx: Context, *, batch: int = 500) -> int:
@@ -32,21 +33,30 @@ def sync_object_locks(ctx: Context, *, batch: int = 500) -> int:
 
     Cheap to skip where the store has no Object Lock. Returns the number of versions flagged.
     """
-    if not ctx.store.supports_object_lock():
+    return sum(_sync_region(ctx, region, batch=batch) for region in ctx.regions())
+
+
+def _sync_region(ctx: Context, region: str | None, *, batch: int) -> int:
+    store = ctx.store_for(region)
+    if not store.supports_object_lock():
         return 0
     changed, last = 0, None
     while True:
         with ctx.db.reading() as session:
             query = (
                 select(Recording.id, Recording.object_key)
-                .where(col(Recording.status).in_(FLAGGABLE), held_condition(Recording.id))
+                .where(
+                    col(Recording.status).in_(FLAGGABLE),
+                    held_condition(Recording.id),
+                    recording_in(region),
+                )
                 .order_by(col(Recording.id))
                 .limit(batch)
             )
             if last is not None:
                 query = query.where(col(Recording.id) > last)
             rows = session.exec(query).all()
-        changed += set_flags(ctx.store, [key for _, key in rows], on=True)
+        changed += set_flags(store, [key for _, key in rows], on=True)
         if len(rows) < batch:
             return changed
         last = rows[-1][0]

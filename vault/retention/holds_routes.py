@@ -18,7 +18,7 @@ def create_hold(
     ctx: CtxDep, session: SessionDep, actor: CurrentActor, body: LegalHoldCreate
 ) -> LegalHoldPublic:
     hold = holds.create_hold(
-        session, actor=actor, store=ctx.store, case_ref=body.case_ref, reason=body.reason,
+        session, actor=actor, store=ctx.store_for, case_ref=body.case_ref, reason=body.reason,
         recording_ids=body.recording_ids, tenant=body.tenant, call_id=body.call_id,
         recorded_from=body.recorded_from, recorded_to=body.recorded_to, now=ctx.now(),
     )  # fmt: skip
@@ -34,7 +34,12 @@ def release_hold(
     body: LegalHoldRelease,
 ) -> LegalHoldPublic:
     hold = holds.release_hold(
-        session, actor=actor, store=ctx.store, hold_id=hold_id, reason=body.reason, now=ctx.now()
+        session,
+        actor=actor,
+        store=ctx.store_for,
+        hold_id=hold_id,
+        reason=body.reason,
+        now=ctx.now(),
     )
     return holds.to_public(session, hold)
 

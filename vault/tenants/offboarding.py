@@ -224,7 +224,9 @@ def settle(ctx: Context, *, now: datetime) -> int:
     for tenant_id in _open(ctx):
         if _settle_one(ctx, tenant_id, now) == "delete-key":
             try:
-                deleted = ctx.keys.delete_tenant_key(tenant_id)  # no transaction open
+                # In every region (no transaction open): a tenant's recordings may predate
+                # residency and sit in the home region; deletion is idempotent.
+                deleted = any([ctx.keys_for(r).delete_tenant_key(tenant_id) for r in ctx.regions()])
             except KeyProviderUnavailableError as exc:  # the next run tries again
                 log.warning("offboarding: key deletion failed: %s", type(exc).__name__)
                 continue

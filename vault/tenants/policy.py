@@ -10,7 +10,8 @@ authorisations; and the *effective* policy every domain asks for.
   dispose jobs do the rest. A disabled purpose ends on stored recordings at ``approved_at +
   GRACE`` and is refused for new ingests and access requests.
 - **Authorisations** (sub-processor opt-ins, allowed transfers), each with the customer's
-  instruction reference: stored and shown, four-eyes too; nothing consumes them yet.
+  instruction reference: stored and shown, four-eyes too; :mod:`vault.residency` consumes the
+  transfers.
 
 :func:`effective_for` is the one place the global policy and a tenant's restrictions meet.
 """
@@ -45,8 +46,9 @@ from vault.tenants import changes
 
 __all__ = [
     "GRACE", "Authorisations", "apply_restrictions", "approve_authorisations",
-    "approve_restrictions", "dry_run", "effective_for", "get_policy", "parse_authorisations",
-    "parse_restrictions", "propose_authorisations", "propose_restrictions", "restrictions_of",
+    "approve_restrictions", "authorisations_of", "dry_run", "effective_for", "get_policy",
+    "parse_authorisations", "parse_restrictions", "propose_authorisations",
+    "propose_restrictions", "restrictions_of",
 ]  # fmt: skip
 
 # A shortening approved now reaches stored recordings no sooner than this: the customer and the
@@ -193,6 +195,14 @@ def parse_authorisations(raw: object) -> Authorisations:
         return Authorisations.model_validate(raw)
     except ValidationError as exc:
         raise _first_error(exc) from None
+
+
+def authorisations_of(session: Session, tenant_id: uuid.UUID) -> Authorisations:
+    """The tenant's approved authorisations (none approved: an empty set, which allows nothing)."""
+    row = session.get(TenantPolicy, tenant_id)
+    if row is None or row.authorisations is None:
+        return Authorisations()
+    return Authorisations.model_validate(json.loads(row.authorisations))
 
 
 def apply_authorisations(
