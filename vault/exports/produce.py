@@ -44,8 +44,10 @@ def _plaintext(ctx: Context, rec: Recording, dek: bytes, digest: hashlib._Hash) 
     ciphertext_size = int(rec.ciphertext_size or 0)
     size = streaming.plaintext_size(ciphertext_size)
 
+    store = ctx.store_for(rec.region)
+
     def read(offset: int, length: int) -> bytes:
-        return ctx.store.read_range(
+        return store.read_range(
             rec.object_key, version_id=rec.version_id, offset=offset, length=length
         )
 
@@ -94,7 +96,9 @@ def produce(
     plain, sealed = hashlib.sha256(), hashlib.sha256()
     size = 0
     # The DEK lives in this call only (the closure below), never beyond this export.
-    dek = ctx.keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
+    dek = ctx.keys_for(rec.region).unwrap_dek(
+        rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id
+    )
 
     def age_file() -> Iterator[bytes]:
         nonlocal size
@@ -103,14 +107,15 @@ def produce(
             size += len(chunk)
             yield chunk
 
-    put = ctx.store.put_stream(object_key, age_file(), size_hint=rec.size)
+    # In the recording's region: media never leaves its region to become an export.
+    put = ctx.store_for(rec.region).put_stream(object_key, age_file(), size_hint=rec.size)
 
     token = secrets.token_urlsafe(32) if ctx.rng is None else ctx.rng(32).hex()
     row = Export(
         id=export_id, kind=kind, subject_id=subject_id, recording_id=rec.id,
         tenant_id=rec.tenant_id, recipient_fingerprint=recipient.fingerprint, size=size,
         sha256=sealed.hexdigest(), plaintext_sha256=plain.hexdigest(), created_at=now,
-        expires_at=expires_at, object_key=object_key, version_id=put.version_id,
+        expires_at=expires_at, region=rec.region, object_key=object_key, version_id=put.version_id,
         token_hash=hash_token(token),
     )  # fmt: skip
     with ctx.db.transaction() as session:
@@ -130,7 +135,7 @@ def produce(
                          "expires_at": expires_at.isoformat()},
             )  # fmt: skip
     if status != RecordingStatus.stored:
-        ctx.store.delete_all_versions(object_key)
+        ctx.store_for(rec.region).delete_all_versions(object_key)
         raise GoneError("the recording is no longer stored")
     return Produced(
         export_id=export_id, token=token, size=size, sha256=row.sha256,

@@ -90,7 +90,9 @@ def purge(ctx: Context, *, now: datetime, recording_ids: Sequence[uuid.UUID] | N
     deleted = 0
     failed: set[uuid.UUID] = set()
     while True:
-        query = select(Export.id, Export.object_key).where(col(Export.deleted_at).is_(None), ended)
+        query = select(Export.id, Export.region, Export.object_key).where(
+            col(Export.deleted_at).is_(None), ended
+        )
         if recording_ids is not None:
             query = query.where(col(Export.recording_id).in_(list(recording_ids)))
         if failed:
@@ -100,9 +102,9 @@ def purge(ctx: Context, *, now: datetime, recording_ids: Sequence[uuid.UUID] | N
         if not rows:
             return deleted
         removed: list[uuid.UUID] = []
-        for export_id, key in rows:  # no transaction open during the store's round trips
+        for export_id, region, key in rows:  # no transaction open during the store's calls
             try:
-                ctx.store.delete_all_versions(key)
+                ctx.store_for(region).delete_all_versions(key)
                 removed.append(export_id)
             except StoreUnavailableError:
                 log.warning("purge-exports: object store unavailable; retrying next run")

@@ -73,6 +73,7 @@ def serve(
             details={"kind": str(kind), "subject": str(row.subject_id), "range": [start, end]},
         )  # fmt: skip
         key, version, size, digest = row.object_key, row.version_id, row.size, row.sha256
+        store = ctx.store_for(row.region)
 
     headers = {
         "Content-Type": "application/octet-stream",
@@ -87,7 +88,7 @@ def serve(
     def body() -> Iterator[bytes]:
         offset = start
         while offset < end:
-            chunk = ctx.store.read_range(
+            chunk = store.read_range(
                 key, version_id=version, offset=offset, length=min(_CHUNK, end - offset)
             )
             if not chunk:

@@ -49,6 +49,8 @@ class ExportPublic(ExportBase):
 
 class Export(ExportBase, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # The recording's region (None: home): the age file stays where its media lives.
+    region: str | None = Field(default=None, max_length=64)
     object_key: str = Field(max_length=512)
     version_id: str | None = Field(default=None, max_length=256)
     token_hash: str = Field(max_length=64)

@@ -7,16 +7,19 @@ import json
 import os
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
+import pyrage
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
 from crypto import envelope
+from crypto.age import parse_recipient
 from crypto.errors import DecryptionError
 from jobs.tasks import run as run_job
 from tests.vault.residency.conftest import EEA, HOME, Regions
-from vault import kek
+from vault import exports, kek
 from vault.app import create_app
 from vault.authz import Actor
 from vault.errors import (
@@ -24,12 +27,13 @@ from vault.errors import (
     TransferNotAuthorisedError,
     WrappedKeyInvalidError,
 )
-from vault.models import AuditEvent, KekVersion, RecordingStatus, RegionKekVersion, Role
+from vault.models import AuditEvent, ExportKind, KekVersion, RecordingStatus, RegionKekVersion, Role
 from vault.recordings import playback, scrub
 from vault.retention import erasure, holds, holds_mirror
 
 PROBLEM = "application/problem+json"
 TYPE = "https://callvault.dev/problems/"
+HOUR = timedelta(hours=1)
 
 
 def _events(r: Regions, action: str) -> list[dict]:
@@ -288,3 +292,25 @@ def test_scrub_checks_each_recording_in_its_own_region(regions: Regions) -> None
     r.ingest(home, os.urandom(20_000))
     result = scrub.scrub(r.ctx, now=r.clock(), sample=10)
     assert (result.sampled, result.ok, result.failed, result.errors) == (2, 2, [], 0)
+
+
+def test_an_export_of_an_eea_recording_stays_in_the_eea_store(regions: Regions) -> None:
+    """A disclosure or hand-off export is made from, and kept in, the recording's region."""
+    r = regions
+    data = os.urandom(50_000)
+    rec = r.ingest(r.tenant("eu-customer", EEA), data)
+    ident = pyrage.x25519.Identity.generate()
+    made = exports.produce(
+        r.ctx, kind=ExportKind.disclosure, subject_id=uuid.uuid4(), recording_id=rec.id,
+        recipient=parse_recipient(str(ident.to_public())), expires_at=r.clock() + HOUR,
+        now=r.clock(),
+    )  # fmt: skip
+    key = f"exports/{made.export_id}"
+    assert key in r.objects(EEA) and key not in r.objects(HOME)
+    resp = exports.serve(
+        r.ctx, export_id=made.export_id, token=made.token, kind=ExportKind.disclosure,
+        range_header=None, actor_label="authority", now=r.clock(),
+    )  # fmt: skip
+    assert pyrage.decrypt(b"".join(resp.body), [ident]) == data
+    assert exports.purge(r.ctx, now=r.clock()) == 1  # completed: deleted from the EEA store
+    assert key not in r.objects(EEA)

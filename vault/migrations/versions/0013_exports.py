@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("revoke_reason", _S(length=64), nullable=True),
         sa.Column("deleted_at", _TS, nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("region", _S(length=64), nullable=True),
         sa.Column("object_key", _S(length=512), nullable=False),
         sa.Column("version_id", _S(length=256), nullable=True),
         sa.Column("token_hash", _S(length=64), nullable=False),
