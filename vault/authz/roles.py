@@ -41,6 +41,10 @@ class Permission(StrEnum):
     tenant_change_propose = "tenant:change:propose"  # offboarding, policy, authorisations
     tenant_change_approve = "tenant:change:approve"  # four-eyes: another owner than the proposer
     report_read = "report:read"  # the evidence report (figures over a period, no content)
+    subprocessor_read = "subprocessor:read"  # the registry, contract references included
+    subprocessor_manage = "subprocessor:manage"  # add and remove registry entries
+    handoff_issue = "handoff:issue"  # no role: the worker's (the local operator's) only
+    handoff_redeem = "handoff:redeem"  # list, claim, download its own hand-offs; send transcripts
 
 
 P = Permission
@@ -50,31 +54,35 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(
         {P.tenant_create, P.principal_manage, P.recording_metadata_read, P.recording_purpose_end,
          P.metrics_read, P.keys_manage, P.redaction_manage, P.tenant_read,
-         P.tenant_change_propose}
+         P.tenant_change_propose, P.subprocessor_read, P.subprocessor_manage}
     ),
-    Role.ingest: frozenset({P.recording_ingest, P.recording_metadata_read}),
+    Role.ingest: frozenset({P.recording_ingest, P.recording_metadata_read, P.subprocessor_read}),
     Role.engineer: frozenset(
         {P.recording_metadata_read, P.access_request, P.access_request_read, P.grant_read,
-         P.grant_revoke}
+         P.grant_revoke, P.subprocessor_read}
     ),
     Role.approver: frozenset(
         {P.recording_metadata_read, P.access_review, P.access_request_read, P.grant_read,
-         P.grant_revoke}
+         P.grant_revoke, P.subprocessor_read}
     ),
     Role.security: frozenset(
         {P.recording_metadata_read, P.access_request, P.access_request_read, P.access_review,
          P.grant_read, P.grant_read_all, P.grant_revoke, P.break_glass, P.break_glass_review,
-         P.hold_manage, P.audit_read}
+         P.hold_manage, P.audit_read, P.subprocessor_read}
     ),
     Role.privacy: frozenset(
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
          P.redaction_manage, P.restriction_manage, P.subject_access, P.tenant_read,
-         P.tenant_change_approve, P.report_read}
+         P.tenant_change_approve, P.report_read, P.subprocessor_read}
     ),
     Role.auditor: frozenset(
-        {P.recording_metadata_read, P.audit_read, P.tenant_read, P.report_read}
+        {P.recording_metadata_read, P.audit_read, P.tenant_read, P.report_read,
+         P.subprocessor_read}
     ),
     Role.monitor: frozenset({P.metrics_read}),
+    # A sub-processor's key opens its own hand-offs and nothing else (not even the registry:
+    # the public list at /subprocessors is there for everyone).
+    Role.subprocessor: frozenset({P.handoff_redeem}),
 }  # fmt: skip
 
 # Roles that may revoke grants they do not hold (within their scope).
@@ -95,6 +103,8 @@ class Actor:
     # The local operator (CLI, jobs): every role permission, all tenants. Still no content
     # without a grant.
     system: bool = False
+    # The registry entry a ``subprocessor`` principal is bound to (None for every other role).
+    subprocessor_id: uuid.UUID | None = None
 
     @classmethod
     def operator(cls, name: str = "cli") -> Actor:

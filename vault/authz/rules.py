@@ -141,6 +141,14 @@ def _approve_change(actor: Actor, res: Resource) -> Denial | None:
     return None
 
 
+def _own_handoff(actor: Actor, res: Resource) -> Denial | None:
+    # A hand-off's holder is its sub-processor: only principals bound to that entry redeem it;
+    # any other (another sub-processor's key, the operator) sees no such hand-off.
+    if actor.subprocessor_id is None or actor.subprocessor_id != res.holder_id:
+        return Denial("not-recipient", "no hand-off", not_found=True)
+    return None
+
+
 Rule = Callable[[Actor, Resource], Denial | None]
 
 # Object rules per permission, checked after scope (scope first, so that nobody learns an
@@ -150,6 +158,7 @@ OBJECT_RULES: dict[Permission, tuple[Rule, ...]] = {
     P.break_glass: (lambda a, _r: _security_person(a),),
     P.break_glass_review: (lambda a, _r: _security_person(a), _review_break_glass),
     P.tenant_change_approve: (_approve_change,),
+    P.handoff_redeem: (_own_handoff,),
 }
 
 
@@ -176,7 +185,7 @@ def decide(actor: Actor, permission: Permission, resource: Resource | None = Non
 def _what(permission: Permission) -> str:
     return {
         P.access_review: "access request", P.grant_revoke: "grant",
-        P.break_glass_review: "grant", P.audit_read: "audit log",
+        P.break_glass_review: "grant", P.audit_read: "audit log", P.handoff_redeem: "hand-off",
     }.get(permission, "recording")  # fmt: skip
 
 

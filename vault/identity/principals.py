@@ -33,7 +33,14 @@ from vault.identity.authentication import (
 from vault.identity.owners import Owner
 from vault.identity.tenants import resolve_tenant, tenant_names
 from vault.leases import claim
-from vault.models import ApiKey, Principal, PrincipalPublic, PrincipalTenant, Role
+from vault.models import (
+    ApiKey,
+    Principal,
+    PrincipalPublic,
+    PrincipalTenant,
+    Role,
+    SubprocessorPrincipal,
+)
 from vault.tags import AuditAction
 
 Rng = Callable[[int], bytes]
@@ -76,10 +83,14 @@ def add_principal(
     now: datetime,
     expires_at: datetime | None = None,
     rng: Rng | None = None,
+    subprocessor_id: uuid.UUID | None = None,
 ) -> tuple[Principal, str]:
     """Create a principal and its first API key; the key is returned once and never stored.
 
     ``owner`` comes from :func:`vault.identity.owners.owner_of`, called before the transaction.
+    A ``subprocessor`` principal is bound to one registry entry (``subprocessor_id``, checked by
+    :func:`vault.subprocessors.registry.add_principal`) and has no tenant scope: what it may
+    open is its own hand-offs, whichever tenants opted in.
     """
     authz.authorize(session, actor, Permission.principal_manage, now=now)
     if not isinstance(name, str) or not _PRINCIPAL_RE.fullmatch(name):
@@ -87,7 +98,15 @@ def add_principal(
             "principal name: 1-128 characters, letters, digits, '.', '_', '@' or '-'"
         )
     parsed_role = _parse_role(role)
-    if bool(tenants) == bool(all_tenants):
+    bound = parsed_role is Role.subprocessor
+    if bound != (subprocessor_id is not None):
+        raise InvalidInputError(
+            "a subprocessor principal is bound to one registry entry (--subprocessor NAME), "
+            "and only a subprocessor principal is"
+        )
+    if bound and (tenants or all_tenants):
+        raise InvalidInputError("a subprocessor principal takes no tenant scope")
+    if not bound and bool(tenants) == bool(all_tenants):
         raise InvalidInputError(SCOPE_REQUIRED if not tenants else f"{SCOPE_REQUIRED}, not both")
     tenant_ids = sorted({resolve_tenant(session, ref).id for ref in tenants}, key=str)
     # No escalation: an admin hands out only the scope it holds itself.
@@ -116,6 +135,10 @@ def add_principal(
         raise ConflictError(f"principal {name!r} already exists") from exc
     for tid in tenant_ids:
         session.add(PrincipalTenant(principal_id=principal.id, tenant_id=tid))
+    if subprocessor_id is not None:
+        session.add(
+            SubprocessorPrincipal(principal_id=principal.id, subprocessor_id=subprocessor_id)
+        )
     key = issue_key(session, principal=principal, now=now, expires_at=expires_at, rng=rng)
     audit.record(
         session,
@@ -130,6 +153,7 @@ def add_principal(
             "owner_ref": owner.ref,
             "tenant_ids": [str(t) for t in tenant_ids],
             "all_tenants": bool(all_tenants),
+            **({"subprocessor_id": str(subprocessor_id)} if subprocessor_id else {}),
         },
     )
     return principal, key
@@ -258,6 +282,9 @@ def set_role(
     old_role = principal.role
     if old_role == new_role.value:
         return principal
+    if Role.subprocessor.value in (old_role, new_role.value):
+        # The role and its registry binding go together: a new principal, not a new role.
+        raise ConflictError("the subprocessor role is given at creation only, never changed")
     principal.role = new_role.value
     session.add(principal)
     session.flush()
