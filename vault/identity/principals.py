@@ -33,14 +33,8 @@ from vault.identity.authentication import (
 from vault.identity.owners import Owner
 from vault.identity.tenants import resolve_tenant, tenant_names
 from vault.leases import claim
-from vault.models import (
-    ApiKey,
-    Principal,
-    PrincipalPublic,
-    PrincipalTenant,
-    Role,
-    SubprocessorPrincipal,
-)
+from vault.models import ApiKey, Principal, PrincipalPublic, PrincipalTenant, Role
+from vault.models import SubprocessorPrincipal as Bound
 from vault.tags import AuditAction
 
 Rng = Callable[[int], bytes]
@@ -99,13 +93,11 @@ def add_principal(
         )
     parsed_role = _parse_role(role)
     bound = parsed_role is Role.subprocessor
-    if bound != (subprocessor_id is not None):
+    if bound != (subprocessor_id is not None) or (bound and (tenants or all_tenants)):
         raise InvalidInputError(
-            "a subprocessor principal is bound to one registry entry (--subprocessor NAME), "
-            "and only a subprocessor principal is"
+            "a subprocessor principal is bound to one registry entry "
+            "(--subprocessor NAME), without tenant scope; no other is"
         )
-    if bound and (tenants or all_tenants):
-        raise InvalidInputError("a subprocessor principal takes no tenant scope")
     if not bound and bool(tenants) == bool(all_tenants):
         raise InvalidInputError(SCOPE_REQUIRED if not tenants else f"{SCOPE_REQUIRED}, not both")
     tenant_ids = sorted({resolve_tenant(session, ref).id for ref in tenants}, key=str)
@@ -136,9 +128,7 @@ def add_principal(
     for tid in tenant_ids:
         session.add(PrincipalTenant(principal_id=principal.id, tenant_id=tid))
     if subprocessor_id is not None:
-        session.add(
-            SubprocessorPrincipal(principal_id=principal.id, subprocessor_id=subprocessor_id)
-        )
+        session.add(Bound(principal_id=principal.id, subprocessor_id=subprocessor_id))
     key = issue_key(session, principal=principal, now=now, expires_at=expires_at, rng=rng)
     audit.record(
         session,
