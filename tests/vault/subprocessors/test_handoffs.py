@@ -286,3 +286,31 @@ def _tenant_id(world: World):  # type: ignore[no-untyped-def]
     from tests.vault.subprocessors.conftest import recording
 
     return recording(world.ctx, world.rid).tenant_id
+
+
+def test_two_workers_at_once_make_one_handoff_per_recording(make_ctx, clock) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL: the claim's SKIP LOCKED and the unique pair, under two concurrent runs."""
+    import threading
+
+    from tests.vault.subprocessors.conftest import build_world
+    from vault.subprocessors import handoffs
+
+    ctx = make_ctx(db="postgres", store="local", clock=clock)
+    for world in build_world(ctx, clock):
+        extra = [world.ingest() for _ in range(3)]
+        barrier, results = threading.Barrier(2), []
+
+        def work(barrier: threading.Barrier = barrier, results: list = results) -> None:
+            barrier.wait()
+            results.append(handoffs.run(ctx, now=clock()))
+
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert sum(r.issued for r in results) == 4 and len(results) == 2
+        rows = _handoff_rows(world)
+        assert sorted(str(r.recording_id) for r in rows) == sorted(
+            str(x) for x in [world.rid, *extra]
+        )
