@@ -148,3 +148,23 @@ def test_a_subprocessor_principal_is_bound_to_one_listed_entry(lite: World) -> N
         principals.set_role(s, actor=OP, name="scribe-bot", role="engineer", now=lite.clock())
     with lite.ctx.db.transaction() as s, pytest.raises(ConflictError, match="at creation"):
         principals.set_role(s, actor=OP, name="eng", role="subprocessor", now=lite.clock())
+
+
+def test_the_cli_binds_a_subprocessor_principal_to_a_listed_entry(lite: World) -> None:
+    from typer.testing import CliRunner
+
+    from tests.jobs.helpers import cli_env
+    from vault.cli import app
+
+    runner, env = CliRunner(), cli_env(lite.ctx.settings)
+    base = ["principal", "add", "bot2", "--owner", "ops@scribe.example"]
+    ok = runner.invoke(app, [*base, "--role", "subprocessor", "--subprocessor", "scribe"], env=env)
+    assert ok.exit_code == 0, ok.output
+    key = ok.output.strip().splitlines()[-1]
+    assert lite.client.get("/v1/handoffs", headers={"Authorization": f"Bearer {key}"}).json() == []
+    for extra in (["--role", "engineer", "--subprocessor", "scribe", "--tenant", "acme"],
+                  ["--role", "subprocessor", "--subprocessor", "scribe", "--all-tenants"],
+                  ["--role", "subprocessor", "--all-tenants"],
+                  ["--role", "subprocessor", "--subprocessor", "nobody"]):  # fmt: skip
+        refused = runner.invoke(app, [*base[:2], "bot3", *base[3:], *extra], env=env)
+        assert refused.exit_code == 2, (extra, refused.output)
