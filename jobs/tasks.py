@@ -191,9 +191,11 @@ def transcription_handoffs(ctx: Context, now: datetime, **_: Any) -> JobResult:
     return _result(
         f"{done.issued} hand-off(s) issued, {done.failed} failed, {done.cancelled} cancelled; "
         f"{done.transfer_refused} opted-in tenant(s) held back (transfer not authorised); "
-        f"{done.transcripts_ended} transcript purpose(s) ended with their parent's",
+        f"{done.transcripts_ended} transcript purpose(s) ended with their parent's; "
+        f"{done.tokens_forgotten} unclaimed token(s) forgotten after expiry",
         issued=done.issued, failed=done.failed, cancelled=done.cancelled,
         transfer_refused=done.transfer_refused, transcripts_ended=done.transcripts_ended,
+        tokens_forgotten=done.tokens_forgotten,
     )  # fmt: skip
 
 

@@ -80,6 +80,7 @@ class AuditAction(StrEnum):
     handoff_cancel = "handoff.cancel"  # a rule changed while the export was produced
     handoff_withdraw = "handoff.withdraw"  # revoked at redemption: a rule no longer holds
     handoff_claim = "handoff.claim"  # the sealed token collected (once)
+    handoff_forget = "handoff.forget"  # an unclaimed sealed token, past its expiry
     handoff_transcript = "handoff.transcript"  # the transcript stored as a derivative
     # keys and audit
     kek_rotate = "kek.rotate"

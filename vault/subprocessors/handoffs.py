@@ -58,7 +58,10 @@ from vault.subprocessors import rules
 from vault.tags import AuditAction
 from vault.tenants import policy as tenant_policy
 
-__all__ = ["HANDOFF_ACTOR", "HandoffRun", "follow_parents", "revoke_open", "run", "seal_token"]
+__all__ = [
+    "HANDOFF_ACTOR", "HandoffRun", "follow_parents", "forget_expired_tokens", "revoke_open", "run",
+    "seal_token",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class HandoffRun:
     cancelled: int = 0
     transfer_refused: int = 0  # (tenant, sub-processor) pairs held back: transfer not listed
     transcripts_ended: int = 0
+    tokens_forgotten: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,8 @@ class _Claimed:
 
 def run(ctx: Context, *, now: datetime, limit: int = 10) -> HandoffRun:
     """One pass: transcripts follow their parents, then up to ``limit`` hand-offs."""
-    out = HandoffRun(transcripts_ended=follow_parents(ctx, now=now))
+    out = HandoffRun(transcripts_ended=follow_parents(ctx, now=now),
+                     tokens_forgotten=forget_expired_tokens(ctx, now=now))  # fmt: skip
     with ctx.db.reading() as session:
         out.transfer_refused = sum(len(_tenants(session, sp)[1]) for sp in _listed(session))
     for _ in range(limit):
@@ -279,6 +284,23 @@ def revoke_open(session: Session, *, subprocessor_id: uuid.UUID, reason: str, no
         row.sealed_token = None
         session.add(row)
     return revoked
+
+
+def forget_expired_tokens(ctx: Context, *, now: datetime, batch: int = 500) -> int:
+    """Drop the sealed token of hand-offs that expired unclaimed: it opens nothing any more,
+    and the vault keeps no credential it does not need."""
+    with ctx.db.transaction() as session:
+        rows = session.exec(
+            claim_rows(session, select(Handoff).where(
+                col(Handoff.sealed_token).is_not(None), col(Handoff.expires_at) <= now
+            ).order_by(col(Handoff.expires_at)).limit(batch))
+        ).all()  # fmt: skip
+        for row in rows:
+            row.sealed_token = None
+            session.add(row)
+            _event(session, row, AuditAction.handoff_forget, {"handoff_id": str(row.id)},
+                   now)  # fmt: skip
+    return len(rows)
 
 
 def follow_parents(ctx: Context, *, now: datetime, batch: int = 500) -> int:

@@ -90,6 +90,19 @@ def test_an_expired_handoff_is_410(lite: World) -> None:
     assert _only_handoff(lite)["state"] == "expired"
 
 
+def test_an_unclaimed_token_is_forgotten_after_expiry(lite: World) -> None:
+    lite.run_job()
+    lite.clock.advance(minutes=59)
+    assert lite.run_job().tokens_forgotten == 0
+    lite.clock.advance(minutes=1)
+    assert lite.run_job().tokens_forgotten == 1
+    (row,) = _handoff_rows(lite)
+    assert row.sealed_token is None
+    r = lite.client.post(f"/v1/handoffs/{row.id}/claim", headers=lite.h("sp"))
+    assert r.status_code == 409
+    assert lite.run_job().tokens_forgotten == 0
+
+
 def test_the_expiry_is_the_setting_at_most_an_hour(make_ctx, clock) -> None:  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
