@@ -40,7 +40,7 @@ _ERRORS = {
     "500": "Internal or integrity error",
     "503": "A dependency is unavailable",
 }
-_PUBLIC = {"/healthz", "/readyz"}
+_PUBLIC = {"/healthz", "/readyz", "/subprocessors", "/subprocessors.json"}
 _MEDIA = ["video/*", "audio/*", "application/octet-stream"]
 
 
@@ -67,6 +67,16 @@ def _document(app: FastAPI) -> dict[str, Any]:
                     "description": "The raw media stream (read in constant memory)",
                     "content": {
                         m: {"schema": {"type": "string", "format": "binary"}} for m in _MEDIA
+                    },
+                }
+            if path == "/v1/handoffs/{handoff_id}/transcript" and method == "post":
+                op["requestBody"] = {
+                    "required": True,
+                    "description": "The transcript, stored encrypted as a derivative",
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
                     },
                 }
     return doc

@@ -168,3 +168,12 @@ def test_the_cli_binds_a_subprocessor_principal_to_a_listed_entry(lite: World) -
                   ["--role", "subprocessor", "--subprocessor", "nobody"]):  # fmt: skip
         refused = runner.invoke(app, [*base[:2], "bot3", *base[3:], *extra], env=env)
         assert refused.exit_code == 2, (extra, refused.output)
+
+
+def test_the_openapi_document_shows_the_public_list_without_a_key(lite: World) -> None:
+    paths = lite.client.get("/openapi.json").json()["paths"]
+    for path in ("/subprocessors", "/subprocessors.json"):
+        assert "security" not in paths[path]["get"]
+    assert paths["/v1/handoffs"]["get"]["security"] == [{"bearerAuth": []}]
+    body = paths["/v1/handoffs/{handoff_id}/transcript"]["post"]["requestBody"]
+    assert set(body["content"]) == {"application/octet-stream"}
