@@ -126,11 +126,14 @@ def _claim(session: Session, now: datetime) -> _Claimed | None:
         # Its worker died, perhaps after producing: that export's token is lost with it.
         exports.revoke(session, subject_id=stale.id, reason="handoff-retaken",
                        actor=HANDOFF_ACTOR.audit_name, now=now)  # fmt: skip
-        stale.lease_until = now + LEASE
-        session.add(stale)
         sp = session.get(Subprocessor, stale.subprocessor_id)
         assert sp is not None
-        return _Claimed(stale.id, stale.recording_id, sp.id, sp.age_recipient)
+        why = rules.refusal(session, stale, sp, now)
+        if why is None:
+            stale.lease_until = now + LEASE
+            session.add(stale)
+            return _Claimed(stale.id, stale.recording_id, sp.id, sp.age_recipient)
+        _finish(session, stale, S.cancelled, AuditAction.handoff_cancel, why, now)
     for sp in _listed(session):
         tenants, _ = _tenants(session, sp)
         if not tenants:

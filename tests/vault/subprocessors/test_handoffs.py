@@ -288,6 +288,18 @@ def test_a_stale_pending_claim_is_retaken(lite: World) -> None:
     assert _only_handoff(lite)["state"] == "open"
 
 
+def test_a_stale_claim_whose_rule_no_longer_holds_is_cancelled(lite: World) -> None:
+    with lite.ctx.db.transaction() as s:
+        s.add(Handoff(subprocessor_id=_sp_id(lite), recording_id=lite.rid,
+                      tenant_id=_tenant_id(lite), status="pending", created_at=lite.clock(),
+                      lease_until=lite.clock()))  # fmt: skip
+    _opt_out(lite)
+    assert lite.run_job().issued == 0
+    (row,) = _handoff_rows(lite)
+    assert row.status == "cancelled" and row.failure == "not-opted-in"
+    assert _exports(lite) == []
+
+
 def _sp_id(world: World):  # type: ignore[no-untyped-def]
     from vault.models import Subprocessor
 
