@@ -28,6 +28,7 @@ from vault.audit import heads, tree
 from vault.config import Settings
 from vault.console import sessions as console_sessions
 from vault.context import Context
+from vault.disclosures import notification as disclosure_notices
 from vault.identity import principals
 from vault.leases import process_holder
 from vault.ops import job_runs
@@ -199,6 +200,11 @@ def transcription_handoffs(ctx: Context, now: datetime, **_: Any) -> JobResult:
     )  # fmt: skip
 
 
+def review_barred_notifications(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    flagged = disclosure_notices.review_barred(ctx, now=now)
+    return _result(f"{flagged} barred disclosure notification(s) due for review", flagged=flagged)
+
+
 JOBS: dict[str, JobFn] = {
     "expire-purposes": expire_purposes,
     "dispose": dispose,
@@ -212,6 +218,7 @@ JOBS: dict[str, JobFn] = {
     "scrub": scrub,
     "metrics-rollup": roll_up_metrics,
     "clear-revoked-owners": clear_revoked_owners,
+    "review-barred-notifications": review_barred_notifications,
     "purge-exports": purge_exports,
     "transcription-handoffs": transcription_handoffs,
 }
@@ -237,6 +244,7 @@ RUN_ALL_ORDER: tuple[str, ...] = (
     "kek-cycle",
     "erasure",
     "clear-revoked-owners",
+    "review-barred-notifications",
     "purge-exports",
     "audit-sequence",
     "audit-checkpoint",

@@ -22,6 +22,7 @@ from vault.config import Settings
 from vault.console import oversight, pages, web
 from vault.console import routes as console
 from vault.context import Context, build_context
+from vault.disclosures import routes as disclosures
 from vault.identity import routes as tenants
 from vault.privacy import routes as privacy
 from vault.recordings import content
@@ -67,7 +68,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     web.install(app)
     routers = (
         health, tenants, recordings, content, access, audit, holds, erasure, redaction,
-        console, pages, oversight, privacy, tenant_routes, reports, subprocessors,
+        console, pages, oversight, privacy, tenant_routes, reports, disclosures, subprocessors,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

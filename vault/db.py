@@ -30,6 +30,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -106,6 +107,8 @@ def _track(engine: Engine) -> None:
         box.add(1)
 
     def _end(conn: sa.Connection) -> None:
+        if conn.invalidated:  # lost: counted out by "invalidate" below (.info would raise)
+            return
         box = conn.info.pop("callvault_tx_count", None)
         if box is not None:
             box.add(-1)
@@ -146,11 +149,37 @@ def create_engine(database_url: str, *, echo: bool = False, create: bool = True)
         )
         _install_sqlite_hooks(engine)
     else:
-        engine = sa.create_engine(
-            database_url, echo=echo, hide_parameters=True, pool_pre_ping=True, pool_size=10
-        )
+        engine = sa.create_engine(database_url, echo=echo, hide_parameters=True, pool_size=10)
+        _ping_when_idle(engine)
     _track(engine)
     return engine
+
+
+# A pooled connection idle longer than this is pinged before use (issue #12). A ping on every
+# checkout (pool_pre_ping) was one more round trip per request and per transaction; a database
+# restarted while connections idled is still caught, and one that fails under a busy pool fails
+# that request once (503) and invalidates the whole pool, as any disconnect does.
+PING_AFTER_IDLE_SECONDS = 5.0
+_CHECKED_IN = "callvault_checked_in"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # new, or used a moment ago
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out another (SQLAlchemy's contract).
+            raise sa.exc.DisconnectionError() from exc
 
 
 def _sqlite_file(path: Path, *, create: bool) -> None:
@@ -158,8 +187,7 @@ def _sqlite_file(path: Path, *, create: bool) -> None:
         return
     if not create:
         raise MisconfiguredError(
-            f"no database at {path}: run `callvault init` here first, or set "
-            "CALLVAULT_DATABASE_URL"
+            f"no database at {path}: run `callvault init` here first, or set CALLVAULT_DATABASE_URL"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite's WAL files follow it
@@ -192,6 +220,14 @@ def is_postgres(session_or_engine: Session | Engine | sa.Connection) -> bool:
         else session_or_engine
     )
     return bind.dialect.name == "postgresql"
+
+
+def single_statement_connection(session: Session) -> sa.Connection:
+    """The session's connection for a read that is one statement (its own snapshot): on
+    PostgreSQL in autocommit, which saves the BEGIN and ROLLBACK round trips (issue #12)."""
+    if is_postgres(session) and not session.in_transaction():
+        return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return session.connection()
 
 
 # --- hooks on a unit of work ------------------------------------------------------------------

@@ -199,6 +199,39 @@ class HandoffWithdrawnError(GoneError):
     title = "The hand-off was withdrawn"
 
 
+class DisclosureStateError(ConflictError):
+    """The disclosure is not in a state that allows this (an objected one never exports)."""
+
+    code = "disclosure-state"
+    title = "The disclosure does not allow this in its current state"
+
+
+class DisclosureRevisionError(ConflictError):
+    """An approval of a revision the request has since changed from: approvals were reset."""
+
+    code = "disclosure-revision-stale"
+    title = "The disclosure changed since this revision; review it again"
+
+
+class RecipientMismatchError(ConflictError):
+    """The approver verified another recipient key than the one the disclosure names."""
+
+    code = "disclosure-recipient-mismatch"
+    title = "The fingerprint is not the disclosure's recipient key"
+
+
+class DisclosureScopeError(InvalidInputError):
+    """The scope is empty, spans tenants, or names recordings that no longer exist."""
+
+    code = "disclosure-scope-invalid"
+    title = "The disclosure's scope is not valid"
+
+
+class RecipientKeyError(InvalidInputError):
+    code = "disclosure-recipient-invalid"
+    title = "The recipient must be an age X25519 public key (age1...)"
+
+
 class PolicyLoosensError(InvalidInputError):
     """A tenant policy that would loosen the global one; ``field`` (in ``extra``) names it."""
 

@@ -66,6 +66,18 @@ class AuditAction(StrEnum):
     export_complete = "export.complete"  # the receipt: bytes, hash, who, when
     export_revoke = "export.revoke"
     export_delete = "export.delete"
+    # the legal-disclosure register (issue #15): never a call id, never a token
+    disclosure_receive = "disclosure.receive"
+    disclosure_amend = "disclosure.amend"  # a change to the request: approvals reset
+    disclosure_object = "disclosure.object"
+    disclosure_approval = "disclosure.approval"  # one approver's approval of a revision
+    disclosure_approve = "disclosure.approve"  # the request is approved (enough approvals)
+    disclosure_disclose = "disclosure.disclose"
+    disclosure_close = "disclosure.close"
+    disclosure_review = "disclosure.review"  # an emergency disclosure's after-review
+    disclosure_notify = "disclosure.notify"
+    disclosure_notification_barred = "disclosure.notification.barred"
+    disclosure_notification_review_due = "disclosure.notification.review_due"
     # redaction
     redaction_request = "redaction.request"
     redaction_start = "redaction.start"  # the system reads the original under a profile

@@ -17,12 +17,12 @@ from vault.ops.metrics import FAMILIES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES, RULE_TESTS = DEPLOY / "alerts.yml", DEPLOY / "alerts.test.yml"
-# One alert per condition of issue #13, and the scrape's own.
+# One alert per condition of issue #13, the scrape's own, and #15's emergency disclosures.
 EXPECTED = {
     "CallvaultErasureNearDeadline", "CallvaultErasureOverdue", "CallvaultDisposalLag",
     "CallvaultJobFailing", "CallvaultJobNotSucceeding", "CallvaultBreakGlassReviewOverdue",
     "CallvaultIntegrityAlarm", "CallvaultAuditCheckpointTooOld", "CallvaultAuditUnsequenced",
-    "CallvaultKekTooOld", "CallvaultMetricsScrapeErrors",
+    "CallvaultKekTooOld", "CallvaultMetricsScrapeErrors", "CallvaultDisclosureReviewOverdue",
 }  # fmt: skip
 
 

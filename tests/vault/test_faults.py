@@ -28,6 +28,7 @@ from tests.support.clock import FakeClock
 from tests.support.postgres import find_pg_bin, throwaway_cluster, to_libpq
 from tests.support.weed import run_weed
 from vault import audit, kek
+from vault import db as db_module
 from vault.access import grants
 from vault.authz import Actor
 from vault.config import Settings
@@ -247,6 +248,30 @@ def test_postgres_restarted_during_ingest_and_purge(tmp_path: Path) -> None:
             statuses = {r.id: r.status for r in s.exec(select(Recording)).all()}
         assert statuses[kept.id] == statuses[second.id] == S.disposed
         _after_recovery(ctx, {})
+        ctx.close()
+
+
+def test_a_pool_idle_across_a_postgres_restart_is_pinged_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping on every checkout (issue #12), but a connection idle past the threshold is
+    pinged first: a restart while the pool idled costs no request. Under the threshold a stale
+    connection fails one request (503), and the pool is then renewed as a whole."""
+    with throwaway_cluster() as base:
+        pg = Cluster(base)
+        ctx = _context(tmp_path, db=pg.url)
+        _ingest(ctx, [b"a" * 1000])
+        pg.stop()
+        pg.start()
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        _ingest(ctx, [b"b" * 1000])  # pinged, replaced, no error
+        pg.stop()
+        pg.start()
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)
+        with pytest.raises(DatabaseUnavailableError), ctx.db.reading() as s:
+            s.exec(select(Recording)).all()
+        with ctx.db.reading() as s:
+            assert len(s.exec(select(Recording)).all()) == 2
         ctx.close()
 
 

@@ -10,10 +10,12 @@ commit and never check roles: the services call :func:`vault.authz.authorize`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from vault import audit
 from vault.api.auth_cache import AuthCache
@@ -24,7 +26,8 @@ from vault.errors import AuthenticationError
 from vault.identity import authentication
 
 
-def get_ctx(request: Request) -> Context:
+async def get_ctx(request: Request) -> Context:
+    # async: no I/O, so no hop to the thread pool (FastAPI runs a sync dependency on a thread).
     return request.app.state.ctx
 
 
@@ -55,7 +58,9 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def get_actor(request: Request, ctx: CtxDep) -> Actor:
+async def get_actor(request: Request, ctx: CtxDep) -> Actor:
+    """The caller. A key verified within the last second (the per-process cache) answers on the
+    event loop; a lookup, and a denial's audit, run on the thread pool (they do I/O)."""
     token = _bearer(request)
     now = ctx.now()
     failures: AuthFailures = request.app.state.auth_failures
@@ -66,11 +71,18 @@ def get_actor(request: Request, ctx: CtxDep) -> Actor:
     if cached is not None:
         request.state.principal = str(cached.id)
         return cached
+    return await run_in_threadpool(_authenticate, request, ctx, token, address, now)
+
+
+def _authenticate(
+    request: Request, ctx: Context, token: str | None, address: str, now: datetime
+) -> Actor:
+    failures: AuthFailures = request.app.state.auth_failures
     try:
         with ctx.db.reading() as session:
             actor = authentication.authenticate(session, api_key=token, now=now)
         request.state.principal = str(actor.id)  # for the access log: an opaque id
-        cache.put(token or "", actor, now)
+        request.app.state.auth_cache.put(token or "", actor, now)
         return actor
     except AuthenticationError:
         failures.failed(address, now)

@@ -40,7 +40,10 @@ _ERRORS = {
     "500": "Internal or integrity error",
     "503": "A dependency is unavailable",
 }
-_PUBLIC = {"/healthz", "/readyz", "/subprocessors", "/subprocessors.json"}
+# No API key: health probes, the authority's download (its token is its credential), and the
+# published list of sub-processors.
+_PUBLIC = {"/healthz", "/readyz", "/downloads/disclosures/{export_id}", "/subprocessors",
+           "/subprocessors.json"}  # fmt: skip
 _MEDIA = ["video/*", "audio/*", "application/octet-stream"]
 
 

@@ -28,6 +28,7 @@ from vault.errors import IntegrityError
 
 __all__ = [
     "CHECKPOINT",
+    "DISCLOSURE_MANIFEST",
     "DISPOSAL_RECORD",
     "ERASURE_RECEIPT",
     "EVIDENCE_REPORT",
@@ -50,6 +51,7 @@ ERASURE_RECEIPT = "callvault.erasure-receipt"
 REDACTION_MANIFEST = "callvault.redaction-manifest"
 DISPOSAL_RECORD = "callvault.disposal-record"
 EVIDENCE_REPORT = "callvault.evidence-report"  # the privacy office's evidence report (version 1)
+DISCLOSURE_MANIFEST = "callvault.disclosure-manifest"  # what a legal disclosure handed out (v1)
 
 _RESERVED = ("type", "version")
 

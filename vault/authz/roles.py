@@ -41,6 +41,12 @@ class Permission(StrEnum):
     tenant_change_propose = "tenant:change:propose"  # offboarding, policy, authorisations
     tenant_change_approve = "tenant:change:approve"  # four-eyes: another owner than the proposer
     report_read = "report:read"  # the evidence report (figures over a period, no content)
+    # The legal-disclosure register: register, amend, object, disclose, close, notify (privacy);
+    # read it; approve a request and after-review an emergency one (another owner, see rules).
+    disclosure_manage = "disclosure:manage"
+    disclosure_read = "disclosure:read"
+    disclosure_approve = "disclosure:approve"
+    disclosure_review = "disclosure:review"
     subprocessor_read = "subprocessor:read"  # the registry, contract references included
     subprocessor_manage = "subprocessor:manage"  # add and remove registry entries
     handoff_issue = "handoff:issue"  # no role: the worker's (the local operator's) only
@@ -68,16 +74,18 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.security: frozenset(
         {P.recording_metadata_read, P.access_request, P.access_request_read, P.access_review,
          P.grant_read, P.grant_read_all, P.grant_revoke, P.break_glass, P.break_glass_review,
-         P.hold_manage, P.audit_read, P.subprocessor_read}
+         P.hold_manage, P.audit_read, P.disclosure_read, P.disclosure_approve,
+         P.disclosure_review, P.subprocessor_read}
     ),
     Role.privacy: frozenset(
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
          P.redaction_manage, P.restriction_manage, P.subject_access, P.tenant_read,
-         P.tenant_change_approve, P.report_read, P.subprocessor_read}
+         P.tenant_change_approve, P.report_read, P.disclosure_manage, P.disclosure_read,
+         P.disclosure_approve, P.disclosure_review, P.subprocessor_read}
     ),
     Role.auditor: frozenset(
         {P.recording_metadata_read, P.audit_read, P.tenant_read, P.report_read,
-         P.subprocessor_read}
+         P.disclosure_read, P.subprocessor_read}
     ),
     Role.monitor: frozenset({P.metrics_read}),
     # A sub-processor's key opens its own hand-offs and nothing else (not even the registry:

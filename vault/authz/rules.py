@@ -42,6 +42,8 @@ class Resource:
     holder_owner: str | None = None
     approver_roles: frozenset[str] = frozenset()  # a request's purpose's approver roles
     kind: str | None = None  # a grant's kind
+    # Owners who may not act on it besides the holder's (a disclosure's earlier approvers).
+    excluded_owners: frozenset[str] = frozenset()
 
 
 def tenant(tenant_id: uuid.UUID | None, *, every_tenant: bool = False) -> Resource:
@@ -141,6 +143,25 @@ def _approve_change(actor: Actor, res: Resource) -> Denial | None:
     return None
 
 
+def _disclosure_four_eyes(actor: Actor, res: Resource) -> Denial | None:
+    """A disclosure is approved (and an emergency one after-reviewed) by people other than its
+    requester and than each other, each in a role still missing; never by the operator."""
+    if (
+        actor.system
+        or actor.id == res.holder_id
+        or (res.holder_owner and actor.is_owner(res.holder_owner))
+        or actor.owner in res.excluded_owners
+    ):
+        return Denial(
+            "four-eyes",
+            "a disclosure needs owners other than its requester and than each other",
+        )
+    if res.approver_roles and actor.role not in res.approver_roles:
+        roles = ", ".join(sorted(res.approver_roles))
+        return Denial("approver-role", f"role {actor.role} is not the one missing here ({roles})")
+    return None
+
+
 def _own_handoff(actor: Actor, res: Resource) -> Denial | None:
     # A hand-off's holder is its sub-processor: only principals bound to that entry redeem it;
     # any other (another sub-processor's key, the operator) sees no such hand-off.
@@ -158,6 +179,8 @@ OBJECT_RULES: dict[Permission, tuple[Rule, ...]] = {
     P.break_glass: (lambda a, _r: _security_person(a),),
     P.break_glass_review: (lambda a, _r: _security_person(a), _review_break_glass),
     P.tenant_change_approve: (_approve_change,),
+    P.disclosure_approve: (_disclosure_four_eyes,),
+    P.disclosure_review: (_disclosure_four_eyes,),
     P.handoff_redeem: (_own_handoff,),
 }
 
@@ -185,7 +208,10 @@ def decide(actor: Actor, permission: Permission, resource: Resource | None = Non
 def _what(permission: Permission) -> str:
     return {
         P.access_review: "access request", P.grant_revoke: "grant",
-        P.break_glass_review: "grant", P.audit_read: "audit log", P.handoff_redeem: "hand-off",
+        P.break_glass_review: "grant", P.audit_read: "audit log",
+        P.disclosure_approve: "disclosure", P.disclosure_review: "disclosure",
+        P.disclosure_manage: "disclosure", P.disclosure_read: "disclosure",
+        P.handoff_redeem: "hand-off",
     }.get(permission, "recording")  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from vault.models import (
     AccessRequestRecording,
     AuditCheckpoint,
     AuditEvent,
+    Disclosure,
     ErasureItem,
     ErasureRequest,
     Grant,
@@ -80,6 +81,7 @@ _SCOPES: dict[Any, Callable[[Actor], Any]] = {
         ),
     ),
     Redaction: lambda a: _in(Redaction.tenant_id, a),
+    Disclosure: lambda a: _in(Disclosure.tenant_id, a),  # one tenant per disclosure
     Manifest: lambda a: sa.exists(
         select(Recording.id).where(
             Recording.id == Manifest.recording_id, _in(Recording.tenant_id, a)

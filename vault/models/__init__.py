@@ -35,6 +35,13 @@ from vault.models.audit import (
     AuditTreeTenant,
 )
 from vault.models.console import ConsoleSession, ConsoleSessionPublic
+from vault.models.disclosures import (
+    Disclosure,
+    DisclosureApproval,
+    DisclosurePublic,
+    DisclosureRecording,
+    DisclosureStatus,
+)
 from vault.models.exports import Export, ExportKind, ExportPublic
 from vault.models.identity import (
     ApiKey,
@@ -140,6 +147,11 @@ __all__ = [
     "ChangeStatus",
     "ConsoleSession",
     "ConsoleSessionPublic",
+    "Disclosure",
+    "DisclosureApproval",
+    "DisclosurePublic",
+    "DisclosureRecording",
+    "DisclosureStatus",
     "ErasureItem",
     "ErasureRequest",
     "ErasureRequestCreate",

@@ -20,6 +20,13 @@ from vault.validation import MultilineText, Number, Text
 REVIEW_OVERDUE = timedelta(hours=24)
 
 
+def review_overdue_since(opened_at: Any, now: datetime) -> Any:
+    """The one "after-review overdue" rule (break-glass grants, emergency disclosures): owed
+    since ``opened_at`` for longer than ``REVIEW_OVERDUE``. A datetime gives a bool, a column
+    an SQL expression."""
+    return opened_at < now - REVIEW_OVERDUE
+
+
 class AccessRequestStatus(StrEnum):
     pending = "pending"
     approved = "approved"
@@ -202,12 +209,12 @@ class Grant(SQLModel, table=True):
     @hybrid_method
     def review_overdue_at(self, now: datetime) -> bool:
         """The after-review has been owed for longer than ``REVIEW_OVERDUE``."""
-        return self.review_open() and self.created_at < now - REVIEW_OVERDUE
+        return self.review_open() and review_overdue_since(self.created_at, now)
 
     @review_overdue_at.inplace.expression
     @classmethod
     def _review_overdue_at(cls, now: datetime) -> Any:
-        return sa.and_(cls._review_open(), col(cls.created_at) < now - REVIEW_OVERDUE)
+        return sa.and_(cls._review_open(), review_overdue_since(col(cls.created_at), now))
 
 
 class GrantRecording(SQLModel, table=True):

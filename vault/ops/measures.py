@@ -25,6 +25,7 @@ from vault.models import (
     AccessRequest,
     AccessRequestStatus,
     AuditEvent,
+    Disclosure,
     ErasureRequest,
     ErasureStatus,
     Grant,
@@ -111,6 +112,21 @@ def access(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sampl
     ).one()  # fmt: skip
     yield "callvault_break_glass_unreviewed", {}, unreviewed
     yield "callvault_break_glass_review_overdue", {}, overdue
+
+
+def disclosures(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sample]:
+    """Emergency disclosures owing an after-review (and those past 24 h, the break-glass rule),
+    and barred customer notifications whose review date has come."""
+    owed, overdue, barred_due = session.exec(
+        select(
+            sa.func.count().filter(Disclosure.review_open()),
+            sa.func.count().filter(Disclosure.review_overdue_at(now)),
+            sa.func.count().filter(Disclosure.notification_review_due(now)),
+        ).select_from(Disclosure)
+    ).one()  # fmt: skip
+    yield "callvault_disclosure_review_open", {}, owed
+    yield "callvault_disclosure_review_overdue", {}, overdue
+    yield "callvault_disclosure_notification_reviews_due", {}, barred_due
 
 
 def erasure(session: Session, *, now: datetime, policy: Policy) -> Iterator[Sample]:
@@ -215,4 +231,5 @@ def _aware(value: datetime | str) -> datetime:
 GROUPS = {
     "recordings": recordings, "playback": playback, "access": access, "erasure": erasure,
     "disposal": disposal, "jobs": jobs, "integrity": integrity, "kek": kek, "audit": audit,
+    "disclosures": disclosures,
 }  # fmt: skip

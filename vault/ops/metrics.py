@@ -51,6 +51,12 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "callvault_break_glass_unreviewed": ("gauge", "Break-glass grants owing an after-review.", ()),
     "callvault_break_glass_review_overdue": (
         "gauge", "Break-glass after-reviews owed for longer than 24 h.", ()),
+    "callvault_disclosure_review_open": (
+        "gauge", "Emergency disclosures owing an after-review.", ()),
+    "callvault_disclosure_review_overdue": (
+        "gauge", "Emergency disclosure after-reviews owed for longer than 24 h.", ()),
+    "callvault_disclosure_notification_reviews_due": (
+        "gauge", "Barred customer notifications of disclosures past their review date.", ()),
     "callvault_erasure_requests_open": ("gauge", "Erasure requests not complete.", ("status",)),
     "callvault_erasure_requests_overdue": (
         "gauge", "Erasure requests past due_at (deferred ones excepted).", ()),

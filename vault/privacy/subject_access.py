@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 from vault import audit, authz
 from vault.audit.reads import AuditFilter
 from vault.authz import Actor, Permission
+from vault.disclosures import notification as disclosures
 from vault.errors import InvalidInputError
 from vault.identity.tenants import tenant_for_write
 from vault.models import (
@@ -188,6 +189,8 @@ def subject_access(
         "recordings": live,
         "call_ids_without_live_recordings": [c for c in wanted if c not in linked],
         "erasure_requests": _erasures(session, target.id, wanted, every),
+        # Legal disclosures of these recordings, except those whose notification the law bars.
+        "disclosures": disclosures.subject_access_section(session, every),
         "unlinkable": UNLINKABLE,
     }  # fmt: skip
     audit.record(
@@ -195,6 +198,7 @@ def subject_access(
         tenant_id=target.id, target=str(request_id),
         details={"request_id": str(request_id), "call_ids": len(wanted),
                  "recordings": len(live), "derivatives": len(children),
-                 "erasure_requests": len(answer["erasure_requests"])},
+                 "erasure_requests": len(answer["erasure_requests"]),
+                 "disclosures": len(answer["disclosures"])},
     )  # fmt: skip
     return answer

@@ -30,6 +30,7 @@ from vault import authz
 from vault.audit import logcheck, signing
 from vault.audit.chain import format_ts
 from vault.authz import Actor, Permission
+from vault.disclosures import notification as disclosures
 from vault.errors import ReportPeriodError
 from vault.identity.tenants import tenant_for_write
 from vault.models import (
@@ -62,6 +63,7 @@ SECTIONS = (
     ("integrity_alarms", "Integrity alarms"),
     ("audit_log", "Audit log verification"),
     ("recertification", "Access recertification"),
+    ("disclosures", "Legal disclosures"),
 )
 
 
@@ -332,6 +334,7 @@ def compute(
         "integrity_alarms": _alarms(session, scope, start, end),
         "audit_log": _audit_log(session, scope, end, public_key),
         "recertification": recertification.section(session, scope, now, max_key_age),
+        "disclosures": disclosures.evidence_section(session, scope, start, end, now),
     }  # fmt: skip
 
 

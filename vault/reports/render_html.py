@@ -110,6 +110,22 @@ covers the period's last event (seq {{ a.last_event.seq }}).</p>
 <td>{{ p.scope if p.scope is string else p.scope|join(", ") }}</td>
 <td class="{{ 'bad' if p.key_past_max_age else '' }}">{{ p.key_age_days }}</td>
 <td>{{ p.last_use or "-" }}</td></tr>{% endfor %}</table>
+
+<h2>{{ titles.disclosures }}</h2>
+{% set dc = r.disclosures %}
+<p>{{ dc.count }} received ({{ dc.emergency }} emergency, {{ dc.objected }} objected,
+{{ dc.barred }} with the customer's notification barred and not listed);
+<span class="{{ 'bad' if dc.review_overdue else 'ok' }}">{{ dc.review_overdue }} after-review(s)
+overdue</span>; <span class="{{ 'bad' if dc.notification_reviews_due else 'ok' }}">
+{{ dc.notification_reviews_due }} barred notification(s) due for review</span>.</p>
+<table><tr><th>Disclosure</th><th>Status</th><th>Authority</th><th>Reference</th>
+<th>Received</th><th>Disclosed</th><th>After-review</th><th>Notified</th></tr>
+{% for x in dc.disclosures %}<tr><td>{{ x.disclosure_id }}</td><td>{{ x.status }}</td>
+<td>{{ x.authority }}</td><td>{{ x.legal_reference }}</td><td>{{ x.received_at }}</td>
+<td>{{ x.disclosed_at or "-" }}</td>
+<td class="{{ 'bad' if x.review_overdue else '' }}">{{ "OVERDUE" if x.review_overdue
+   else (x.reviewed_at or ("open" if x.emergency else "-")) }}</td>
+<td>{{ x.notified_at or "-" }}</td></tr>{% endfor %}</table>
 </body></html>
 """
 

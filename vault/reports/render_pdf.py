@@ -129,4 +129,14 @@ def render(report: dict[str, Any], *, sha256: str) -> bytes:
         d.line(f"{p['principal_id']} owner {p['owner_ref']} role {p['role']} scope "
                f"{scope_text}: key age {p['key_age_days']} days{past}, last use "
                f"{p['last_use'] or '-'}")  # fmt: skip
+    dc = report["disclosures"]
+    d.title(t["disclosures"])
+    d.line(f"{dc['count']} received ({dc['emergency']} emergency, {dc['objected']} objected, "
+           f"{dc['barred']} barred and not listed); {dc['review_overdue']} after-review(s) "
+           f"overdue; {dc['notification_reviews_due']} barred notification(s) due for review.")
+    for x in dc["disclosures"]:
+        overdue = " AFTER-REVIEW OVERDUE" if x["review_overdue"] else ""
+        d.line(f"{x['disclosure_id']} {x['status']} {x['authority']} {x['legal_reference']}: "
+               f"received {x['received_at']}, disclosed {x['disclosed_at'] or '-'}, notified "
+               f"{x['notified_at'] or '-'}{overdue}")  # fmt: skip
     return bytes(d.pdf.output())

@@ -54,7 +54,8 @@ from vault.storage import BlobStore
 from vault.tags import AuditAction
 
 __all__ = [
-    "FLAGGABLE", "HOLDABLE", "active_holds", "active_holds_of", "create_hold", "get_hold",
+    "FLAGGABLE", "HOLDABLE", "active_holds", "active_holds_of", "active_holds_select",
+    "create_hold", "get_hold",
     "held_condition", "list_holds", "memberships_for_new_recording", "release_hold",
     "set_flags", "to_public",
 ]  # fmt: skip
@@ -84,6 +85,17 @@ def held_condition(recording_id: Any) -> sa.ColumnElement[bool]:
     )
 
 
+def active_holds_select(*columns: Any) -> Any:
+    """``SELECT columns`` over (membership, active hold) pairs; callers add the recordings and
+    order by ``LegalHold.created_at, LegalHold.id`` (oldest hold first)."""
+    return (
+        select(*columns)
+        .select_from(HoldMembership)
+        .join(LegalHold, col(LegalHold.id) == col(HoldMembership.hold_id))
+        .where(col(LegalHold.released_at).is_(None))
+    )
+
+
 def active_holds_of(
     session: Session, recording_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -92,12 +104,8 @@ def active_holds_of(
     out: dict[uuid.UUID, list[uuid.UUID]] = {}
     for start in range(0, len(ids), 1000):
         rows = session.exec(
-            select(HoldMembership.recording_id, LegalHold.id)
-            .join(LegalHold, col(LegalHold.id) == col(HoldMembership.hold_id))
-            .where(
-                col(HoldMembership.recording_id).in_(ids[start : start + 1000]),
-                col(LegalHold.released_at).is_(None),
-            )
+            active_holds_select(HoldMembership.recording_id, LegalHold.id)
+            .where(col(HoldMembership.recording_id).in_(ids[start : start + 1000]))
             .order_by(col(LegalHold.created_at), col(LegalHold.id))
         ).all()
         for rid, hid in rows:

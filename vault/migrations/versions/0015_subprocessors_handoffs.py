@@ -1,7 +1,7 @@
 """Sub-processors and hand-offs (issue #15)
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-11-26
 
 - ``subprocessor``: the registry (name, purpose, region, contract reference, the age key; added
@@ -21,7 +21,7 @@ from alembic import op
 import vault.models
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
