@@ -38,6 +38,7 @@ class SubprocessorBase(SQLModel):
 class SubprocessorCreate(SubprocessorBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
+    purpose: Text = Field(min_length=1, max_length=32)
     region: Text = Field(min_length=1, max_length=64)
     contract_ref: Text = Field(min_length=1, max_length=256)
     age_recipient: Text = Field(min_length=1, max_length=128)  # "age1..." (X25519)

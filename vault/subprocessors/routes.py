@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment
 
@@ -28,6 +28,7 @@ from vault.models import (
 )
 from vault.recordings.routes import request_chunks
 from vault.subprocessors import redeem, registry
+from vault.validation import Text
 
 router = APIRouter(tags=["subprocessors"])
 
@@ -74,7 +75,11 @@ def add_subprocessor(
 
 @router.post("/v1/subprocessors/{name}/remove", response_model=SubprocessorPublic)
 def remove_subprocessor(
-    ctx: CtxDep, session: SessionDep, actor: CurrentActor, name: str, body: SubprocessorRemove
+    ctx: CtxDep,
+    session: SessionDep,
+    actor: CurrentActor,
+    name: Annotated[Text, Path(min_length=1, max_length=64)],
+    body: SubprocessorRemove,
 ) -> SubprocessorPublic:
     return registry.remove_subprocessor(
         session, actor=actor, name=name, reason=body.reason, now=ctx.now()

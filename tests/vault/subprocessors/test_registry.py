@@ -177,3 +177,9 @@ def test_the_openapi_document_shows_the_public_list_without_a_key(lite: World) -
     assert paths["/v1/handoffs"]["get"]["security"] == [{"bearerAuth": []}]
     body = paths["/v1/handoffs/{handoff_id}/transcript"]["post"]["requestBody"]
     assert set(body["content"]) == {"application/octet-stream"}
+
+
+def test_a_name_with_a_control_character_is_invalid_input_not_an_error(lite: World) -> None:
+    r = lite.client.post("/v1/subprocessors/a%00b/remove", json={"reason": "x"},
+                         headers=lite.h("admin"))  # fmt: skip
+    assert r.status_code == 422 and r.json()["type"] == PROBLEM + "invalid-input"
