@@ -39,6 +39,7 @@ from vault.redaction import expiry as redaction_expiry
 from vault.redaction import service as redaction
 from vault.retention import disposal as retention
 from vault.retention import erasure, expiry
+from vault.subprocessors import handoffs
 from vault.tenants import offboarding
 
 __all__ = [
@@ -186,6 +187,19 @@ def purge_exports(ctx: Context, now: datetime, **_: Any) -> JobResult:
     return _result(f"{deleted} ended export(s) deleted", deleted=deleted)
 
 
+def transcription_handoffs(ctx: Context, now: datetime, **_: Any) -> JobResult:
+    done = handoffs.run(ctx, now=now)
+    return _result(
+        f"{done.issued} hand-off(s) issued, {done.failed} failed, {done.cancelled} cancelled; "
+        f"{done.transfer_refused} opted-in tenant(s) held back (transfer not authorised); "
+        f"{done.transcripts_ended} transcript purpose(s) ended with their parent's; "
+        f"{done.tokens_forgotten} unclaimed token(s) forgotten after expiry",
+        issued=done.issued, failed=done.failed, cancelled=done.cancelled,
+        transfer_refused=done.transfer_refused, transcripts_ended=done.transcripts_ended,
+        tokens_forgotten=done.tokens_forgotten,
+    )  # fmt: skip
+
+
 def review_barred_notifications(ctx: Context, now: datetime, **_: Any) -> JobResult:
     flagged = disclosure_notices.review_barred(ctx, now=now)
     return _result(f"{flagged} barred disclosure notification(s) due for review", flagged=flagged)
@@ -206,6 +220,7 @@ JOBS: dict[str, JobFn] = {
     "clear-revoked-owners": clear_revoked_owners,
     "review-barred-notifications": review_barred_notifications,
     "purge-exports": purge_exports,
+    "transcription-handoffs": transcription_handoffs,
 }
 
 # Jobs that run at their own period (seconds, from the settings) instead of job_interval_seconds.
@@ -215,13 +230,15 @@ PERIODS: dict[str, Callable[[Settings], float]] = {
 
 # Grants lapse first (nobody reads what is about to go); purposes expire before disposal;
 # erasure runs before disposal (it ends purposes) and again after the KEK cycle, whose
-# retirement is what completes an erasure; the sequencer takes every event in and the signed
-# tree head then covers everything this run did.
+# retirement is what completes an erasure; hand-offs go only once purposes, erasures and
+# disposals are settled (and their exports are purged after); the sequencer takes every event in
+# and the signed tree head then covers everything this run did.
 RUN_ALL_ORDER: tuple[str, ...] = (
     "expire-grants",
     "expire-purposes",
     "erasure",
     "dispose",
+    "transcription-handoffs",
     "redact",
     "sweep-orphans",
     "kek-cycle",

@@ -31,6 +31,7 @@ from vault.redaction import routes as redaction
 from vault.reports import routes as reports
 from vault.retention import erasure_routes as erasure
 from vault.retention import holds_routes as holds
+from vault.subprocessors import routes as subprocessors
 from vault.tenants import routes as tenant_routes
 
 
@@ -67,7 +68,7 @@ def create_app(settings: Settings, *, ctx: Context | None = None) -> FastAPI:
     web.install(app)
     routers = (
         health, tenants, recordings, content, access, audit, holds, erasure, redaction,
-        console, pages, oversight, privacy, tenant_routes, reports, disclosures,
+        console, pages, oversight, privacy, tenant_routes, reports, disclosures, subprocessors,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

@@ -214,6 +214,9 @@ class Settings(Placement, BaseSettings):
     max_key_age_days: float = Field(default=90.0, gt=0)
     # Legal disclosures: how long an authority's one-time download stays available.
     disclosure_export_hours: float = Field(default=72.0, gt=0, le=24 * 30)
+    # A hand-off to a sub-processor can be downloaded for this long after it is issued (the
+    # notice promises a short-lived transfer: never more than an hour).
+    handoff_minutes: float = Field(default=60.0, gt=0, le=60)
 
     @classmethod
     def settings_customise_sources(

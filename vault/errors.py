@@ -188,6 +188,32 @@ class RecordingRestrictedError(ConflictError):
 
     code = "recording-restricted"
     title = "The recording is restricted"
+class UnknownSubprocessorError(InvalidInputError):
+    code = "unknown-subprocessor"
+    title = "Unknown or removed sub-processor"
+
+
+class SubprocessorKeyError(InvalidInputError):
+    code = "subprocessor-key-invalid"
+    title = "The sub-processor's key must be an age X25519 recipient (age1...)"
+
+
+class HandoffStateError(ConflictError):
+    """The hand-off is not in the state this needs (token already claimed, download not yet
+    completed, transcript already stored); the detail says which."""
+
+    code = "handoff-state"
+    title = "The hand-off is not in a state that allows this"
+
+
+class HandoffWithdrawnError(GoneError):
+    """A rule of the hand-off no longer holds (the purpose ended, the recording is restricted or
+    gone, the tenant opted out, a transfer is no longer authorised): it is revoked."""
+
+    code = "handoff-withdrawn"
+    title = "The hand-off was withdrawn"
+
+
 class DisclosureStateError(ConflictError):
     """The disclosure is not in a state that allows this (an objected one never exports)."""
 

@@ -56,8 +56,9 @@ class PolicyError(ValueError):
 
 # Mirrors vault.models.Role; floor 2 may import only vault.errors, and a test keeps them equal.
 Role = Literal[
-    "admin", "ingest", "engineer", "approver", "security", "privacy", "auditor", "monitor"
-]
+    "admin", "ingest", "engineer", "approver", "security", "privacy", "auditor", "monitor",
+    "subprocessor",
+]  # fmt: skip
 ROLES: tuple[str, ...] = get_args(Role)
 PURPOSE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 PurposeName = Annotated[str, StringConstraints(pattern=PURPOSE_NAME_PATTERN)]

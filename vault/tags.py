@@ -83,6 +83,17 @@ class AuditAction(StrEnum):
     redaction_start = "redaction.start"  # the system reads the original under a profile
     redaction_verified = "redaction.verified"
     redaction_failed = "redaction.failed"
+    # sub-processors and hand-offs
+    subprocessor_add = "subprocessor.add"
+    subprocessor_remove = "subprocessor.remove"  # with its hand-offs revoked, principals revoked
+    handoff_issue = "handoff.issue"  # the worker made a recording available to a sub-processor
+    handoff_transfer = "handoff.transfer"  # that hand-off crossed regions (both named)
+    handoff_fail = "handoff.fail"
+    handoff_cancel = "handoff.cancel"  # a rule changed while the export was produced
+    handoff_withdraw = "handoff.withdraw"  # revoked at redemption: a rule no longer holds
+    handoff_claim = "handoff.claim"  # the sealed token collected (once)
+    handoff_forget = "handoff.forget"  # an unclaimed sealed token, past its expiry
+    handoff_transcript = "handoff.transcript"  # the transcript stored as a derivative
     # keys and audit
     kek_rotate = "kek.rotate"
     kek_rewrap = "kek.rewrap"

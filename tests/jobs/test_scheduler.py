@@ -29,7 +29,8 @@ from vault.context import Context
 
 NAMES = {"expire-purposes", "dispose", "redact", "erasure", "expire-grants", "sweep-orphans",
          "kek-cycle", "audit-sequence", "audit-checkpoint", "metrics-rollup", "scrub",
-         "clear-revoked-owners", "purge-exports", "review-barred-notifications"}  # fmt: skip
+         "clear-revoked-owners", "purge-exports", "review-barred-notifications",
+         "transcription-handoffs"}  # fmt: skip
 
 
 def _jobs(scheduler: BaseScheduler) -> dict[str, Job]:

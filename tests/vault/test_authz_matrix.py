@@ -27,7 +27,7 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.postgres import temp_database
-from vault import audit
+from vault import audit, authz
 from vault.access import breakglass, grants
 from vault.access import requests as access
 from vault.authz import Actor
@@ -142,6 +142,12 @@ SPOT = {
     (R.security, "review_break_glass", "break_glass"): FORBIDDEN,  # its own
     (R.engineer, "request", "other_tenant"): NOT_FOUND,
     (R.privacy, "request", "none"): FORBIDDEN,
+    # A sub-processor's key redeems its own hand-offs and nothing else.
+    (R.subprocessor, "read", "approved"): FORBIDDEN,
+    (R.subprocessor, "request", "none"): FORBIDDEN,
+    (R.subprocessor, "approve", "pending"): FORBIDDEN,
+    (R.subprocessor, "revoke", "approved"): FORBIDDEN,
+    (R.subprocessor, "break_glass", "none"): FORBIDDEN,
 }
 
 
@@ -379,6 +385,8 @@ PG_CASES = [
     (R.engineer, "revoke", "break_glass"),
     (R.security, "break_glass", "break_glass"),
     (R.security, "review_break_glass", "break_glass"),
+    (R.subprocessor, "read", "approved"),
+    (R.subprocessor, "approve", "pending"),
 ]
 
 
@@ -386,6 +394,24 @@ PG_CASES = [
                          ids=[f"{r}-{a}-{s}" for r, a, s in PG_CASES])  # fmt: skip
 def test_matrix_postgres(pg_env: Env, role: Role, action: str, state: str) -> None:
     assert outcome(pg_env, role, action, state) == expected(role, action, state)
+
+
+def test_only_a_principal_bound_to_the_subprocessor_redeems_its_handoff() -> None:
+    """handoff:redeem, for every role: the hand-off's holder is its sub-processor."""
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    handoff = authz.objects([], uuid.uuid4(), holder_id=mine)
+    for role in ROLES:
+        for bound in (None, mine, other):
+            actor = Actor(id=uuid.uuid4(), name="a", role=role, owner="o", all_tenants=True,
+                          subprocessor_id=bound)  # fmt: skip
+            denial = authz.decide(actor, authz.P.handoff_redeem, handoff)
+            allowed = role is R.subprocessor and bound == mine
+            assert (denial is None) == allowed, (role, bound)
+            if role is R.subprocessor and not allowed:
+                assert denial is not None and denial.not_found  # answered like a missing one
+    assert authz.decide(Actor.operator(), authz.P.handoff_redeem, handoff) is not None
+    # Issuing is the worker's alone: no role holds it.
+    assert all(authz.P.handoff_issue not in perms for perms in authz.ROLE_PERMISSIONS.values())
 
 
 def test_matrix_left_an_intact_audit_chain(sqlite_env: Env) -> None:

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.clock import FakeClock
 from tests.support.postgres import temp_database
+from tests.vault.test_fuzz_api import AGE_RECIPIENT
 from vault import audit
 from vault.access import requests as access
 from vault.app import create_app
@@ -32,10 +33,11 @@ from vault.db import migrate
 from vault.identity import principals
 from vault.identity.owners import Owner, owner_of
 from vault.identity.tenants import create_tenant
-from vault.models import ReviewDecision, Role
+from vault.models import ReviewDecision, Role, SubprocessorCreate
 from vault.recordings.ingest import ingest
 from vault.retention import erasure, holds
 from vault.setup import initialise
+from vault.subprocessors import registry
 
 R = Role
 TYPE = "https://callvault.dev/problems/"
@@ -43,7 +45,8 @@ TENANTS = ("acme", "globex")
 REASON = "Investigating dropped audio reported by the customer"
 
 # Which roles hold which read (the role table, written out by hand).
-METADATA = set(R) - {R.monitor}  # monitor scrapes /metrics and nothing else
+# monitor scrapes /metrics and nothing else; a sub-processor redeems its hand-offs only
+METADATA = set(R) - {R.monitor, R.subprocessor}
 REQUESTS = {R.engineer, R.approver, R.security}
 REVIEWERS = {R.approver, R.security}  # see every request in scope, not only their own
 GRANTS = {R.engineer, R.approver, R.security}
@@ -69,6 +72,10 @@ class World:
 def _principal(
     ctx: Context, s: Any, name: str, role: Role, tenants: list[str], owner: Owner
 ) -> str:
+    if role is R.subprocessor:  # bound to a registry entry, never to tenants
+        _, key = registry.add_principal(s, actor=Actor.operator(), name=name, owner=owner,
+                                        subprocessor="scribe", now=ctx.now())  # fmt: skip
+        return key
     _, key = principals.add_principal(
         s, actor=Actor.operator(), name=name, role=role, owner=owner,
         tenants=tenants, all_tenants=not tenants, now=ctx.now(),
@@ -132,6 +139,11 @@ def _world(ctx: Context) -> Iterator[World]:
         names = [n for r in R for n in (f"r-{r}-acme", f"r-{r}-all")]
         owner = {n: owner_of(ctx.keys, f"{n}@example.com") for n in names}
         with ctx.db.transaction() as s:
+            registry.add_subprocessor(
+                s, actor=Actor.operator(), policy=ctx.policy, now=ctx.now(),
+                body=SubprocessorCreate(name="scribe", purpose="transcription", region="eu",
+                                        contract_ref="DPA-1", age_recipient=AGE_RECIPIENT),
+            )  # fmt: skip
             for role in R:
                 acme, every = f"r-{role}-acme", f"r-{role}-all"
                 world.keys[(role, "acme")] = _principal(ctx, s, acme, role, ["acme"], owner[acme])

@@ -23,12 +23,15 @@ from vault.context import Context
 from vault.identity import principals
 from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
-from vault.models import Role
+from vault.models import Role, SubprocessorCreate
 from vault.recordings.ingest import ingest
 from vault.setup import initialise
+from vault.subprocessors import registry
 
 EXAMPLES = int(os.environ.get("CALLVAULT_FUZZ_EXAMPLES", "5"))  # per role, operation, mode
 PROBLEM = "application/problem+json"
+# A fixed, public age X25519 recipient (no identity for it exists in the repository).
+AGE_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
 
 @dataclass
@@ -70,7 +73,18 @@ def _populate(ctx: Context) -> dict[Role, str]:
     with ctx.db.transaction() as s:
         create_tenant(s, actor=op, name="acme", region=None, now=ctx.now())
         keys = {}
+        sp = registry.add_subprocessor(
+            s, actor=op, policy=ctx.policy, now=ctx.now(),
+            body=SubprocessorCreate(name="scribe", purpose="transcription", region="eu",
+                                    contract_ref="DPA-1", age_recipient=AGE_RECIPIENT),
+        )  # fmt: skip
         for role in Role:
+            if role is Role.subprocessor:
+                _, keys[role] = registry.add_principal(
+                    s, actor=op, name="fuzz-subprocessor", owner=owners[role],
+                    subprocessor=sp.name, now=ctx.now(),
+                )  # fmt: skip
+                continue
             everywhere = role in (Role.admin, Role.auditor)
             _, keys[role] = principals.add_principal(
                 s, actor=op, name=f"fuzz-{role}", role=role, owner=owners[role],

@@ -226,7 +226,8 @@ BAD_CASES: list[tuple[str, str, str]] = [
         "unknown role",
         purpose_block(approver_roles='["approver", "root"]'),
         "purposes.fraud.approver_roles[1]: must be one of 'admin', 'ingest', 'engineer', "
-        "'approver', 'security', 'privacy', 'auditor' or 'monitor' (got \"root\")",
+        "'approver', 'security', 'privacy', 'auditor', 'monitor' or 'subprocessor' "
+        "(got \"root\")",
     ),
     (
         "no roles",

@@ -40,8 +40,10 @@ _ERRORS = {
     "500": "Internal or integrity error",
     "503": "A dependency is unavailable",
 }
-# No API key: health probes, and the authority's download (its token is its credential).
-_PUBLIC = {"/healthz", "/readyz", "/downloads/disclosures/{export_id}"}
+# No API key: health probes, the authority's download (its token is its credential), and the
+# published list of sub-processors.
+_PUBLIC = {"/healthz", "/readyz", "/downloads/disclosures/{export_id}", "/subprocessors",
+           "/subprocessors.json"}  # fmt: skip
 _MEDIA = ["video/*", "audio/*", "application/octet-stream"]
 
 
@@ -68,6 +70,16 @@ def _document(app: FastAPI) -> dict[str, Any]:
                     "description": "The raw media stream (read in constant memory)",
                     "content": {
                         m: {"schema": {"type": "string", "format": "binary"}} for m in _MEDIA
+                    },
+                }
+            if path == "/v1/handoffs/{handoff_id}/transcript" and method == "post":
+                op["requestBody"] = {
+                    "required": True,
+                    "description": "The transcript, stored encrypted as a derivative",
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
                     },
                 }
     return doc

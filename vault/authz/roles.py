@@ -47,6 +47,10 @@ class Permission(StrEnum):
     disclosure_read = "disclosure:read"
     disclosure_approve = "disclosure:approve"
     disclosure_review = "disclosure:review"
+    subprocessor_read = "subprocessor:read"  # the registry, contract references included
+    subprocessor_manage = "subprocessor:manage"  # add and remove registry entries
+    handoff_issue = "handoff:issue"  # no role: the worker's (the local operator's) only
+    handoff_redeem = "handoff:redeem"  # list, claim, download its own hand-offs; send transcripts
 
 
 P = Permission
@@ -56,34 +60,37 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(
         {P.tenant_create, P.principal_manage, P.recording_metadata_read, P.recording_purpose_end,
          P.metrics_read, P.keys_manage, P.redaction_manage, P.tenant_read,
-         P.tenant_change_propose}
+         P.tenant_change_propose, P.subprocessor_read, P.subprocessor_manage}
     ),
-    Role.ingest: frozenset({P.recording_ingest, P.recording_metadata_read}),
+    Role.ingest: frozenset({P.recording_ingest, P.recording_metadata_read, P.subprocessor_read}),
     Role.engineer: frozenset(
         {P.recording_metadata_read, P.access_request, P.access_request_read, P.grant_read,
-         P.grant_revoke}
+         P.grant_revoke, P.subprocessor_read}
     ),
     Role.approver: frozenset(
         {P.recording_metadata_read, P.access_review, P.access_request_read, P.grant_read,
-         P.grant_revoke}
+         P.grant_revoke, P.subprocessor_read}
     ),
     Role.security: frozenset(
         {P.recording_metadata_read, P.access_request, P.access_request_read, P.access_review,
          P.grant_read, P.grant_read_all, P.grant_revoke, P.break_glass, P.break_glass_review,
          P.hold_manage, P.audit_read, P.disclosure_read, P.disclosure_approve,
-         P.disclosure_review}
+         P.disclosure_review, P.subprocessor_read}
     ),
     Role.privacy: frozenset(
         {P.recording_metadata_read, P.recording_purpose_end, P.hold_manage, P.erasure_manage,
          P.redaction_manage, P.restriction_manage, P.subject_access, P.tenant_read,
          P.tenant_change_approve, P.report_read, P.disclosure_manage, P.disclosure_read,
-         P.disclosure_approve, P.disclosure_review}
+         P.disclosure_approve, P.disclosure_review, P.subprocessor_read}
     ),
     Role.auditor: frozenset(
         {P.recording_metadata_read, P.audit_read, P.tenant_read, P.report_read,
-         P.disclosure_read}
+         P.disclosure_read, P.subprocessor_read}
     ),
     Role.monitor: frozenset({P.metrics_read}),
+    # A sub-processor's key opens its own hand-offs and nothing else (not even the registry:
+    # the public list at /subprocessors is there for everyone).
+    Role.subprocessor: frozenset({P.handoff_redeem}),
 }  # fmt: skip
 
 # Roles that may revoke grants they do not hold (within their scope).
@@ -106,6 +113,8 @@ class Actor:
     system: bool = False
     # Where the principal reads from (vault.residency); None: the home region.
     region: str | None = None
+    # The registry entry a ``subprocessor`` principal is bound to (None for every other role).
+    subprocessor_id: uuid.UUID | None = None
 
     @classmethod
     def operator(cls, name: str = "cli") -> Actor:

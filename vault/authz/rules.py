@@ -162,6 +162,14 @@ def _disclosure_four_eyes(actor: Actor, res: Resource) -> Denial | None:
     return None
 
 
+def _own_handoff(actor: Actor, res: Resource) -> Denial | None:
+    # A hand-off's holder is its sub-processor: only principals bound to that entry redeem it;
+    # any other (another sub-processor's key, the operator) sees no such hand-off.
+    if actor.subprocessor_id is None or actor.subprocessor_id != res.holder_id:
+        return Denial("not-recipient", "no hand-off", not_found=True)
+    return None
+
+
 Rule = Callable[[Actor, Resource], Denial | None]
 
 # Object rules per permission, checked after scope (scope first, so that nobody learns an
@@ -173,6 +181,7 @@ OBJECT_RULES: dict[Permission, tuple[Rule, ...]] = {
     P.tenant_change_approve: (_approve_change,),
     P.disclosure_approve: (_disclosure_four_eyes,),
     P.disclosure_review: (_disclosure_four_eyes,),
+    P.handoff_redeem: (_own_handoff,),
 }
 
 
@@ -202,6 +211,7 @@ def _what(permission: Permission) -> str:
         P.break_glass_review: "grant", P.audit_read: "audit log",
         P.disclosure_approve: "disclosure", P.disclosure_review: "disclosure",
         P.disclosure_manage: "disclosure", P.disclosure_read: "disclosure",
+        P.handoff_redeem: "hand-off",
     }.get(permission, "recording")  # fmt: skip
 
 

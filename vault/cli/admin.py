@@ -107,7 +107,10 @@ def tenant_add(name: str, region: Annotated[str | None, typer.Option()] = None) 
 def principal_add(
     name: str,
     role: Annotated[
-        str, typer.Option(help="admin|ingest|engineer|approver|security|privacy|auditor|monitor")
+        str,
+        typer.Option(
+            help="admin|ingest|engineer|approver|security|privacy|auditor|monitor|subprocessor"
+        ),
     ],
     owner: Annotated[str, typer.Option(help="The person or service behind the key (email).")],
     tenant: Annotated[
@@ -121,21 +124,34 @@ def principal_add(
         str | None,
         typer.Option(help="The region it reads from (default: the home region)."),
     ] = None,
+    subprocessor: Annotated[
+        str | None,
+        typer.Option(help="--role subprocessor: the registry entry it is bound to (no scope)."),
+    ] = None,
 ) -> None:
     """Create a principal and print its API key (alone on the last line)."""
     from vault.identity import principals
     from vault.identity.owners import owner_of
+    from vault.subprocessors import registry
 
+    if subprocessor is not None and (role != "subprocessor" or tenant or all_tenants):
+        fail("--subprocessor goes with --role subprocessor, and without a tenant scope")
     ctx = context()
     now = ctx.now()
     expires_at = now + timedelta(days=expires_days) if expires_days else None
     owner_id = owner_of(ctx.keys, owner)  # the provider call, before the transaction
     with ctx.db.transaction() as session:
-        principal, key = principals.add_principal(
-            session, actor=Actor.operator(), name=name, role=role, owner=owner_id,
-            tenants=tenant or [], all_tenants=all_tenants, now=now, expires_at=expires_at,
-            rng=ctx.rng, region=region, regions=ctx.settings.region_names,
-        )  # fmt: skip
+        if subprocessor is not None:
+            principal, key = registry.add_principal(
+                session, actor=Actor.operator(), name=name, owner=owner_id,
+                subprocessor=subprocessor, now=now, expires_at=expires_at, rng=ctx.rng,
+            )  # fmt: skip
+        else:  # add_principal refuses a subprocessor role without its entry, and vice versa
+            principal, key = principals.add_principal(
+                session, actor=Actor.operator(), name=name, role=role, owner=owner_id,
+                tenants=tenant or [], all_tenants=all_tenants, now=now, expires_at=expires_at,
+                rng=ctx.rng, region=region, regions=ctx.settings.region_names,
+            )  # fmt: skip
     typer.echo(f"principal {principal.name} ({principal.role}) {principal.id}")
     typer.echo(key)
 

@@ -14,11 +14,18 @@ import re
 import uuid
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from vault.authz import Actor
 from vault.errors import AuthenticationError
-from vault.models import ApiKey, Principal, PrincipalTenant, Role
+from vault.models import (
+    ApiKey,
+    Principal,
+    PrincipalTenant,
+    Role,
+    Subprocessor,
+    SubprocessorPrincipal,
+)
 
 KEY_PREFIX = "cvk_"
 LOOKUP_LEN = 12
@@ -91,6 +98,20 @@ def _actor_of(session: Session, row: ApiKey, now: datetime) -> Actor:
         role = Role(principal.role)
     except ValueError:
         raise _fail() from None
+    subprocessor_id = None
+    if role is Role.subprocessor:
+        # Bound to a registry entry that is still listed, or no key works (fail closed: a
+        # removed sub-processor's principals are revoked too, this covers any left over).
+        subprocessor_id = session.exec(
+            select(SubprocessorPrincipal.subprocessor_id)
+            .join(Subprocessor, col(Subprocessor.id) == col(SubprocessorPrincipal.subprocessor_id))
+            .where(
+                SubprocessorPrincipal.principal_id == principal.id,
+                col(Subprocessor.removed_at).is_(None),
+            )
+        ).first()
+        if subprocessor_id is None:
+            raise _fail()
     return Actor(
         id=principal.id,
         name=principal.name,
@@ -99,4 +120,5 @@ def _actor_of(session: Session, row: ApiKey, now: datetime) -> Actor:
         all_tenants=principal.all_tenants,
         tenant_ids=principal_tenant_ids(session, principal.id),
         region=principal.region,
+        subprocessor_id=subprocessor_id,
     )

@@ -34,6 +34,7 @@ from vault.identity.owners import Owner
 from vault.identity.tenants import check_region, resolve_tenant, tenant_names
 from vault.leases import claim
 from vault.models import ApiKey, Principal, PrincipalPublic, PrincipalTenant, Role
+from vault.models import SubprocessorPrincipal as Bound
 from vault.tags import AuditAction
 
 Rng = Callable[[int], bytes]
@@ -78,12 +79,16 @@ def add_principal(
     rng: Rng | None = None,
     region: str | None = None,
     regions: Collection[str] | None = None,
+    subprocessor_id: uuid.UUID | None = None,
 ) -> tuple[Principal, str]:
     """Create a principal and its first API key; the key is returned once and never stored.
 
     ``owner`` comes from :func:`vault.identity.owners.owner_of`, called before the transaction.
     ``region`` is where it reads from (vault.residency), one of ``regions`` (the configured
     ones, ``Settings.region_names``); ``None``: the home region.
+    A ``subprocessor`` principal is bound to one registry entry (``subprocessor_id``, checked by
+    :func:`vault.subprocessors.registry.add_principal`) and has no tenant scope: what it may
+    open is its own hand-offs, whichever tenants opted in.
     """
     authz.authorize(session, actor, Permission.principal_manage, now=now)
     if not isinstance(name, str) or not _PRINCIPAL_RE.fullmatch(name):
@@ -92,7 +97,13 @@ def add_principal(
         )
     parsed_role = _parse_role(role)
     check_region(region, regions)
-    if bool(tenants) == bool(all_tenants):
+    bound = parsed_role is Role.subprocessor
+    if bound != (subprocessor_id is not None) or (bound and (tenants or all_tenants)):
+        raise InvalidInputError(
+            "a subprocessor principal is bound to one registry entry "
+            "(--subprocessor NAME), without tenant scope; no other is"
+        )
+    if not bound and bool(tenants) == bool(all_tenants):
         raise InvalidInputError(SCOPE_REQUIRED if not tenants else f"{SCOPE_REQUIRED}, not both")
     tenant_ids = sorted({resolve_tenant(session, ref).id for ref in tenants}, key=str)
     # No escalation: an admin hands out only the scope it holds itself.
@@ -122,6 +133,8 @@ def add_principal(
         raise ConflictError(f"principal {name!r} already exists") from exc
     for tid in tenant_ids:
         session.add(PrincipalTenant(principal_id=principal.id, tenant_id=tid))
+    if subprocessor_id is not None:
+        session.add(Bound(principal_id=principal.id, subprocessor_id=subprocessor_id))
     key = issue_key(session, principal=principal, now=now, expires_at=expires_at, rng=rng)
     audit.record(
         session,
@@ -137,6 +150,7 @@ def add_principal(
             "tenant_ids": [str(t) for t in tenant_ids],
             "all_tenants": bool(all_tenants),
             **({"region": region} if region is not None else {}),
+            **({"subprocessor_id": str(subprocessor_id)} if subprocessor_id else {}),
         },
     )
     return principal, key
@@ -265,6 +279,9 @@ def set_role(
     old_role = principal.role
     if old_role == new_role.value:
         return principal
+    if Role.subprocessor.value in (old_role, new_role.value):
+        # The role and its registry binding go together: a new principal, not a new role.
+        raise ConflictError("the subprocessor role is given at creation only, never changed")
     principal.role = new_role.value
     session.add(principal)
     session.flush()

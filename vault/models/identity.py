@@ -22,6 +22,7 @@ class Role(StrEnum):
     privacy = "privacy"
     auditor = "auditor"
     monitor = "monitor"  # scrapes /metrics, nothing else
+    subprocessor = "subprocessor"  # redeems its own hand-offs, nothing else
 
 
 # --- tenants ---------------------------------------------------------------------------------

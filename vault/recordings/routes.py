@@ -45,7 +45,7 @@ async def _next_batch(body: AsyncIterator[bytes], idle: float) -> bytes | None:
     return b"".join(parts) if parts else None
 
 
-def _bridge(body: AsyncIterator[bytes], idle: float) -> Iterator[bytes]:
+def request_chunks(body: AsyncIterator[bytes], idle: float) -> Iterator[bytes]:
     """A blocking iterator over the async request body, for the service's worker thread."""
     while True:
         batch = anyio.from_thread.run(_next_batch, body, idle)
@@ -91,7 +91,7 @@ async def ingest(
             call_id=call_id,
             recorded_at=recorded_at,
             content_type=content_type or "",
-            chunks=_bridge(body, settings.upload_idle_timeout_seconds),
+            chunks=request_chunks(body, settings.upload_idle_timeout_seconds),
             max_bytes=settings.max_ingest_bytes,
             expected_sha256=x_content_sha256,
             expected_length=content_length,

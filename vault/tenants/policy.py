@@ -10,8 +10,8 @@ authorisations; and the *effective* policy every domain asks for.
   dispose jobs do the rest. A disabled purpose ends on stored recordings at ``approved_at +
   GRACE`` and is refused for new ingests and access requests.
 - **Authorisations** (sub-processor opt-ins, allowed transfers), each with the customer's
-  instruction reference: stored and shown, four-eyes too; :mod:`vault.residency` consumes the
-  transfers.
+  instruction reference: four-eyes too; the sub-processor hand-offs read the opt-ins
+  (:func:`authorisations_of`, :func:`opted_in_tenants`), :mod:`vault.residency` the transfers.
 
 :func:`effective_for` is the one place the global policy and a tenant's restrictions meet.
 """
@@ -47,8 +47,8 @@ from vault.tenants import changes
 __all__ = [
     "GRACE", "Authorisations", "apply_restrictions", "approve_authorisations",
     "approve_restrictions", "authorisations_of", "dry_run", "effective_for", "get_policy",
-    "parse_authorisations", "parse_restrictions", "propose_authorisations",
-    "propose_restrictions", "restrictions_of",
+    "opted_in", "opted_in_tenants", "parse_authorisations",
+    "parse_restrictions", "propose_authorisations", "propose_restrictions", "restrictions_of",
 ]  # fmt: skip
 
 # A shortening approved now reaches stored recordings no sooner than this: the customer and the
@@ -203,6 +203,25 @@ def authorisations_of(session: Session, tenant_id: uuid.UUID) -> Authorisations:
     if row is None or row.authorisations is None:
         return Authorisations()
     return Authorisations.model_validate(json.loads(row.authorisations))
+
+
+def opted_in(authorisations: Authorisations, subprocessor: str) -> bool:
+    """Opted in to ``subprocessor`` (by name): listed, and never listed as opted out."""
+    found = [o.opted_in for o in authorisations.subprocessors if o.subprocessor == subprocessor]
+    return bool(found) and all(found)
+
+
+def opted_in_tenants(session: Session, subprocessor: str) -> frozenset[uuid.UUID]:
+    """The tenants whose approved authorisations opt in to ``subprocessor``."""
+    rows = session.exec(
+        select(TenantPolicy.tenant_id, TenantPolicy.authorisations).where(
+            col(TenantPolicy.authorisations).is_not(None)
+        )
+    ).all()
+    return frozenset(
+        tenant_id for tenant_id, raw in rows
+        if opted_in(Authorisations.model_validate(json.loads(raw)), subprocessor)
+    )  # fmt: skip
 
 
 def apply_authorisations(

@@ -1,7 +1,7 @@
 """Data residency: the region of each recording and principal, and other regions' KEK versions
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-11-26
 
 - ``recording.region``: where its object and its KEK live; NULL is the home region (every row
@@ -19,7 +19,7 @@ from alembic import op
 from vault.models._types import UTCDateTime
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
