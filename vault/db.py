@@ -30,7 +30,6 @@ import contextvars
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -43,6 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from vault.errors import DatabaseUnavailableError, MisconfiguredError
+from vault.pool import ping_when_idle
 
 log = logging.getLogger(__name__)
 
@@ -150,36 +150,9 @@ def create_engine(database_url: str, *, echo: bool = False, create: bool = True)
         _install_sqlite_hooks(engine)
     else:
         engine = sa.create_engine(database_url, echo=echo, hide_parameters=True, pool_size=10)
-        _ping_when_idle(engine)
+        ping_when_idle(engine)
     _track(engine)
     return engine
-
-
-# A pooled connection idle longer than this is pinged before use (issue #12). A ping on every
-# checkout (pool_pre_ping) was one more round trip per request and per transaction; a database
-# restarted while connections idled is still caught, and one that fails under a busy pool fails
-# that request once (503) and invalidates the whole pool, as any disconnect does.
-PING_AFTER_IDLE_SECONDS = 5.0
-_CHECKED_IN = "callvault_checked_in"
-
-
-def _ping_when_idle(engine: Engine) -> None:
-    @event.listens_for(engine, "checkin")
-    def _checkin(_dbapi_conn: Any, record: Any) -> None:
-        record.info[_CHECKED_IN] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.get(_CHECKED_IN)
-        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
-            return  # new, or used a moment ago
-        try:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT 1")
-            dbapi_conn.rollback()
-        except Exception as exc:
-            # The pool discards this connection and checks out another (SQLAlchemy's contract).
-            raise sa.exc.DisconnectionError() from exc
 
 
 def _sqlite_file(path: Path, *, create: bool) -> None:

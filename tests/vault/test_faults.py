@@ -28,7 +28,7 @@ from tests.support.clock import FakeClock
 from tests.support.postgres import find_pg_bin, throwaway_cluster, to_libpq
 from tests.support.weed import run_weed
 from vault import audit, kek
-from vault import db as db_module
+from vault import pool as pool_module
 from vault.access import grants
 from vault.authz import Actor
 from vault.config import Settings
@@ -263,11 +263,11 @@ def test_a_pool_idle_across_a_postgres_restart_is_pinged_not_failed(
         _ingest(ctx, [b"a" * 1000])
         pg.stop()
         pg.start()
-        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        monkeypatch.setattr(pool_module, "PING_AFTER_IDLE_SECONDS", 0.0)
         _ingest(ctx, [b"b" * 1000])  # pinged, replaced, no error
         pg.stop()
         pg.start()
-        monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)
+        monkeypatch.setattr(pool_module, "PING_AFTER_IDLE_SECONDS", 3600.0)
         with pytest.raises(DatabaseUnavailableError), ctx.db.reading() as s:
             s.exec(select(Recording)).all()
         with ctx.db.reading() as s:
