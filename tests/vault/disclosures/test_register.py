@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.vault.disclosures.conftest import Register
 from tests.vault.privacy.conftest import Vault, problem
 from vault.ops.measures import disclosures as disclosure_metrics
@@ -171,3 +173,21 @@ def test_a_restricted_recording_may_be_disclosed_and_is_flagged(
     (event,) = vault.events("disclosure.receive")
     assert event["details"]["restricted_recording_ids"] == [str(rid)]
     assert reg.act(reg.approved(d), "disclose").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("recipient", "code"),
+    [
+        ("age1notakey", "disclosure-recipient-invalid"),
+        ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbogus", "disclosure-recipient-invalid"),
+        ("", "invalid-input"),  # the schema's bounds answer first
+        ("x" * 300, "invalid-input"),
+    ],
+    ids=["bad-age", "ssh-key", "empty", "long"],
+)
+def test_a_recipient_that_is_no_age_key_is_refused_and_registers_nothing(
+    vault: Vault, reg: Register, small_media: bytes, recipient: str, code: str
+) -> None:
+    rid = vault.ingest(small_media, call_id="call-r")
+    problem(reg.create(recording_ids=[str(rid)], recipient=recipient), 422, code)
+    assert vault.client.get("/v1/disclosures", headers=vault.h("privacy")).json() == []
