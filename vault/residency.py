@@ -14,7 +14,7 @@ hand-over of its content to a party in another region is a *transfer*:
 
 The check is made when content is read (playback, console media), never only when a grant is
 issued: the tenant may withdraw a transfer authorisation while grants are open, and the read is
-what moves the data. Sub-processor hand-offs use :func:`transfer_for` the same way.
+what moves the data. Sub-processor hand-offs use :func:`decide` the same way.
 """
 
 from __future__ import annotations

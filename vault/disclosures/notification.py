@@ -16,16 +16,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from vault import audit, authz
 from vault.audit.chain import format_ts
 from vault.authz import Actor, Permission
 from vault.context import Context
-from vault.db import is_postgres
 from vault.disclosures import register
 from vault.errors import InvalidInputError
+from vault.leases import claim
 from vault.models import Disclosure, DisclosureRecording
 from vault.models.disclosures import DisclosureNotification
 from vault.tags import AuditAction
@@ -86,9 +85,7 @@ def _due(session: Session, now: datetime) -> list[Disclosure]:
         .order_by(col(Disclosure.barred_review_at))
         .limit(BATCH)
     )
-    if is_postgres(session):
-        query = query.with_for_update(skip_locked=True)
-    return list(session.exec(query))
+    return list(session.exec(claim(session, query)))
 
 
 def review_barred(ctx: Context, *, now: datetime) -> int:
@@ -170,9 +167,3 @@ def evidence_section(
             for r in listed
         ],
     }  # fmt: skip
-
-
-def overdue_reviews(session: Session, now: datetime) -> int:
-    """Emergency after-reviews owed past 24 h (for /metrics)."""
-    query = select(sa.func.count()).select_from(Disclosure).where(Disclosure.review_overdue_at(now))
-    return int(session.exec(query).one())

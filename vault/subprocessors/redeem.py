@@ -29,6 +29,7 @@ from vault.authz import Actor, Permission
 from vault.context import Context
 from vault.errors import HandoffStateError, HandoffWithdrawnError, NotFoundError
 from vault.models import (
+    Export,
     ExportPublic,
     Handoff,
     HandoffClaim,
@@ -61,8 +62,8 @@ def _state(row: Handoff, export: ExportPublic | None, now: datetime) -> str:
 
 
 def _export(session: Session, row: Handoff) -> ExportPublic | None:
-    found = [e for e in exports.receipts(session, subject_id=row.id) if e.id == row.export_id]
-    return found[0] if found else None
+    found = session.get(Export, row.export_id) if row.export_id is not None else None
+    return ExportPublic.model_validate(found, from_attributes=True) if found else None
 
 
 def to_public(session: Session, row: Handoff, sp: Subprocessor, now: datetime) -> HandoffPublic:

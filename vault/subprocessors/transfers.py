@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from vault import residency
 from vault.errors import TransferNotAuthorisedError
-from vault.tenants.policy import Authorisations, TransferPermission
+from vault.tenants.policy import Authorisations
 
 # A tenant without a region is "somewhere": never the destination's region (fail closed).
 _NO_REGION = "(no region)"
@@ -25,7 +25,7 @@ __all__ = ["Transfer", "check_transfer"]
 class Transfer:
     source: str | None
     destination: str
-    permission: TransferPermission | None  # the authorisation that allows it, if one does
+    permission: residency.Transfer | None  # the authorised transfer, if one is
 
     @property
     def crosses(self) -> bool:
@@ -49,17 +49,10 @@ def check_transfer(
 ) -> Transfer:
     """Whether data of a tenant in ``source_region`` may go to ``destination_region``: the
     decision is :func:`vault.residency.decide`'s, the one owner of the transfer rule."""
-    if source_region == destination_region:
-        return Transfer(source_region, destination_region, None)
     try:
         decided = residency.decide(
             authorisations, source=source_region or _NO_REGION, destination=destination_region
         )
     except TransferNotAuthorisedError:
-        return Transfer(source_region, destination_region, None)
-    assert decided is not None  # the regions differ
-    allowed = TransferPermission(
-        destination=decided.destination, mechanism=decided.mechanism,
-        instruction_ref=decided.instruction_ref,
-    )  # fmt: skip
-    return Transfer(source_region, destination_region, allowed)
+        decided = None
+    return Transfer(source_region, destination_region, decided)
