@@ -24,7 +24,7 @@ from vault.context import Context
 from vault.errors import GoneError, IntegrityError, NotFoundError
 from vault.exports.tokens import hash_token
 from vault.models import Export, ExportKind, Recording, RecordingStatus
-from vault.recordings.windows import WindowReader, ciphertext_span
+from vault.recordings.windows import decrypted
 from vault.tags import AuditAction
 
 __all__ = ["Produced", "produce"]
@@ -42,27 +42,17 @@ class Produced:
 
 def _plaintext(ctx: Context, rec: Recording, dek: bytes, digest: hashlib._Hash) -> Iterator[bytes]:
     ciphertext_size = int(rec.ciphertext_size or 0)
-    size = streaming.plaintext_size(ciphertext_size)
-
-    store = ctx.store_for(rec.region)
-
-    def read(offset: int, length: int) -> bytes:
-        return store.read_range(
-            rec.object_key, version_id=rec.version_id, offset=offset, length=length
-        )
-
-    reader = WindowReader(read, *ciphertext_span(ciphertext_size, 0, size))
+    chunks = decrypted(
+        ctx.store_for(rec.region), object_key=rec.object_key, version_id=rec.version_id,
+        ciphertext_size=ciphertext_size, recording_id=rec.id, dek=dek,
+        start=0, end=streaming.plaintext_size(ciphertext_size),
+    )  # fmt: skip
     try:
-        for chunk in streaming.decrypt_range(
-            reader, dek=dek, recording_id=rec.id, ciphertext_size=ciphertext_size,
-            start=0, end=size,
-        ):  # fmt: skip
+        for chunk in chunks:
             digest.update(chunk)
             yield chunk
     except DecryptionError:
         raise IntegrityError("the stored recording failed authentication") from None
-    finally:
-        reader.close()
     # The stream authenticated segment by segment; the whole must also be what was ingested.
     if rec.sha256 is not None and not secrets.compare_digest(digest.hexdigest(), rec.sha256):
         raise IntegrityError("the stored recording does not match its ingest hash")

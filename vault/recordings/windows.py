@@ -7,11 +7,13 @@ so :class:`WindowReader` serves those reads from larger windows fetched ahead in
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from crypto import streaming
 from vault.db import carry
+from vault.storage import BlobStore
 
 # Segment reads are served from windows of whole segments, each fetched with one ranged GET: a
 # GET has milliseconds of fixed cost on S3 (SeaweedFS: ~4 ms for 1 MiB, ~10 ms for 8 MiB), so one
@@ -117,3 +119,31 @@ class WindowReader:
         while self._pending:
             self._pending.popleft().join()
         self._buf, self._view = b"", memoryview(b"")
+
+
+def decrypted(
+    store: BlobStore,
+    *,
+    object_key: str,
+    version_id: str | None,
+    ciphertext_size: int,
+    recording_id: uuid.UUID,
+    dek: bytes,
+    start: int,
+    end: int,
+) -> Iterator[bytes]:
+    """The authenticated plaintext ``[start, end)`` of exactly that object version, read in
+    windows (for the system's own reads: redaction's source, exports; playback adds its grant
+    re-checks around its reader). A failing segment raises ``DecryptionError``."""
+
+    def read(offset: int, length: int) -> bytes:
+        return store.read_range(object_key, version_id=version_id, offset=offset, length=length)
+
+    reader = WindowReader(read, *ciphertext_span(ciphertext_size, start, end))
+    try:
+        yield from streaming.decrypt_range(
+            reader, dek=dek, recording_id=recording_id, ciphertext_size=ciphertext_size,
+            start=start, end=end,
+        )  # fmt: skip
+    finally:
+        reader.close()

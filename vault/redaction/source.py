@@ -24,7 +24,7 @@ from crypto import streaming
 from crypto.errors import DecryptionError
 from vault.context import Context
 from vault.recordings.ranges import parse_range
-from vault.recordings.windows import WindowReader, ciphertext_span
+from vault.recordings.windows import decrypted
 
 __all__ = ["Original", "PlaintextServer"]
 
@@ -46,21 +46,11 @@ class Original:
 
 
 def _plaintext(ctx: Context, src: Original, start: int, end: int) -> Iterator[bytes]:
-    store = ctx.store_for(src.region)
-
-    def read(offset: int, length: int) -> bytes:
-        return store.read_range(
-            src.object_key, version_id=src.version_id, offset=offset, length=length
-        )
-
-    reader = WindowReader(read, *ciphertext_span(src.ciphertext_size, start, end))
-    try:
-        yield from streaming.decrypt_range(
-            reader, dek=src.dek, recording_id=src.recording_id,
-            ciphertext_size=src.ciphertext_size, start=start, end=end,
-        )  # fmt: skip
-    finally:
-        reader.close()
+    return decrypted(
+        ctx.store_for(src.region), object_key=src.object_key, version_id=src.version_id,
+        ciphertext_size=src.ciphertext_size, recording_id=src.recording_id, dek=src.dek,
+        start=start, end=end,
+    )  # fmt: skip
 
 
 class PlaintextServer:
