@@ -150,9 +150,11 @@ def _expire_detached(request_id: uuid.UUID, actor: str, now: datetime) -> Any:
     return write
 
 
-def _request_resource(session: Session, req: AccessRequest, policy: Policy) -> authz.Resource:
+def _request_resource(
+    req: AccessRequest, policy: Policy, tenants: set[uuid.UUID]
+) -> authz.Resource:
     return authz.objects(
-        request_tenants(session, req.id), req.id, holder_id=req.requester_id,
+        tenants, req.id, holder_id=req.requester_id,
         holder_owner=req.requester_owner,
         approver_roles=frozenset(policy.purpose(req.purpose).approver_roles),
     )  # fmt: skip
@@ -177,9 +179,10 @@ def review(
     comment = check_comment(comment)
     require_principal(session, actor)
     req: AccessRequest = lock_row(session, AccessRequest, request_id, "access request")
-    policy = effective_for(session, policy, request_tenants(session, req.id))
+    tenants = request_tenants(session, req.id)
+    policy = effective_for(session, policy, tenants)
     # Authority before state, so nobody learns a request's state without the right to review it.
-    target = _request_resource(session, req, policy)
+    target = _request_resource(req, policy, tenants)
     authz.authorize(session, actor, P.access_review, target, now=now)
     if req.lapsed_at(now):
         detached(session, _expire_detached(req.id, actor.audit_name, now))

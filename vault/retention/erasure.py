@@ -124,12 +124,14 @@ def create_request(
             session, actor, tenant, Permission.erasure_manage, now=now
         ).id
         matched = _by_call(session, tenant_id, call_id)
+        tenants = {tenant_id}
     else:
         # The same answer for "missing" and "not yours".
-        authz.get_visible_many(session, actor, ids, permission=Permission.erasure_manage, now=now)
+        found = authz.get_visible_many(
+            session, actor, ids, permission=Permission.erasure_manage, now=now
+        )
         matched = ids
-    in_ids = select(Recording.tenant_id).where(col(Recording.id).in_(matched))
-    tenants = {tenant_id} if tenant_id else set(session.exec(in_ids).all())
+        tenants = {r.tenant_id for r in found}
     deadline = tenant_policy.effective_for(session, policy, tenants).erasure_deadline
     return open_request(
         session, tenant_id=tenant_id, call_id=call_id, recording_ids=matched, reason=reason,
