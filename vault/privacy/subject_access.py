@@ -168,11 +168,13 @@ def subject_access(
     every = [r.id for r in recs] + [c.id for c in children]
     accesses = _accesses(session, actor, every)
 
+    # The recordings' metadata exactly as GET /v1/recordings/{id} shows it (looked up for all
+    # of them at once), plus who accessed each.
+    shown = [*(r for r in recs if r.status != RecordingStatus.disposed), *children]
+    publics = {p.id: p for p in recordings.to_public_many(session, shown, now=now)}
+
     def shape(r: Recording) -> dict[str, Any]:
-        # The recording's metadata exactly as GET /v1/recordings/{id} shows it, plus who
-        # accessed it.
-        public = recordings.to_public(session, r, now=now).model_dump(mode="json")
-        return {**public, "accesses": accesses.get(r.id, [])}
+        return {**publics[r.id].model_dump(mode="json"), "accesses": accesses.get(r.id, [])}
 
     derived: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for c in children:

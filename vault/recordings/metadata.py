@@ -40,7 +40,10 @@ from vault.retention.expiry import end_purposes
 from vault.retention.holds import active_holds_of, active_holds_select
 from vault.tags import AuditAction
 
-__all__ = ["MAX_PAGE_LIMIT", "end_purpose", "get_recording", "list_recordings", "to_public"]
+__all__ = [
+    "MAX_PAGE_LIMIT", "end_purpose", "get_recording", "list_recordings", "to_public",
+    "to_public_many",
+]  # fmt: skip
 
 S = RecordingStatus
 MAX_PAGE_LIMIT = 1000
@@ -51,10 +54,10 @@ MAX_REASON = 256
 
 
 def to_public(session: Session, recording: Recording, *, now: datetime) -> RecordingPublic:
-    return _to_public_many(session, [recording], now=now)[0]
+    return to_public_many(session, [recording], now=now)[0]
 
 
-def _to_public_many(
+def to_public_many(
     session: Session, recordings: Sequence[Recording], *, now: datetime
 ) -> list[RecordingPublic]:
     """Batch the look-ups (purposes, tenant names, derivatives) for a whole page."""
@@ -294,7 +297,7 @@ def list_recordings(
     ).all()
     page = list(rows[:limit])
     next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
-    return RecordingPage(items=_to_public_many(session, page, now=now), next_cursor=next_cursor)
+    return RecordingPage(items=to_public_many(session, page, now=now), next_cursor=next_cursor)
 
 
 # --- ending a purpose -----------------------------------------------------------------------------
