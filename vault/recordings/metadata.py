@@ -57,6 +57,32 @@ def to_public(session: Session, recording: Recording, *, now: datetime) -> Recor
     return to_public_many(session, [recording], now=now)[0]
 
 
+def _purpose(p: RecordingPurpose, now: datetime) -> PurposePublic:
+    return PurposePublic(
+        purpose=p.purpose, expires_at=p.expires_at, ended_at=p.ended_at, active=p.active_at(now)
+    )
+
+
+def _public(
+    r: Any,
+    *,
+    tenant: str,
+    purposes: list[PurposePublic],
+    holds: list[uuid.UUID],
+    derivatives: list[uuid.UUID],
+    restricted: bool,
+) -> RecordingPublic:
+    """The public shape of a recording row (an ORM row or the single GET's Core row)."""
+    return RecordingPublic(
+        id=r.id, tenant=tenant, call_id=r.call_id, status=S(r.status),
+        content_type=r.content_type, size=r.size, sha256=r.sha256,
+        ciphertext_sha256=r.ciphertext_sha256, recorded_at=r.recorded_at,
+        ingested_at=r.ingested_at, purposes=purposes, holds=holds, parent_id=r.parent_id,
+        derivatives=derivatives, disposed_at=r.disposed_at, disposal_reason=r.disposal_reason,
+        restricted=restricted,
+    )  # fmt: skip
+
+
 def to_public_many(
     session: Session, recordings: Sequence[Recording], *, now: datetime
 ) -> list[RecordingPublic]:
@@ -71,14 +97,7 @@ def to_public_many(
         .order_by(col(RecordingPurpose.purpose))
     ).all()
     for p in rows:
-        purposes[p.recording_id].append(
-            PurposePublic(
-                purpose=p.purpose,
-                expires_at=p.expires_at,
-                ended_at=p.ended_at,
-                active=p.active_at(now),
-            )
-        )
+        purposes[p.recording_id].append(_purpose(p, now))
     derivatives: dict[uuid.UUID, list[uuid.UUID]] = {rid: [] for rid in ids}
     for parent, child in session.exec(
         select(Recording.parent_id, Recording.id)
@@ -90,23 +109,12 @@ def to_public_many(
     holds = active_holds_of(session, ids)
     restricted = restricted_of(session, ids)
     return [
-        RecordingPublic(
-            id=r.id,
+        _public(
+            r,
             tenant=names.get(r.tenant_id, str(r.tenant_id)),
-            call_id=r.call_id,
-            status=S(r.status),
-            content_type=r.content_type,
-            size=r.size,
-            sha256=r.sha256,
-            ciphertext_sha256=r.ciphertext_sha256,
-            recorded_at=r.recorded_at,
-            ingested_at=r.ingested_at,
             purposes=purposes[r.id],
             holds=holds.get(r.id, []),
-            parent_id=r.parent_id,
             derivatives=derivatives[r.id],
-            disposed_at=r.disposed_at,
-            disposal_reason=r.disposal_reason,
             restricted=r.id in restricted,
         )
         for r in recordings
@@ -205,22 +213,19 @@ def get_recording(
     held: list[uuid.UUID] = []
     for row in rows:
         if row.kind == _PURPOSE:
-            active = row.ended_at is None and row.at > now  # RecordingPurpose.active_at
-            purposes.append(PurposePublic(
-                purpose=row.name, expires_at=row.at, ended_at=row.ended_at, active=active
-            ))  # fmt: skip
+            purpose = RecordingPurpose(
+                recording_id=recording_id, purpose=row.name, expires_at=row.at,
+                ended_at=row.ended_at,
+            )  # fmt: skip
+            purposes.append(_purpose(purpose, now))
         elif row.kind == _DERIVATIVE:
             derivatives.append(row.ref)
         elif row.kind == _HOLD:
             held.append(row.ref)
-    r = rows[0]
-    return RecordingPublic(
-        id=r.id, tenant=r.tenant_name, call_id=r.call_id, status=S(r.status),
-        content_type=r.content_type, size=r.size, sha256=r.sha256,
-        ciphertext_sha256=r.ciphertext_sha256, recorded_at=r.recorded_at,
-        ingested_at=r.ingested_at, purposes=purposes, holds=held, parent_id=r.parent_id,
-        derivatives=derivatives, disposed_at=r.disposed_at, disposal_reason=r.disposal_reason,
-        restricted=bool(r.restricted),
+    head = rows[0]
+    return _public(
+        head, tenant=head.tenant_name, purposes=purposes, holds=held, derivatives=derivatives,
+        restricted=bool(head.restricted),
     )  # fmt: skip
 
 
