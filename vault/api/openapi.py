@@ -45,6 +45,14 @@ _ERRORS = {
 _PUBLIC = {"/healthz", "/readyz", "/downloads/disclosures/{export_id}", "/subprocessors",
            "/subprocessors.json"}  # fmt: skip
 _MEDIA = ["video/*", "audio/*", "application/octet-stream"]
+# Routes that read their raw body themselves (streamed): (path, method) -> (what, media types).
+_RAW_BODIES = {
+    ("/v1/recordings", "post"): ("The raw media stream (read in constant memory)", _MEDIA),
+    ("/v1/handoffs/{handoff_id}/transcript", "post"): (
+        "The transcript, stored encrypted as a derivative",
+        ["application/octet-stream"],
+    ),
+}
 
 
 def _document(app: FastAPI) -> dict[str, Any]:
@@ -62,26 +70,15 @@ def _document(app: FastAPI) -> dict[str, Any]:
             responses = op.setdefault("responses", {})
             for status, text in _ERRORS.items():
                 responses[status] = {
-                    "description": text, "content": {PROBLEM_JSON: {"schema": problem}}
+                    "description": text,
+                    "content": {PROBLEM_JSON: {"schema": problem}},
                 }
-            if path == "/v1/recordings" and method == "post":
+            if (path, method) in _RAW_BODIES:
+                what, media = _RAW_BODIES[path, method]
+                binary = {"schema": {"type": "string", "format": "binary"}}
                 op["requestBody"] = {
-                    "required": True,
-                    "description": "The raw media stream (read in constant memory)",
-                    "content": {
-                        m: {"schema": {"type": "string", "format": "binary"}} for m in _MEDIA
-                    },
-                }
-            if path == "/v1/handoffs/{handoff_id}/transcript" and method == "post":
-                op["requestBody"] = {
-                    "required": True,
-                    "description": "The transcript, stored encrypted as a derivative",
-                    "content": {
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "format": "binary"}
-                        }
-                    },
-                }
+                    "required": True, "description": what, "content": dict.fromkeys(media, binary),
+                }  # fmt: skip
     return doc
 
 
