@@ -87,11 +87,15 @@ def open_transactions() -> int:
     return 0 if box is None else box.value
 
 
-def carry(fn: Callable[..., T]) -> Callable[..., T]:
+def carry(fn: Callable[..., T], *, as_started: bool = False) -> Callable[..., T]:
     """``fn`` bound to the caller's runtime context, for a helper thread: the thread's work then
-    counts as the caller's (the transaction guard sees through thread pools)."""
-    _count()  # the box must exist before the context is copied, so both share it
+    counts as the caller's (the transaction guard sees through thread pools). With
+    ``as_started``, a helper started outside any transaction stays outside the ones the caller
+    opens later (a read-ahead GET overlapping a short commit does not hold it open)."""
+    outside = _count().value == 0  # the box must exist before the copy, so both share it
     context = contextvars.copy_context()
+    if as_started and outside:
+        context.run(_open.set, _Count())
 
     def run(*args: Any, **kwargs: Any) -> T:
         return context.run(fn, *args, **kwargs)

@@ -508,16 +508,28 @@ def _segment_offset(plaintext_offset: int) -> int:
 # --- audit ----------------------------------------------------------------------------------------
 
 
-def test_every_read_is_audited_before_the_first_byte(env: Env) -> None:
+def _on_decrypt(monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]) -> None:
+    """Run ``hook`` when playback starts decrypting, i.e. before its first plaintext byte."""
+    real = streaming.decrypt_range
+
+    def spy(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        hook()
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(playback.streaming, "decrypt_range", spy)
+
+
+def test_every_read_is_audited_before_the_first_byte(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gid = env.grant(purpose="fraud")
     seen: list[int] = []
 
-    def before_read() -> None:  # runs before the store is touched at all
-        if not seen:
-            reads = [e for e in env.events("recording.read") if e["grant_id"] == str(gid)]
-            seen.append(len(reads))
+    def before_plaintext() -> None:  # the ciphertext may be on its way; no byte is decrypted
+        reads = [e for e in env.events("recording.read") if e["grant_id"] == str(gid)]
+        seen.append(len(reads))
 
-    env.store.before_read = before_read
+    _on_decrypt(monkeypatch, before_plaintext)
     r = env.get(grant=gid, Range="bytes=100-2000000")
     assert r.status_code == 206
     assert seen == [1]  # the event was committed and visible to another session already
@@ -540,18 +552,20 @@ def test_read_refused_when_audit_cannot_be_written(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gid = env.grant()
-    real = audit.record
+    real = audit.record_if
+    decrypted: list[bool] = []
 
-    def failing(session: Any, **kw: Any) -> Any:
+    def failing(session: Any, condition: Any, **kw: Any) -> Any:
         if kw.get("action") == "recording.read":
             raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
-        return real(session, **kw)
+        return real(session, condition, **kw)
 
-    monkeypatch.setattr(audit, "record", failing)
+    monkeypatch.setattr(audit, "record_if", failing)
+    _on_decrypt(monkeypatch, lambda: decrypted.append(True))
     r = env.get(grant=gid)
     _problem(r, 503, "audit-unavailable")
     assert env.clip[:64] not in r.content
-    assert env.store.calls == []  # fail closed: the media was never even fetched
+    assert decrypted == []  # fail closed: not one segment was decrypted
     monkeypatch.undo()
     assert env.events("recording.read") == []
     assert env.get(grant=gid).content == env.clip  # and it works again once audit does

@@ -9,9 +9,11 @@ every segment, so revocation or expiry ends a running stream.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -89,6 +91,39 @@ def to_public(session: Session, grant: Grant, *, now: datetime) -> GrantPublic:
     )  # fmt: skip
 
 
+@functools.cache
+def _authorize_statement(all_tenants: bool, with_grant: bool) -> Any:
+    """:func:`authorize_read`'s one statement (issue #12: the Range request), built once per
+    scope shape: the recording through the scope filter, outer-joined to the caller's usable
+    grant that lasts longest; run in autocommit on PostgreSQL."""
+    now = sa.bindparam("now", type_=Grant.__table__.c.expires_at.type)  # type: ignore[attr-defined]
+    usable = sa.and_(
+        col(GrantRecording.recording_id) == col(Recording.id),
+        col(Grant.principal_id) == sa.bindparam("principal_id", type_=sa.Uuid()),
+        Grant.active_at(now),
+        RecordingPurpose.active_at(now),
+        restriction_allows(col(Grant.kind), col(GrantRecording.recording_id)),
+        col(Grant.id) == sa.bindparam("grant_id", type_=sa.Uuid()) if with_grant else sa.true(),
+    )
+    grants = sa.join(
+        GrantRecording, Grant, col(GrantRecording.grant_id) == col(Grant.id)
+    ).join(
+        RecordingPurpose,
+        sa.and_(
+            col(RecordingPurpose.recording_id) == col(GrantRecording.recording_id),
+            col(RecordingPurpose.purpose) == col(Grant.purpose),
+        ),
+    )  # fmt: skip
+    both = select(Recording, Grant).select_from(Recording)
+    return (
+        authz.visible_prepared(both, all_tenants=all_tenants)
+        .outerjoin(grants, usable)
+        .where(col(Recording.id) == sa.bindparam("recording_id", type_=sa.Uuid()))
+        .order_by(col(Grant.expires_at).desc().nulls_last())
+        .limit(1)
+    )
+
+
 def authorize_read(
     session: Session,
     *,
@@ -104,34 +139,13 @@ def authorize_read(
     permission). Without ``grant_id`` the caller's active covering grant that lasts longest is
     used.
     """
-    # One statement (issue #12: the Range request): the recording through the scope filter,
-    # outer-joined to the caller's usable grant that lasts longest; in autocommit on PostgreSQL.
-    usable = sa.and_(
-        col(GrantRecording.recording_id) == col(Recording.id),
-        col(Grant.principal_id) == actor.id,
-        Grant.active_at(now),
-        RecordingPurpose.active_at(now),
-        restriction_allows(col(Grant.kind), col(GrantRecording.recording_id)),
-        col(Grant.id) == grant_id if grant_id is not None else sa.true(),
-    )
-    grants = sa.join(
-        GrantRecording, Grant, col(GrantRecording.grant_id) == col(Grant.id)
-    ).join(
-        RecordingPurpose,
-        sa.and_(
-            col(RecordingPurpose.recording_id) == col(GrantRecording.recording_id),
-            col(RecordingPurpose.purpose) == col(Grant.purpose),
-        ),
-    )  # fmt: skip
-    statement = (
-        authz.visible(select(Recording, Grant).select_from(Recording), actor)
-        .outerjoin(grants, usable)
-        .where(col(Recording.id) == recording_id)
-        .order_by(col(Grant.expires_at).desc().nulls_last())
-        .limit(1)
-    )
+    params = {
+        **authz.scope_params(actor), "recording_id": recording_id, "principal_id": actor.id,
+        "now": now, "grant_id": grant_id,
+    }  # fmt: skip
     single_statement_connection(session)
-    found = session.exec(statement).first()
+    statement = _authorize_statement(actor.all_tenants, grant_id is not None)
+    found = session.exec(statement, params=params).first()
     if found is None:  # missing or out of scope: the one answer, audited by the scope's owner
         authz.get_visible(
             session, actor, Recording, recording_id, permission=Permission.recording_content_read,
@@ -150,7 +164,9 @@ def authorize_read(
     return grant, recording
 
 
-# The per-segment re-check, built once: a stream runs it for every MiB it sends.
+# The per-segment re-check, built once: a stream runs it for every MiB it sends. Its parameters
+# have names of their own, so it can be the condition of another statement (the read's event).
+_NOW = sa.bindparam("valid_now", type_=Grant.__table__.c.expires_at.type)  # type: ignore[attr-defined]
 _STILL_VALID = (
     sa.select(sa.literal(1))
     .select_from(Grant)
@@ -164,19 +180,28 @@ _STILL_VALID = (
         ),
     )
     .where(
-        col(Grant.id) == sa.bindparam("grant_id"),
-        col(GrantRecording.recording_id) == sa.bindparam("recording_id"),
-        Grant.active_at(sa.bindparam("now")),
+        col(Grant.id) == sa.bindparam("valid_grant_id", type_=sa.Uuid()),
+        col(GrantRecording.recording_id) == sa.bindparam("valid_recording_id", type_=sa.Uuid()),
+        Grant.active_at(_NOW),
         col(Recording.status).not_in(sorted(GONE)),
-        RecordingPurpose.active_at(sa.bindparam("now")),
+        RecordingPurpose.active_at(_NOW),
         restriction_allows(col(Grant.kind), col(Recording.id)),
     )
 )  # fmt: skip
+
+
+def still_valid_check(
+    *, grant_id: uuid.UUID, recording_id: uuid.UUID, now: datetime
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """The re-check as a statement and its parameters: it returns a row while the grant holds
+    (for :func:`vault.audit.record_if`, which writes the read's event only then)."""
+    return _STILL_VALID, {"valid_grant_id": grant_id, "valid_recording_id": recording_id,
+                          "valid_now": now}  # fmt: skip
 
 
 def still_valid(
     db: Session | sa.Connection, *, grant_id: uuid.UUID, recording_id: uuid.UUID, now: datetime
 ) -> bool:
     """The per-segment re-check during a stream: one indexed query, and it fails closed."""
-    params = {"grant_id": grant_id, "recording_id": recording_id, "now": now}
-    return db.execute(_STILL_VALID, params).first() is not None
+    statement, params = still_valid_check(grant_id=grant_id, recording_id=recording_id, now=now)
+    return db.execute(statement, params).first() is not None

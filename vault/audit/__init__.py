@@ -15,6 +15,7 @@ from vault.audit.chain import (
     head,
     list_events,
     record,
+    record_if,
     to_public,
 )
 from vault.audit.denials import DenialLimiter, flush_denials, record_denial
@@ -24,5 +25,5 @@ from vault.audit.walk import VerifyResult, verify
 __all__ = [
     "GENESIS_HASH", "GLOBAL_CHAIN", "AuditStats", "DenialLimiter", "VerifyResult",
     "acquire_append_lock", "canonical_json", "flush_denials", "format_ts", "hash_canonical",
-    "head", "list_events", "record", "record_denial", "stats", "to_public", "verify",
+    "head", "list_events", "record", "record_denial", "record_if", "stats", "to_public", "verify",
 ]  # fmt: skip

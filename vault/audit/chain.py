@@ -16,6 +16,7 @@ derived from the media: :func:`record` refuses the known offending keys outright
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -140,15 +141,19 @@ _VALUES = ("chain_id", "ts", "actor", "action", "outcome", "tenant_id", "target"
            "grant_id")  # fmt: skip
 
 
-def _pg_insert() -> Any:
+@functools.cache
+def _pg_insert(condition: Any = None) -> Any:
     """One round trip on PostgreSQL: take the next seq, build the canonical text and its
-    SHA-256 around it, insert, and return both (checked against Python's own)."""
+    SHA-256 around it, insert, and return both (checked against Python's own). With a
+    ``condition`` (a select built once), nothing is inserted unless it returns a row."""
     n = sa.select(AUDIT_SEQ.next_value().label("seq")).subquery("n")
     text = (sa.bindparam("head", type_=sa.Text()) + sa.cast(n.c.seq, sa.Text())
             + sa.bindparam("tail", type_=sa.Text()))  # fmt: skip
     digest = sa.func.encode(sa.func.sha256(sa.func.convert_to(text, "UTF8")), "hex")
     values = [sa.bindparam(c, type_=_TABLE.c[c].type) for c in _VALUES]
     rows = sa.select(n.c.seq, *values, digest, text)
+    if condition is not None:
+        rows = rows.where(sa.exists(condition))
     return (
         sa.insert(_TABLE)
         .from_select(["seq", *_VALUES, "hash", "canonical"], rows)
@@ -156,15 +161,25 @@ def _pg_insert() -> Any:
     )
 
 
-_PG_INSERT = _pg_insert()
-
-
-def _append(session: Session, event: dict[str, Any], values: dict[str, Any]) -> AuditEvent:
+def _append(
+    session: Session,
+    event: dict[str, Any],
+    values: dict[str, Any],
+    condition: tuple[Any, dict[str, Any]] | None = None,
+) -> AuditEvent | None:
     head, tail = _split(event)
     (head + tail).encode("utf-8")  # refuse lone surrogates before anything is written
+    where, params = condition if condition is not None else (None, {})
     if is_postgres(session):
-        seq, db_hash = session.execute(_PG_INSERT, {**values, "head": head, "tail": tail}).one()
+        inserted = session.execute(
+            _pg_insert(where), {**params, **values, "head": head, "tail": tail}
+        ).one_or_none()
+        if inserted is None:
+            return None
+        seq, db_hash = inserted
     else:
+        if where is not None and not session.execute(sa.select(sa.exists(where)), params).scalar():
+            return None
         # SQLite: this transaction began with BEGIN IMMEDIATE, so it is the only writer.
         seq = int(session.execute(sa.select(sa.func.max(AuditEvent.seq))).scalar() or 0) + 1
         db_hash = None
@@ -194,6 +209,38 @@ def record(
     """Append one event in the caller's transaction; the caller commits (or rolls back).
 
     No lock is taken: the sequencer (:mod:`.tree`) later gives committed events their leaf."""
+    event, values = _event(
+        action=action, actor=actor, now=now, outcome=outcome, tenant_id=tenant_id,
+        target=target, purpose=purpose, grant_id=grant_id, details=details,
+    )  # fmt: skip
+    appended = _append(session, event, values)
+    assert appended is not None
+    return appended
+
+
+def record_if(
+    session: Session, condition: tuple[Any, dict[str, Any]], **event: Any
+) -> AuditEvent | None:
+    """:func:`record`, only while ``condition`` (a select built once, and its parameters)
+    returns a row; None, and nothing written, when it does not. On PostgreSQL the check and the
+    append are one statement, so a caller in autocommit commits the event in one round trip
+    (issue #12: a read's event before its first byte)."""
+    return _append(session, *_event(**event), condition=condition)
+
+
+def _event(
+    *,
+    action: AuditAction,
+    actor: str | None,
+    now: datetime,
+    outcome: Outcome = Outcome.ok,
+    tenant_id: uuid.UUID | None = None,
+    target: str | None = None,
+    purpose: str | None = None,
+    grant_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The canonical event (without its seq) and its column values, checked."""
     action = AuditAction(action)
     outcome = Outcome(outcome)
     details = {} if details is None else details
@@ -221,7 +268,7 @@ def record(
         "action": action.value, "outcome": outcome.value, "tenant_id": tenant, "target": target,
         "purpose": purpose, "grant_id": grant,
     }  # fmt: skip
-    return _append(session, event, values)
+    return event, values
 
 
 # --- reading -------------------------------------------------------------------------------------

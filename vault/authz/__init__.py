@@ -27,7 +27,13 @@ from vault.authz.rules import (
     objects,
     tenant,
 )
-from vault.authz.scope import get_visible, get_visible_many, visible
+from vault.authz.scope import (
+    get_visible,
+    get_visible_many,
+    scope_params,
+    visible,
+    visible_prepared,
+)
 
 __all__ = [
     "EVERY_TENANT",
@@ -43,6 +49,8 @@ __all__ = [
     "get_visible",
     "get_visible_many",
     "objects",
+    "scope_params",
     "tenant",
     "visible",
+    "visible_prepared",
 ]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,11 +36,27 @@ from vault.models import (
     Tenant,
 )
 
-__all__ = ["get_visible", "get_visible_many", "visible"]
+__all__ = ["get_visible", "get_visible_many", "scope_params", "visible", "visible_prepared"]
+
+# A hot single-row read builds its statement once (issue #12: building and caching a statement
+# per request cost more than running it); the scope's tenants are then this parameter, whose
+# value :func:`scope_params` gives.
+_SCOPE_TENANTS = sa.bindparam("scope_tenant_ids", expanding=True)
 
 
-def _in(column: Any, actor: Actor) -> Any:
-    return col(column).in_(actor.tenant_ids) if actor.tenant_ids else sa.false()
+@dataclass(frozen=True)
+class _Prepared:
+    """Stands in for a principal limited to some tenants while a statement is built once."""
+
+    all_tenants: bool = False
+    tenant_ids: Any = _SCOPE_TENANTS
+
+
+def _in(column: Any, actor: Actor | _Prepared) -> Any:
+    tenants = actor.tenant_ids
+    if isinstance(tenants, sa.BindParameter):
+        return col(column).in_(tenants)  # an empty list matches nothing, as below
+    return col(column).in_(tenants) if tenants else sa.false()
 
 
 def _all_recordings_in_scope(link: Any, key: Any, owner: Any, actor: Actor) -> Any:
@@ -56,7 +73,7 @@ def _members_in_scope(link: Any, key: Any, owner: Any, actor: Actor) -> Any:
     return sa.and_(sa.exists(some), _all_recordings_in_scope(link, key, owner, actor))
 
 
-_SCOPES: dict[Any, Callable[[Actor], Any]] = {
+_SCOPES: dict[Any, Callable[[Any], Any]] = {
     Recording: lambda a: _in(Recording.tenant_id, a),
     Tenant: lambda a: _in(Tenant.id, a),
     AccessRequest: lambda a: _members_in_scope(
@@ -104,6 +121,17 @@ def visible(statement: Q, actor: Actor) -> Q:
     if scope is None:  # deny by default: an unregistered table shows nothing
         return statement.where(sa.false())  # type: ignore[attr-defined,no-any-return]
     return statement.where(scope(actor))  # type: ignore[attr-defined,no-any-return]
+
+
+def visible_prepared(statement: Q, *, all_tenants: bool) -> Q:
+    """:func:`visible` for a statement built once per scope shape: run it with
+    :func:`scope_params` of the actor whose ``all_tenants`` it was built for."""
+    return statement if all_tenants else visible(statement, _Prepared())  # type: ignore[arg-type]
+
+
+def scope_params(actor: Actor) -> dict[str, Any]:
+    """The parameters of a :func:`visible_prepared` statement for ``actor``."""
+    return {} if actor.all_tenants else {"scope_tenant_ids": list(actor.tenant_ids)}
 
 
 M = TypeVar("M")

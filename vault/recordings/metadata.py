@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -185,24 +186,30 @@ def _facts() -> Any:
 _FACTS = _facts()  # built once: only the id varies
 
 
-def get_recording(
-    session: Session, *, actor: Actor, recording_id: uuid.UUID, now: datetime
-) -> RecordingPublic:
-    authz.authorize(session, actor, Permission.recording_metadata_read, now=now)
+@functools.cache
+def _get_statement(all_tenants: bool) -> Any:
+    """The single GET's one statement, built once per scope shape (issue #12)."""
     head = (
-        authz.visible(_HEAD, actor)
+        authz.visible_prepared(_HEAD, all_tenants=all_tenants)
         .where(col(Recording.id) == sa.bindparam("recording_id", type_=sa.Uuid()))
         .subquery("head")
     )
     f = _FACTS.c
-    statement = (
+    return (
         select(head, f.kind, f.name, f.at, f.ended_at, f.ref)
         .select_from(head.outerjoin(_FACTS, sa.true()))
         .order_by(f.kind, f.name, f.at, f.ref)
     )
+
+
+def get_recording(
+    session: Session, *, actor: Actor, recording_id: uuid.UUID, now: datetime
+) -> RecordingPublic:
+    authz.authorize(session, actor, Permission.recording_metadata_read, now=now)
+    params = {**authz.scope_params(actor), "recording_id": recording_id}
     rows = (
         single_statement_connection(session)
-        .execute(statement, {"recording_id": recording_id})
+        .execute(_get_statement(actor.all_tenants), params)
         .all()
     )
     if not rows:  # missing or out of scope: the one answer, a denial audited by its owner

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from crypto import streaming
 from crypto.errors import DecryptionError
@@ -43,6 +44,7 @@ from vault import audit, lifecycle, residency
 from vault.access import grants
 from vault.authz import Actor
 from vault.context import Context
+from vault.db import single_statement_connection
 from vault.errors import (
     AuditUnavailableError,
     BlobNotFoundError,
@@ -52,7 +54,7 @@ from vault.errors import (
     StorageError,
     StoreUnavailableError,
 )
-from vault.models import Recording, RecordingStatus
+from vault.models import Grant, Recording, RecordingStatus
 from vault.recordings.ranges import parse_range
 from vault.recordings.windows import WindowReader, ciphertext_span
 from vault.tags import AuditAction
@@ -78,11 +80,7 @@ class ReadPlan:
     grant_id: uuid.UUID
     purpose: str
     actor: str  # audit name
-    object_key: str
-    region: str | None  # the recording's (None: home): where the object is read
-    version_id: str | None
     ciphertext_size: int
-    ciphertext_sha256: str | None
     size: int  # plaintext size of the whole recording
     start: int
     end: int  # exclusive
@@ -93,6 +91,8 @@ class ReadPlan:
     checked_at: datetime  # when the grant was last found valid (inside the audit transaction)
     grant_expires_at: datetime  # expiry needs no query: checked at every segment
     dek: bytes = field(repr=False)
+    # Its first GETs were started at open time (exactly the recorded version, in its region).
+    reader: WindowReader = field(repr=False, compare=False)
 
     @property
     def length(self) -> int:
@@ -155,24 +155,62 @@ def open_read(
     keys = ctx.keys_for(rec.region)
     dek = keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
 
-    # 4. The read event, committed on its own before any byte leaves. The grant is checked
-    # again inside this transaction, so a revocation that landed since step 1 still wins.
+    # 4. The ciphertext's first GETs start now, overlapped with the read event's commit (issue
+    # #12): nothing is decrypted before the event is committed, and a refused read drops what
+    # was fetched.
+    ciphertext_size = int(rec.ciphertext_size)  # type: ignore[arg-type]
+    reader = _reader(
+        ctx, region=rec.region, object_key=rec.object_key, version_id=rec.version_id,
+        ciphertext_size=ciphertext_size, start=start, end=end,
+    )  # fmt: skip
+    try:
+        # 5. The read event, committed before any byte is decrypted.
+        seq = _record_read(
+            ctx, actor=actor, rec=rec, grant=grant, transfer=transfer, now=now,
+            details={
+                "range": [start, end],  # plaintext bytes, end exclusive
+                "partial": chosen is not None,
+                "size": size,
+                "ciphertext_sha256": rec.ciphertext_sha256,
+            },
+        )  # fmt: skip
+    except BaseException:
+        reader.close()
+        raise
+
+    return ReadPlan(
+        recording_id=rec.id, tenant_id=rec.tenant_id, grant_id=grant.id, purpose=grant.purpose,
+        actor=actor.audit_name, ciphertext_size=ciphertext_size, size=size, start=start, end=end,
+        partial=chosen is not None, content_type=rec.content_type, etag=etag, audit_seq=seq,
+        checked_at=now, grant_expires_at=grant.expires_at, dek=dek, reader=reader,
+    )  # fmt: skip
+
+
+def _record_read(
+    ctx: Context,
+    *,
+    actor: Actor,
+    rec: Recording,
+    grant: Grant,
+    transfer: residency.Transfer | None,
+    now: datetime,
+    details: dict[str, Any],
+) -> int:
+    """Commit the read's event, and its transfer's; the grant is checked again in the same
+    statement, so a revocation that landed since the authorisation still wins. Without a
+    transfer the unit is that one statement: in autocommit on PostgreSQL, one round trip."""
+    check = grants.still_valid_check(grant_id=grant.id, recording_id=rec.id, now=now)
     try:
         with ctx.db.transaction() as session:
-            if not grants.still_valid(session, grant_id=grant.id, recording_id=rec.id, now=now):
-                raise PermissionDeniedError("the grant ended while the read was being opened")
-            event = audit.record(
-                session, action=AuditAction.recording_read, actor=actor.audit_name, now=now,
-                tenant_id=rec.tenant_id, target=str(rec.id), purpose=grant.purpose,
-                grant_id=grant.id,
-                details={
-                    "range": [start, end],  # plaintext bytes, end exclusive
-                    "partial": chosen is not None,
-                    "size": size,
-                    "ciphertext_sha256": rec.ciphertext_sha256,
-                },
+            if transfer is None:
+                single_statement_connection(session)
+            event = audit.record_if(
+                session, check, action=AuditAction.recording_read, actor=actor.audit_name,
+                now=now, tenant_id=rec.tenant_id, target=str(rec.id), purpose=grant.purpose,
+                grant_id=grant.id, details=details,
             )  # fmt: skip
-            seq = event.seq
+            if event is None:
+                raise PermissionDeniedError("the grant ended while the read was being opened")
             if transfer is not None:
                 residency.record(
                     session, transfer, actor=actor.audit_name, tenant_id=rec.tenant_id,
@@ -183,16 +221,7 @@ def open_read(
     except Exception as exc:
         log.error("read of %s refused: the audit event could not be written", rec.id, exc_info=True)
         raise AuditUnavailableError() from exc
-
-    return ReadPlan(
-        recording_id=rec.id, tenant_id=rec.tenant_id, grant_id=grant.id, purpose=grant.purpose,
-        actor=actor.audit_name, object_key=rec.object_key, region=rec.region,
-        version_id=rec.version_id,
-        ciphertext_size=int(rec.ciphertext_size),  # type: ignore[arg-type]
-        ciphertext_sha256=rec.ciphertext_sha256, size=size, start=start, end=end,
-        partial=chosen is not None, content_type=rec.content_type, etag=etag, audit_seq=seq,
-        checked_at=now, grant_expires_at=grant.expires_at, dek=dek,
-    )  # fmt: skip
+    return event.seq
 
 
 # --- streaming ------------------------------------------------------------------------------------
@@ -210,17 +239,23 @@ def _still_valid(ctx: Context, plan: ReadPlan) -> bool:
         return False
 
 
-def _reader(ctx: Context, plan: ReadPlan) -> WindowReader:
-    store = ctx.store_for(plan.region)
+def _reader(
+    ctx: Context,
+    *,
+    region: str | None,
+    object_key: str,
+    version_id: str | None,
+    ciphertext_size: int,
+    start: int,
+    end: int,
+) -> WindowReader:
+    store = ctx.store_for(region)
 
     def read(offset: int, length: int) -> bytes:
         # Exactly the version the row recorded, never "the latest".
-        return store.read_range(
-            plan.object_key, version_id=plan.version_id, offset=offset, length=length
-        )
+        return store.read_range(object_key, version_id=version_id, offset=offset, length=length)
 
-    lo, hi = ciphertext_span(plan.ciphertext_size, plan.start, plan.end)
-    return WindowReader(read, lo, hi)
+    return WindowReader(read, *ciphertext_span(ciphertext_size, start, end))
 
 
 def _raise_alarm(ctx: Context, plan: ReadPlan, *, offset: int, reason: str) -> None:
@@ -245,7 +280,7 @@ def stream(ctx: Context, plan: ReadPlan) -> Iterator[bytes]:
     fails authentication or the object version is missing, and ``StoreUnavailableError`` when
     the store cannot be read.
     """
-    reader = _reader(ctx, plan)
+    reader = plan.reader
     segments = streaming.decrypt_range(
         reader, dek=plan.dek, recording_id=plan.recording_id,
         ciphertext_size=plan.ciphertext_size, start=plan.start, end=plan.end,

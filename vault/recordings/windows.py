@@ -43,8 +43,9 @@ class _Fetch(threading.Thread):
     def __init__(self, read: Callable[[int, int], bytes], offset: int, length: int) -> None:
         super().__init__(name="callvault-prefetch", daemon=True)
         self.offset, self.length = offset, length
-        # carry: the GET counts as the reader's own work for the no-transaction guard.
-        self._read = carry(read)
+        # carry: the GET counts as the reader's own work for the no-transaction guard, as of
+        # when it started (a playback's first windows overlap its read event's commit).
+        self._read = carry(read, as_started=True)
         self._data = b""
         self._error: BaseException | None = None
         self.start()
@@ -72,8 +73,9 @@ class WindowReader:
         self._buf, self._buf_at, self._eof = b"", 0, False
         self._view = memoryview(self._buf)
         # A range from the first segment takes the header along in its first GET; any other
-        # range reads the header on its own, while its first window is already on the way.
+        # range fetches the header on its own, beside its first window.
         self._next_at = 0 if lo == streaming.HEADER_SIZE else lo
+        self._header = None if self._next_at == 0 else _Fetch(read, 0, streaming.HEADER_SIZE)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -94,6 +96,9 @@ class WindowReader:
         return self._buf_at <= offset <= end and (offset + length <= end or self._eof)
 
     def __call__(self, offset: int, length: int) -> bytes:
+        if self._header is not None and (offset, length) == (0, streaming.HEADER_SIZE):
+            header, self._header = self._header, None
+            return header.result()
         if not self._covers(offset, length):
             if not self._pending and offset == self._next_at:
                 self._schedule()  # the first segment read of a range that skipped the header
@@ -118,6 +123,9 @@ class WindowReader:
         """Wait for the fetches still under way (one GET each), and drop every buffer."""
         while self._pending:
             self._pending.popleft().join()
+        if self._header is not None:
+            self._header, header = None, self._header
+            header.join()
         self._buf, self._view = b"", memoryview(b"")
 
 
