@@ -30,6 +30,7 @@ from vault.errors import MisconfiguredError, RegionNotConfiguredError
 from vault.keys import Keys
 from vault.models import utcnow
 from vault.policy import Policy, load_policy
+from vault.recordings.windows import HeaderCache
 from vault.storage import BlobStore, LocalBlobStore, S3BlobStore
 
 Clock = Callable[[], datetime]
@@ -49,6 +50,8 @@ class Context:
     # The other regions (not the home one), by name.
     regional_stores: dict[str, BlobStore] = field(default_factory=dict)
     regional_keys: dict[str, Keys] = field(default_factory=dict)
+    # Playback's cache of stream headers (public ciphertext) by object version.
+    stream_headers: HeaderCache = field(default_factory=HeaderCache)
 
     def now(self) -> datetime:
         return self.clock()

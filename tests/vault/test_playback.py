@@ -475,15 +475,42 @@ def test_a_range_fetches_only_its_segments(env: Env) -> None:
         segments = math.ceil((end - start) / SEG) + 1  # the most L bytes can touch
         # (sorted: the first window may be fetched while the header is still being read)
         calls = sorted(env.store.calls)
-        # One read for the header (or the header together with the first segments), then
-        # windows of whole segments; never more reads, nor more bytes, than that bound.
-        assert calls[0][0] == 0 and calls[0][1] >= streaming.HEADER_SIZE
+        # At most one read for the header (or the header together with the first segments;
+        # none once this object version's header is cached), then windows of whole segments;
+        # never more reads, nor more bytes, than that bound.
+        assert len([c for c in calls if c[0] == 0]) <= 1
+        assert all(n >= streaming.HEADER_SIZE for at, n in calls if at == 0)
         assert len(calls) <= 1 + segments, (start, end, calls)
         fetched = sum(n for _, n in calls)
         # (+1: the end-of-stream probe byte asked for with the object's last segment)
         assert fetched <= streaming.HEADER_SIZE + segments * streaming.SEGMENT_SIZE + 1
         # Nothing before the first covering segment is read, apart from the header.
         assert _only_covering_segments(calls, start), (start, end, calls)
+
+
+def test_a_seek_reads_the_header_once_per_object_version(env: Env) -> None:
+    """The stream header (public ciphertext) is cached by object version: a second seek into
+    the recording makes one GET, its window; a store without versions reads it every time."""
+    gid = env.grant()
+    with env.ctx.db.session() as s:
+        versioned = s.get(Recording, env.rid).version_id is not None  # SeaweedFS, not disk
+    seeks = [(FIRST + SEG + 7, FIRST + SEG + 1000), (FIRST + 2 * SEG + 3, FIRST + 2 * SEG + 90)]
+    for n, (start, end) in enumerate(seeks):
+        env.store.calls.clear()
+        r = env.get(grant=gid, Range=f"bytes={start}-{end - 1}")
+        assert r.content == env.clip[start:end]
+        header_reads = [c for c in env.store.calls if c[0] == 0]
+        assert len(header_reads) == (0 if versioned and n > 0 else 1), env.store.calls
+    # A wrong cached header could not open a segment: decryption authenticates each one.
+    key = next(iter(env.ctx.stream_headers._items), None)
+    if key is not None:
+        real = env.ctx.stream_headers._items[key]
+        env.ctx.stream_headers._items[key] = real[:-1] + bytes([real[-1] ^ 1])
+        with env.client.stream("GET", env.url(), params={"grant": str(gid)},
+                               headers={**env.h("eng"), "Range": f"bytes={FIRST + SEG}-"}) as r:
+            got, err = _consume(r)
+        assert r.status_code != 206 or err is not None
+        assert env.clip[FIRST + SEG : FIRST + SEG + 64] not in got
 
 
 def _only_covering_segments(calls: list[tuple[int, int]], start: int) -> bool:

@@ -255,7 +255,13 @@ def _reader(
         # Exactly the version the row recorded, never "the latest".
         return store.read_range(object_key, version_id=version_id, offset=offset, length=length)
 
-    return WindowReader(read, *ciphertext_span(ciphertext_size, start, end))
+    if version_id is None:  # a store without versions: the header is read every time
+        return WindowReader(read, *ciphertext_span(ciphertext_size, start, end))
+    key = (object_key, version_id)  # keys are unique across regions (they name the recording)
+    return WindowReader(
+        read, *ciphertext_span(ciphertext_size, start, end), header=ctx.stream_headers.get(key),
+        on_header=lambda header: ctx.stream_headers.put(key, header),
+    )  # fmt: skip
 
 
 def _raise_alarm(ctx: Context, plan: ReadPlan, *, offset: int, reason: str) -> None:

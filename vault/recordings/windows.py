@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 from crypto import streaming
@@ -63,19 +63,69 @@ class _Fetch(threading.Thread):
         return self._data
 
 
+class HeaderCache:
+    """The stream headers of recently read object *versions*, so that a seek past the first
+    segment makes one GET instead of two (issue #12). A header is public ciphertext (the salt
+    and nonce prefix, no key material) and every segment it opens is authenticated against the
+    DEK; an object version never changes, and a store without versions is never cached."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        with self._lock:
+            header = self._items.get(key)
+            if header is not None:
+                self._items.move_to_end(key)
+            return header
+
+    def put(self, key: tuple[str, str], header: bytes) -> None:
+        with self._lock:
+            self._items[key] = header
+            self._items.move_to_end(key)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+class _Known:
+    """A header already at hand, in place of its fetch."""
+
+    def __init__(self, header: bytes) -> None:
+        self._header = header
+
+    def result(self) -> bytes:
+        return self._header
+
+    def join(self) -> None:
+        pass
+
+
 class WindowReader:
     """``read_at`` for ``decrypt_range``: serves its in-order segment reads from windows."""
 
-    def __init__(self, read: Callable[[int, int], bytes], lo: int, hi: int) -> None:
+    def __init__(
+        self,
+        read: Callable[[int, int], bytes],
+        lo: int,
+        hi: int,
+        *,
+        header: bytes | None = None,
+        on_header: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._read, self._lo, self._hi = read, lo, hi
         self._segments = WINDOW_MIN_SEGMENTS
         self._pending: deque[_Fetch] = deque()
         self._buf, self._buf_at, self._eof = b"", 0, False
         self._view = memoryview(self._buf)
         # A range from the first segment takes the header along in its first GET; any other
-        # range fetches the header on its own, beside its first window.
+        # range fetches the header on its own, beside its first window (or knows it already).
         self._next_at = 0 if lo == streaming.HEADER_SIZE else lo
-        self._header = None if self._next_at == 0 else _Fetch(read, 0, streaming.HEADER_SIZE)
+        self._header: _Fetch | _Known | None = None
+        if self._next_at != 0:
+            self._header = _Known(header) if header else _Fetch(read, 0, streaming.HEADER_SIZE)
+        self._on_header = on_header
         self._schedule()
 
     def _schedule(self) -> None:
@@ -96,9 +146,18 @@ class WindowReader:
         return self._buf_at <= offset <= end and (offset + length <= end or self._eof)
 
     def __call__(self, offset: int, length: int) -> bytes:
-        if self._header is not None and (offset, length) == (0, streaming.HEADER_SIZE):
-            header, self._header = self._header, None
-            return header.result()
+        if (offset, length) != (0, streaming.HEADER_SIZE):
+            return self._read_at(offset, length)
+        if self._header is not None:
+            fetch, self._header = self._header, None
+            header = fetch.result()
+        else:
+            header = self._read_at(offset, length)
+        if self._on_header is not None and len(header) == length:
+            self._on_header(header)
+        return header
+
+    def _read_at(self, offset: int, length: int) -> bytes:
         if not self._covers(offset, length):
             if not self._pending and offset == self._next_at:
                 self._schedule()  # the first segment read of a range that skipped the header
