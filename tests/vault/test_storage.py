@@ -14,6 +14,7 @@ import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import minio
 import pytest
@@ -247,6 +248,31 @@ def test_s3_large_bodies_use_multipart(s3_store: S3BlobStore, s3_admin: minio.Mi
     small_etag = s3_admin.stat_object(s3_store.bucket, "mp/small", version_id=small.version_id).etag
     assert big_etag is not None and big_etag.endswith(f"-{parts}")
     assert small_etag is not None and "-" not in small_etag
+
+
+def test_s3_media_parts_go_unsigned_and_land_intact(
+    s3_store: S3BlobStore, s3_admin: minio.Minio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts (ciphertext) are signed UNSIGNED-PAYLOAD over plain HTTP, no SHA-256 of the body
+    (issue #12); small bodies keep their payload hash; SeaweedFS stores the exact bytes."""
+    sent: list[tuple[int, str]] = []
+    client = s3_store._client
+    real = type(client)._build_headers
+
+    def spy(self: Any, host: str, headers: Any = None, body: Any = None, creds: Any = None) -> Any:
+        built, date = real(self, host, headers, body, creds)
+        sent.append((len(body or b""), built["x-amz-content-sha256"]))
+        return built, date
+
+    monkeypatch.setattr(type(client), "_build_headers", spy)
+    data = b"".join(body(5, 13 * MIB))
+    put = s3_store.put_stream("mp/unsigned", iter([data]))
+    monkeypatch.undo()
+    media = [h for n, h in sent if n >= MIB]
+    assert media and set(media) == {"UNSIGNED-PAYLOAD"}
+    assert all(len(h) == 64 for n, h in sent if n < MIB)  # the SHA-256 of small bodies
+    got = s3_admin.get_object(s3_store.bucket, "mp/unsigned", version_id=put.version_id)
+    assert got.read() == data
 
 
 def test_s3_failed_upload_leaves_no_multipart_upload(
