@@ -296,6 +296,33 @@ def test_rolled_back_event_leaves_no_trace(ctx: Context) -> None:
     assert result.ok and result.checked == 3 and result.tree_size == 3
 
 
+_ONLY_IF = sa.select(sa.literal(1)).where(sa.bindparam("flag", type_=sa.Boolean()))
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_an_event_only_if_its_condition_holds(ctx: Context, autocommit: bool) -> None:
+    """``only_if``: written while the select returns a row, else ConditionUnmet and nothing
+    written; alone in its unit it is one statement, committed in autocommit on PostgreSQL."""
+    from vault.db import single_statement_connection
+
+    for flag in (True, False, True):
+        try:
+            with ctx.db.transaction() as s:
+                if autocommit:
+                    single_statement_connection(s)
+                audit.record(
+                    s, action=AuditAction.grant_create, actor="a", now=T0,
+                    only_if=(_ONLY_IF, {"flag": flag}),
+                )  # fmt: skip
+        except audit.ConditionUnmet:
+            assert not flag
+        else:
+            assert flag
+    sequence(ctx)
+    result = verify(ctx)
+    assert result.ok and result.checked == 2
+
+
 def test_concurrent_appends_take_no_lock_and_all_become_leaves(ctx: Context) -> None:
     threads, per_thread = 4, 25
     barrier = threading.Barrier(threads)

@@ -579,15 +579,15 @@ def test_read_refused_when_audit_cannot_be_written(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gid = env.grant()
-    real = audit.record_if
+    real = audit.record
     decrypted: list[bool] = []
 
-    def failing(session: Any, condition: Any, **kw: Any) -> Any:
+    def failing(session: Any, **kw: Any) -> Any:
         if kw.get("action") == "recording.read":
             raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
-        return real(session, condition, **kw)
+        return real(session, **kw)
 
-    monkeypatch.setattr(audit, "record_if", failing)
+    monkeypatch.setattr(audit, "record", failing)
     _on_decrypt(monkeypatch, lambda: decrypted.append(True))
     r = env.get(grant=gid)
     _problem(r, 503, "audit-unavailable")
@@ -596,6 +596,27 @@ def test_read_refused_when_audit_cannot_be_written(
     monkeypatch.undo()
     assert env.events("recording.read") == []
     assert env.get(grant=gid).content == env.clip  # and it works again once audit does
+
+
+def test_a_revocation_between_authorisation_and_event_wins(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read's event is written only if the grant still holds, in the same statement: a
+    revocation committed after the authorisation (here: while the DEK is unwrapped) is a 403,
+    with no read event and not one byte decrypted."""
+    gid = env.grant()
+    provider = type(env.ctx.keys.provider)
+    real = provider.unwrap
+    decrypted: list[bool] = []
+
+    def revoking(self: Any, *args: Any, **kwargs: Any) -> Any:
+        env.revoke(gid)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(provider, "unwrap", revoking)
+    _on_decrypt(monkeypatch, lambda: decrypted.append(True))
+    _problem(env.get(grant=gid), 403, "forbidden")
+    assert env.events("recording.read") == [] and decrypted == []
 
 
 def test_key_provider_down_is_503(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -194,7 +194,7 @@ def still_valid_check(
     *, grant_id: uuid.UUID, recording_id: uuid.UUID, now: datetime
 ) -> tuple[sa.Select[Any], dict[str, Any]]:
     """The re-check as a statement and its parameters: it returns a row while the grant holds
-    (for :func:`vault.audit.record_if`, which writes the read's event only then)."""
+    (as ``only_if`` of :func:`vault.audit.record`: the read's event is written only then)."""
     return _STILL_VALID, {"valid_grant_id": grant_id, "valid_recording_id": recording_id,
                           "valid_now": now}  # fmt: skip
 

@@ -8,6 +8,7 @@ committed events into the RFC 6962 tree; :mod:`vault.audit.heads` signs tree hea
 from vault.audit.chain import (
     GENESIS_HASH,
     GLOBAL_CHAIN,
+    ConditionUnmet,
     acquire_append_lock,
     canonical_json,
     format_ts,
@@ -15,7 +16,6 @@ from vault.audit.chain import (
     head,
     list_events,
     record,
-    record_if,
     to_public,
 )
 from vault.audit.denials import DenialLimiter, flush_denials, record_denial
@@ -23,7 +23,7 @@ from vault.audit.tree import AuditStats, stats
 from vault.audit.walk import VerifyResult, verify
 
 __all__ = [
-    "GENESIS_HASH", "GLOBAL_CHAIN", "AuditStats", "DenialLimiter", "VerifyResult",
+    "GENESIS_HASH", "GLOBAL_CHAIN", "AuditStats", "ConditionUnmet", "DenialLimiter", "VerifyResult",
     "acquire_append_lock", "canonical_json", "flush_denials", "format_ts", "hash_canonical",
-    "head", "list_events", "record", "record_denial", "record_if", "stats", "to_public", "verify",
+    "head", "list_events", "record", "record_denial", "stats", "to_public", "verify",
 ]  # fmt: skip

@@ -193,6 +193,10 @@ def _append(
     return AuditEvent(seq=seq, **values, prev_hash=None, hash=digest, canonical=canonical)
 
 
+class ConditionUnmet(Exception):
+    """:func:`record`'s ``only_if`` returned no row: nothing was written."""
+
+
 def record(
     session: Session,
     *,
@@ -205,42 +209,15 @@ def record(
     purpose: str | None = None,
     grant_id: uuid.UUID | None = None,
     details: dict[str, Any] | None = None,
+    only_if: tuple[Any, dict[str, Any]] | None = None,
 ) -> AuditEvent:
     """Append one event in the caller's transaction; the caller commits (or rolls back).
 
-    No lock is taken: the sequencer (:mod:`.tree`) later gives committed events their leaf."""
-    event, values = _event(
-        action=action, actor=actor, now=now, outcome=outcome, tenant_id=tenant_id,
-        target=target, purpose=purpose, grant_id=grant_id, details=details,
-    )  # fmt: skip
-    appended = _append(session, event, values)
-    assert appended is not None
-    return appended
-
-
-def record_if(
-    session: Session, condition: tuple[Any, dict[str, Any]], **event: Any
-) -> AuditEvent | None:
-    """:func:`record`, only while ``condition`` (a select built once, and its parameters)
-    returns a row; None, and nothing written, when it does not. On PostgreSQL the check and the
+    No lock is taken: the sequencer (:mod:`.tree`) later gives committed events their leaf.
+    With ``only_if`` (a select built once, and its parameters) the event is written only while
+    that select returns a row, else :class:`ConditionUnmet`; on PostgreSQL the check and the
     append are one statement, so a caller in autocommit commits the event in one round trip
     (issue #12: a read's event before its first byte)."""
-    return _append(session, *_event(**event), condition=condition)
-
-
-def _event(
-    *,
-    action: AuditAction,
-    actor: str | None,
-    now: datetime,
-    outcome: Outcome = Outcome.ok,
-    tenant_id: uuid.UUID | None = None,
-    target: str | None = None,
-    purpose: str | None = None,
-    grant_id: uuid.UUID | None = None,
-    details: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The canonical event (without its seq) and its column values, checked."""
     action = AuditAction(action)
     outcome = Outcome(outcome)
     details = {} if details is None else details
@@ -268,7 +245,10 @@ def _event(
         "action": action.value, "outcome": outcome.value, "tenant_id": tenant, "target": target,
         "purpose": purpose, "grant_id": grant,
     }  # fmt: skip
-    return event, values
+    appended = _append(session, event, values, only_if)
+    if appended is None:
+        raise ConditionUnmet()
+    return appended
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -204,13 +204,16 @@ def _record_read(
         with ctx.db.transaction() as session:
             if transfer is None:
                 single_statement_connection(session)
-            event = audit.record_if(
-                session, check, action=AuditAction.recording_read, actor=actor.audit_name,
-                now=now, tenant_id=rec.tenant_id, target=str(rec.id), purpose=grant.purpose,
-                grant_id=grant.id, details=details,
-            )  # fmt: skip
-            if event is None:
-                raise PermissionDeniedError("the grant ended while the read was being opened")
+            try:
+                event = audit.record(
+                    session, action=AuditAction.recording_read, actor=actor.audit_name,
+                    now=now, tenant_id=rec.tenant_id, target=str(rec.id), purpose=grant.purpose,
+                    grant_id=grant.id, details=details, only_if=check,
+                )  # fmt: skip
+            except audit.ConditionUnmet:
+                raise PermissionDeniedError(
+                    "the grant ended while the read was being opened"
+                ) from None
             if transfer is not None:
                 residency.record(
                     session, transfer, actor=actor.audit_name, tenant_id=rec.tenant_id,
