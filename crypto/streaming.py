@@ -111,6 +111,16 @@ class _SegmentCipher:
         self._aead.encrypt_into(self._nonce(index, last), data, None, out[:n])
         return out[:n]
 
+    def open(self, index: int, last: bool, data: memoryview) -> bytes:
+        """A segment's plaintext as a new object, for a consumer that keeps it (no copy out of
+        a reused buffer afterwards)."""
+        if len(data) < TAG_SIZE:
+            raise DecryptionError()
+        try:
+            return self._aead.decrypt(self._nonce(index, last), data, None)
+        except InvalidTag:
+            raise DecryptionError() from None
+
     def open_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> memoryview:
         if len(data) < TAG_SIZE:
             raise DecryptionError()
@@ -370,15 +380,21 @@ def _range_iter(
     if start == end:
         return
     last_index = _segment_count(total) - 1
-    out = memoryview(bytearray(SEGMENT_PLAINTEXT))
+    out: memoryview | None = None  # for partial segments only
     for index in range(segment_index(start), segment_index(end - 1) + 1):
         c_start = segment_offset(index)
         c_end = min(c_start + (_FIRST_SEGMENT_CIPHERTEXT if index == 0 else SEGMENT_SIZE), size)
         last = index == last_index
         # For the last segment ask one byte past the end: anything there is appended data.
         data = _read_exact(read_at, c_start, c_end - c_start, probe_eof=last)
-        plain = cipher.open_into(index, last, memoryview(data), out)
         p_start = _segment_plaintext_start(index)
+        p_len = c_end - c_start - TAG_SIZE
         lo = max(start - p_start, 0)
-        hi = min(end - p_start, len(plain))
+        hi = min(end - p_start, p_len)
+        if (lo, hi) == (0, p_len):  # a whole segment: decrypted straight into what is yielded
+            yield cipher.open(index, last, memoryview(data))
+            continue
+        if out is None:
+            out = memoryview(bytearray(SEGMENT_PLAINTEXT))
+        plain = cipher.open_into(index, last, memoryview(data), out)
         yield bytes(plain[lo:hi])

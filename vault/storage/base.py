@@ -6,6 +6,7 @@ Both stores apply the same key rules, so a key that works locally also works on 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,10 @@ class PutResult:
     size: int
 
 
+# A backslash or a control character (checked on every read: one regex, not a loop per char).
+_REFUSED = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged if it is a clean relative path, else raise ``InvalidKeyError``.
 
@@ -35,7 +40,7 @@ def validate_key(key: str) -> str:
         raise InvalidKeyError("blob key must be a non-empty string")
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise InvalidKeyError("blob key is too long")
-    if "\\" in key or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+    if _REFUSED.search(key):
         raise InvalidKeyError("blob key contains a backslash or control character")
     if key.startswith("/"):
         raise InvalidKeyError("blob key must be relative")
