@@ -3,9 +3,11 @@
 A read has two phases, and the route calls them in this order:
 
 1. :func:`open_read` authorises the caller through its grant, resolves the byte range, unwraps
-   the DEK and then **commits** the ``recording.read`` audit event in a transaction of its own.
-   Only when that commit succeeds does it return a :class:`ReadPlan`; if the event cannot be
-   written the read is refused (``AuditUnavailableError``, fail closed) and nothing is sent.
+   the DEK, starts the first ciphertext GETs and then **commits** the ``recording.read`` audit
+   event in a unit of its own: one statement that re-checks the grant (a revocation since the
+   authorisation wins), in autocommit on PostgreSQL. Only when that commit succeeds does it
+   return a :class:`ReadPlan`, and nothing is decrypted before; if the event cannot be written
+   the read is refused (``AuditUnavailableError``, fail closed) and nothing is sent.
 2. :func:`stream` yields the plaintext segment by segment. Segments are fetched by ranged GETs
    of exactly the recorded object version (windows of whole segments, read ahead; never past
    the segments the range covers) and authenticated by ``decrypt_range`` before release; then
