@@ -107,6 +107,9 @@ def publish_public_key(ctx: Context) -> None:
     ctx.store.put_bytes(PUBLIC_KEY_OBJECT, (json.dumps(doc, sort_keys=True) + "\n").encode())
 
 
+_INT_MAX = 2**31 - 1  # an Integer key (int4 on PostgreSQL)
+
+
 def list_page(
     session: Session, model: Any, public: Any, *, after_id: int, limit: int, signed_only: bool
 ) -> list[Any]:
@@ -115,7 +118,10 @@ def list_page(
         raise InvalidInputError("after_id must be >= 0")
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidInputError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-    query = select(model).where(col(model.id) > after_id)
+    key = col(model.id)
+    if not isinstance(key.type, sa.BigInteger) and after_id >= _INT_MAX:
+        return []  # no 32-bit key comes after it (PostgreSQL would refuse the cast: a 500)
+    query = select(model).where(key > after_id)
     if signed_only:
         query = query.where(col(model.signature).is_not(None))
     rows = session.exec(query.order_by(col(model.id)).limit(limit)).all()
