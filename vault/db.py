@@ -200,8 +200,9 @@ def is_postgres(session_or_engine: Session | Engine | sa.Connection) -> bool:
 
 
 def single_statement_connection(session: Session) -> sa.Connection:
-    """The session's connection for a read that is one statement (its own snapshot): on
-    PostgreSQL in autocommit, which saves the BEGIN and ROLLBACK round trips (issue #12)."""
+    """The session's connection for a unit that is one statement (its own snapshot, and for a
+    write its own commit, durable when it returns): on PostgreSQL in autocommit, which saves
+    the BEGIN and COMMIT/ROLLBACK round trips (issue #12)."""
     if is_postgres(session) and not session.in_transaction():
         return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     return session.connection()

@@ -58,7 +58,7 @@ from vault.errors import (
 )
 from vault.models import Grant, Recording, RecordingStatus
 from vault.recordings.ranges import parse_range
-from vault.recordings.windows import WindowReader, ciphertext_span
+from vault.recordings.windows import WindowReader, reader_for
 from vault.tags import AuditAction
 
 __all__ = ["ReadPlan", "open_read", "stream"]
@@ -161,9 +161,9 @@ def open_read(
     # #12): nothing is decrypted before the event is committed, and a refused read drops what
     # was fetched.
     ciphertext_size = int(rec.ciphertext_size)  # type: ignore[arg-type]
-    reader = _reader(
-        ctx, region=rec.region, object_key=rec.object_key, version_id=rec.version_id,
-        ciphertext_size=ciphertext_size, start=start, end=end,
+    reader = reader_for(
+        ctx.store_for(rec.region), object_key=rec.object_key, version_id=rec.version_id,
+        ciphertext_size=ciphertext_size, start=start, end=end, headers=ctx.stream_headers,
     )  # fmt: skip
     try:
         # 5. The read event, committed before any byte is decrypted.
@@ -242,31 +242,6 @@ def _still_valid(ctx: Context, plan: ReadPlan) -> bool:
         # Fail closed: if we cannot tell whether the grant still holds, stop sending.
         log.warning("grant re-check failed for %s; ending the stream", plan.grant_id, exc_info=True)
         return False
-
-
-def _reader(
-    ctx: Context,
-    *,
-    region: str | None,
-    object_key: str,
-    version_id: str | None,
-    ciphertext_size: int,
-    start: int,
-    end: int,
-) -> WindowReader:
-    store = ctx.store_for(region)
-
-    def read(offset: int, length: int) -> bytes:
-        # Exactly the version the row recorded, never "the latest".
-        return store.read_range(object_key, version_id=version_id, offset=offset, length=length)
-
-    if version_id is None:  # a store without versions: the header is read every time
-        return WindowReader(read, *ciphertext_span(ciphertext_size, start, end))
-    key = (object_key, version_id)  # keys are unique across regions (they name the recording)
-    return WindowReader(
-        read, *ciphertext_span(ciphertext_size, start, end), header=ctx.stream_headers.get(key),
-        on_header=lambda header: ctx.stream_headers.put(key, header),
-    )  # fmt: skip
 
 
 def _raise_alarm(ctx: Context, plan: ReadPlan, *, offset: int, reason: str) -> None:

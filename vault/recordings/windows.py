@@ -188,6 +188,33 @@ class WindowReader:
         self._buf, self._view = b"", memoryview(b"")
 
 
+def reader_for(
+    store: BlobStore,
+    *,
+    object_key: str,
+    version_id: str | None,
+    ciphertext_size: int,
+    start: int,
+    end: int,
+    headers: HeaderCache | None = None,
+) -> WindowReader:
+    """The reader of plaintext ``[start, end)``'s ciphertext in exactly that object version,
+    its first GETs started; with ``headers``, a versioned object's header comes from (and goes
+    to) that cache (a store without versions reads it every time)."""
+
+    def read(offset: int, length: int) -> bytes:
+        # Exactly the version the row recorded, never "the latest".
+        return store.read_range(object_key, version_id=version_id, offset=offset, length=length)
+
+    span = ciphertext_span(ciphertext_size, start, end)
+    if headers is None or version_id is None:
+        return WindowReader(read, *span)
+    key = (object_key, version_id)  # keys are unique across regions (they name the recording)
+    return WindowReader(
+        read, *span, header=headers.get(key), on_header=lambda h: headers.put(key, h)
+    )
+
+
 def decrypted(
     store: BlobStore,
     *,
@@ -202,11 +229,10 @@ def decrypted(
     """The authenticated plaintext ``[start, end)`` of exactly that object version, read in
     windows (for the system's own reads: redaction's source, exports; playback adds its grant
     re-checks around its reader). A failing segment raises ``DecryptionError``."""
-
-    def read(offset: int, length: int) -> bytes:
-        return store.read_range(object_key, version_id=version_id, offset=offset, length=length)
-
-    reader = WindowReader(read, *ciphertext_span(ciphertext_size, start, end))
+    reader = reader_for(
+        store, object_key=object_key, version_id=version_id, ciphertext_size=ciphertext_size,
+        start=start, end=end,
+    )  # fmt: skip
     try:
         yield from streaming.decrypt_range(
             reader, dek=dek, recording_id=recording_id, ciphertext_size=ciphertext_size,
