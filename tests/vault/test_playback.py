@@ -79,6 +79,7 @@ class CountingStore:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.calls: list[tuple[int, int]] = []
+        self.opened: list[tuple[int, int]] = []
         self.before_read: Callable[[], None] | None = None
         self.corrupt: Callable[[int, bytes], bytes] | None = None
 
@@ -89,8 +90,30 @@ class CountingStore:
         data = self.inner.read_range(key, version_id=version_id, offset=offset, length=length)
         return self.corrupt(offset, data) if self.corrupt else data
 
+    def open_range(self, key: str, *, version_id: str | None, offset: int, length: int) -> Any:
+        if self.before_read is not None:
+            self.before_read()
+        self.opened.append((offset, length))
+        body = self.inner.open_range(key, version_id=version_id, offset=offset, length=length)
+        return _Altered(body, offset, self.corrupt) if self.corrupt else body
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class _Altered:
+    """A streaming body whose bytes go through ``corrupt(offset, data)`` on their way."""
+
+    def __init__(self, body: Any, offset: int, corrupt: Callable[[int, bytes], bytes]) -> None:
+        self.body, self.at, self.corrupt, self.length = body, offset, corrupt, body.length
+
+    def read(self, n: int) -> bytes:
+        data = self.body.read(n)
+        self.at += len(data)
+        return self.corrupt(self.at - len(data), data)
+
+    def close(self) -> None:
+        self.body.close()
 
 
 @dataclass
@@ -742,10 +765,8 @@ def test_tampered_first_segment_of_a_range_is_a_clean_500(env: Env) -> None:
     assert env.status() == RecordingStatus.integrity_failed
 
 
-def test_flipped_byte_in_transit_is_caught(env: Env) -> None:
-    """A store (or network) that returns altered bytes is caught the same way."""
-    gid = env.grant()
-    target = SECOND_SEGMENT_BYTE + SEG  # third segment
+def _flipping(target: int) -> Callable[[int, bytes], bytes]:
+    """A store's ``corrupt`` hook that flips the object's byte at ``target`` as it passes."""
 
     def flip(offset: int, data: bytes) -> bytes:
         if offset <= target < offset + len(data):
@@ -754,12 +775,53 @@ def test_flipped_byte_in_transit_is_caught(env: Env) -> None:
             return bytes(b)
         return data
 
-    env.store.corrupt = flip
+    return flip
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["windows", "one-get"])
+def test_flipped_byte_in_transit_is_caught(
+    env: Env, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """A store (or network) that returns altered bytes is caught the same way, whether the
+    read came in windows or as one streaming GET."""
+    if streamed:
+        monkeypatch.setattr(windows, "STREAM_FROM", 0)
+    gid = env.grant()
+    env.store.corrupt = _flipping(SECOND_SEGMENT_BYTE + SEG)  # in the third segment
     with env.client.stream("GET", env.url(), params={"grant": str(gid)}, headers=env.h("eng")) as r:
         got, err = _consume(r)
     assert _caused_by(err, IntegrityError)
-    assert got == env.clip[: FIRST + SEG]
+    assert got == env.clip[: FIRST + SEG]  # the bad segment never left
     assert env.status() == RecordingStatus.integrity_failed
+    assert len(env.store.opened) == (1 if streamed else 0)
+
+
+# --- a long read is one streaming GET (issue #12) -------------------------------------------------
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every read of the clip streams (in production only reads over STREAM_FROM do)."""
+    monkeypatch.setattr(windows, "STREAM_FROM", 0)
+
+
+@pytest.mark.usefixtures("streamed")
+def test_a_streamed_read_is_one_get_of_the_covering_segments(env: Env) -> None:
+    gid = env.grant()
+    r = env.get(grant=gid)
+    assert r.status_code == 200 and r.content == env.clip
+    with env.ctx.db.session() as s:
+        rec = s.get(Recording, env.rid)
+        assert rec is not None and rec.ciphertext_size is not None
+    # One GET from the header to the end (plus the end-of-stream probe byte), nothing else.
+    assert env.store.opened == [(0, rec.ciphertext_size + 1)] and env.store.calls == []
+    env.store.opened.clear()
+    a = FIRST + SEG + 5
+    r = env.get(grant=gid, Range=f"bytes={a}-")
+    assert r.status_code == 206 and r.content == env.clip[a:]
+    assert env.store.opened == [
+        (streaming.segment_offset(2), rec.ciphertext_size + 1 - streaming.segment_offset(2))
+    ]
 
 
 # --- concurrency: the grant is re-checked while streaming ----------------------------------------
@@ -801,9 +863,15 @@ def test_revoke_ends_a_running_stream(env: Env, monkeypatch: pytest.MonkeyPatch)
     _problem(env.get(grant=gid), 403, "forbidden")  # and the next request is refused
 
 
-def test_revoke_stops_the_service_stream_within_the_recheck_bound(env: Env) -> None:
+@pytest.mark.parametrize("streamed", [False, True], ids=["windows", "one-get"])
+def test_revoke_stops_the_service_stream_within_the_recheck_bound(
+    env: Env, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
     """The grant's answer may be at most RECHECK_EVERY old when a segment leaves: with time
-    frozen the next segment still goes, and the first one after the bound is refused."""
+    frozen the next segment still goes, and the first one after the bound is refused (the
+    read-ahead, windows or one streaming GET, changes nothing)."""
+    if streamed:
+        monkeypatch.setattr(windows, "STREAM_FROM", 0)
     gid = env.grant()
     plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
                               grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip

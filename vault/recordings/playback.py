@@ -9,8 +9,9 @@ A read has two phases, and the route calls them in this order:
    return a :class:`ReadPlan`, and nothing is decrypted before; if the event cannot be written
    the read is refused (``AuditUnavailableError``, fail closed) and nothing is sent.
 2. :func:`stream` yields the plaintext segment by segment. Segments are fetched by ranged GETs
-   of exactly the recorded object version (windows of whole segments, read ahead; never past
-   the segments the range covers) and authenticated by ``decrypt_range`` before release; then
+   of exactly the recorded object version (windows of whole segments, read ahead; a read over
+   16 MiB is one streaming GET, at most four segments ahead; never past the segments the range
+   covers) and authenticated by ``decrypt_range`` before release; then
    the grant is re-checked: its expiry at every segment, the rest (revocation, an ended purpose,
    disposal; one query on a bare connection) at the first segment boundary ``RECHECK_EVERY``
    (100 ms) after the last answer, so a running stream stops within 100 ms plus the segment in

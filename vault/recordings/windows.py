@@ -1,11 +1,14 @@
 """Windowed, read-ahead segment fetching for playback.
 
 ``decrypt_range`` asks for one segment at a time; a ranged GET has milliseconds of fixed cost,
-so :class:`WindowReader` serves those reads from larger windows fetched ahead in helper threads.
+so :class:`WindowReader` serves those reads from larger windows fetched ahead in helper threads:
+a short read (a seek) from windows of their own GETs, a long one (a download, a player's
+open-ended range) from one streaming GET, resumed where a connection breaks.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import uuid
 from collections import OrderedDict, deque
@@ -13,7 +16,9 @@ from collections.abc import Callable, Iterator
 
 from crypto import streaming
 from vault.db import carry
+from vault.errors import StoreUnavailableError
 from vault.storage import BlobStore
+from vault.storage.base import RangeBody
 
 # Segment reads are served from windows of whole segments, each fetched with one ranged GET: a
 # GET has milliseconds of fixed cost on S3 (SeaweedFS: ~4 ms for 1 MiB, ~10 ms for 8 MiB), so one
@@ -24,6 +29,11 @@ from vault.storage import BlobStore
 WINDOW_MIN_SEGMENTS = 2
 WINDOW_MAX_SEGMENTS = 8
 PREFETCH = 2
+# A read longer than STREAM_FROM bytes (a download, a player's open-ended range) is one
+# streaming GET instead, read STREAM_DEPTH segments ahead: a GET per window costs the store
+# CPU too, which a plain download does not pay (issue #12).
+STREAM_FROM = 2 * WINDOW_MAX_SEGMENTS * streaming.SEGMENT_SIZE
+STREAM_DEPTH = 4
 
 
 def ciphertext_span(ciphertext_size: int, start: int, end: int) -> tuple[int, int]:
@@ -102,6 +112,133 @@ class _Known:
         pass
 
 
+class _Prefetched:
+    """Windows of ``[next_at, hi)`` fetched ahead, each by its own ranged GET in a helper thread:
+    the first GETs of a short read (a seek) answer soonest."""
+
+    def __init__(self, read: Callable[[int, int], bytes], start: int, hi: int) -> None:
+        self._read, self._hi = read, hi
+        self.next_at = start
+        self._segments = WINDOW_MIN_SEGMENTS
+        self._pending: deque[_Fetch] = deque()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        while len(self._pending) < PREFETCH and self.next_at < self._hi:
+            start = self.next_at
+            end = _window_end(start, self._segments, self._hi)
+            self._segments = min(self._segments * 2, WINDOW_MAX_SEGMENTS)
+            self._pending.append(_Fetch(self._read, start, end - start))
+            self.next_at = end
+
+    def take(self, offset: int) -> tuple[bytes, bool] | None:
+        """The window that starts at ``offset`` and whether the object ended inside it, or None
+        when the next window does not start there."""
+        if not self._pending and offset == self.next_at:
+            self._schedule()  # the first segment read of a range that skipped the header
+        if not self._pending or self._pending[0].offset != offset:
+            return None
+        window = self._pending.popleft()
+        data = window.result()
+        self._schedule()
+        return data, len(data) < window.length
+
+    def close(self) -> None:
+        while self._pending:
+            self._pending.popleft().join()
+
+
+class _Streamed:
+    """The windows of ``[start, hi)`` read in order from one streaming GET in a helper thread,
+    at most STREAM_DEPTH windows ahead (issue #12): a long read makes one request, as a plain
+    download does, instead of a GET per window. A broken connection is resumed from the window
+    it broke in (twice in a row at most)."""
+
+    _RESUMES = 2
+
+    def __init__(self, open_range: Callable[[int, int], RangeBody], start: int, hi: int) -> None:
+        self._open, self._start, self._hi = open_range, start, hi
+        self.next_at = start
+        self._queue: queue.Queue[tuple[int, bytes, BaseException | None]] = queue.Queue(
+            STREAM_DEPTH
+        )
+        self._closed = threading.Event()
+        self._done = False
+        # carry: the GET counts as the reader's own work (see _Fetch).
+        self._thread = threading.Thread(
+            target=carry(self._run, as_started=True), name="callvault-stream", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        at, body, resumes = self._start, None, 0
+        try:
+            while at < self._hi and not self._closed.is_set():
+                if body is None:
+                    body = self._open(at, self._hi - at)
+                    limit = at + body.length  # where the object ends, if before hi
+                end = _window_end(at, 1, self._hi)
+                want = min(end, limit) - at
+                try:
+                    data = body.read(want) if want > 0 else b""
+                    if len(data) < want:
+                        raise StoreUnavailableError("the store's answer was cut short")
+                except StoreUnavailableError:
+                    body.close()
+                    body = None
+                    resumes += 1
+                    if resumes > self._RESUMES:
+                        raise
+                    continue  # the same window again, from a new GET
+                self._put((end, data, None))
+                resumes = 0
+                if end > limit:
+                    return  # the object ended inside this window
+                at = end
+        except BaseException as exc:  # handed over to the consuming thread
+            self._put((at, b"", exc))
+        finally:
+            if body is not None:
+                body.close()
+
+    def _put(self, item: tuple[int, bytes, BaseException | None]) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def take(self, offset: int) -> tuple[bytes, bool] | None:
+        if self._done or offset != self.next_at:
+            return None
+        end, data, error = self._queue.get()
+        if error is not None:
+            self._done = True
+            raise error
+        self._done = end >= self._hi or offset + len(data) < end
+        self.next_at = end
+        return data, offset + len(data) < end
+
+    def close(self) -> None:
+        """Stop the GET after the window being read (its connection is dropped)."""
+        self._closed.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+
+def _window_end(start: int, segments: int, hi: int) -> int:
+    """Where a window of ``segments`` whole segments from ``start`` ends (a window that reaches
+    the last segment takes its end-of-stream probe byte along)."""
+    first = streaming.segment_at(max(start, streaming.HEADER_SIZE))
+    end = streaming.segment_offset(first + segments)
+    return hi if end >= hi - 1 else end
+
+
 class WindowReader:
     """``read_at`` for ``decrypt_range``: serves its in-order segment reads from windows."""
 
@@ -111,34 +248,25 @@ class WindowReader:
         lo: int,
         hi: int,
         *,
+        open_range: Callable[[int, int], RangeBody] | None = None,
         header: bytes | None = None,
         on_header: Callable[[bytes], None] | None = None,
     ) -> None:
-        self._read, self._lo, self._hi = read, lo, hi
-        self._segments = WINDOW_MIN_SEGMENTS
-        self._pending: deque[_Fetch] = deque()
+        self._read = read
         self._buf, self._buf_at, self._eof = b"", 0, False
         self._view = memoryview(self._buf)
         # A range from the first segment takes the header along in its first GET; any other
         # range fetches the header on its own, beside its first window (or knows it already).
-        self._next_at = 0 if lo == streaming.HEADER_SIZE else lo
+        first = 0 if lo == streaming.HEADER_SIZE else lo
         self._header: _Fetch | _Known | None = None
-        if self._next_at != 0:
+        if first != 0:
             self._header = _Known(header) if header else _Fetch(read, 0, streaming.HEADER_SIZE)
         self._on_header = on_header
-        self._schedule()
-
-    def _schedule(self) -> None:
-        while len(self._pending) < PREFETCH and self._next_at < self._hi:
-            start = self._next_at
-            end = streaming.segment_offset(
-                streaming.segment_at(max(start, streaming.HEADER_SIZE)) + self._segments
-            )
-            if end >= self._hi - 1:
-                end = self._hi  # the last segment with its end-of-stream probe byte
-            self._segments = min(self._segments * 2, WINDOW_MAX_SEGMENTS)
-            self._pending.append(_Fetch(self._read, start, end - start))
-            self._next_at = end
+        self._windows: _Prefetched | _Streamed
+        if open_range is not None and hi - first > STREAM_FROM:
+            self._windows = _Streamed(open_range, first, hi)
+        else:
+            self._windows = _Prefetched(read, first, hi)
 
     def _covers(self, offset: int, length: int) -> bool:
         end = self._buf_at + len(self._buf)
@@ -159,17 +287,13 @@ class WindowReader:
 
     def _read_at(self, offset: int, length: int) -> bytes:
         if not self._covers(offset, length):
-            if not self._pending and offset == self._next_at:
-                self._schedule()  # the first segment read of a range that skipped the header
-            if self._pending and self._pending[0].offset == offset:
-                window = self._pending.popleft()
-                self._buf, self._buf_at = window.result(), offset
-                self._view = memoryview(self._buf)
-                self._eof = len(self._buf) < window.length
-                self._schedule()
-            else:
+            window = self._windows.take(offset)
+            if window is None:
                 # The header of a later range, or a read we did not plan for: read it directly.
                 return self._read(offset, length)
+            self._buf, self._eof = window
+            self._buf_at = offset
+            self._view = memoryview(self._buf)
             if not self._covers(offset, length):
                 return self._read(offset, length)
         rel = offset - self._buf_at
@@ -179,9 +303,8 @@ class WindowReader:
         return bytes(piece) if offset < streaming.HEADER_SIZE else piece  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Wait for the fetches still under way (one GET each), and drop every buffer."""
-        while self._pending:
-            self._pending.popleft().join()
+        """Stop or wait for the reads still under way, and drop every buffer."""
+        self._windows.close()
         if self._header is not None:
             self._header, header = None, self._header
             header.join()
@@ -206,13 +329,17 @@ def reader_for(
         # Exactly the version the row recorded, never "the latest".
         return store.read_range(object_key, version_id=version_id, offset=offset, length=length)
 
+    def open_range(offset: int, length: int) -> RangeBody:
+        return store.open_range(object_key, version_id=version_id, offset=offset, length=length)
+
     span = ciphertext_span(ciphertext_size, start, end)
     if headers is None or version_id is None:
-        return WindowReader(read, *span)
+        return WindowReader(read, *span, open_range=open_range)
     key = (object_key, version_id)  # keys are unique across regions (they name the recording)
     return WindowReader(
-        read, *span, header=headers.get(key), on_header=lambda h: headers.put(key, h)
-    )
+        read, *span, open_range=open_range, header=headers.get(key),
+        on_header=lambda h: headers.put(key, h),
+    )  # fmt: skip
 
 
 def decrypted(

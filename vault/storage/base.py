@@ -50,6 +50,20 @@ def validate_key(key: str) -> str:
     return key
 
 
+class RangeBody(Protocol):
+    """An open :meth:`BlobStore.open_range`; close it to give up early."""
+
+    #: How many bytes the body holds: what was asked for, or less where the object ends.
+    length: int
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes (fewer only when the body is cut short); ``StorageError`` (as
+        ``StoreUnavailableError`` for a broken connection) when they cannot be read."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """What the services need from an object store.
@@ -83,6 +97,14 @@ class BlobStore(Protocol):
 
         Fewer bytes come back only at the end of the object (and none past it).
         """
+        ...
+
+    def open_range(
+        self, key: str, *, version_id: str | None, offset: int, length: int
+    ) -> RangeBody:
+        """Up to ``length`` bytes from ``offset`` of exactly that version as one streaming read
+        (one request on S3), for long reads; ``length`` must be positive. Past the end of the
+        object the body is empty, and it is shorter than asked where the object ends."""
         ...
 
     def size(self, key: str, *, version_id: str | None) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from vault.errors import (
     BlobNotFoundError,
@@ -134,6 +135,24 @@ class LocalBlobStore:
             fh.seek(offset)
             return fh.read(length)
 
+    def open_range(
+        self, key: str, *, version_id: str | None, offset: int, length: int
+    ) -> _FileBody:
+        if offset < 0 or length <= 0:
+            raise ValueError("offset must not be negative and length must be positive")
+        path = self._path(key)
+        self._check_version(key, version_id)
+        with _os_errors(key):
+            fh = path.open("rb")
+        try:
+            with _os_errors(key):
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(offset)
+        except BaseException:
+            fh.close()
+            raise
+        return _FileBody(fh, key, max(0, min(length, size - offset)))
+
     def size(self, key: str, *, version_id: str | None) -> int:
         path = self._path(key)
         self._check_version(key, version_id)
@@ -203,3 +222,20 @@ class LocalBlobStore:
     def ensure_bucket(self, object_lock: bool = True) -> None:
         with _os_errors(str(self._root), reading=False):
             self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class _FileBody:
+    """:class:`~vault.storage.base.RangeBody` of a local file."""
+
+    def __init__(self, fh: BinaryIO, key: str, length: int) -> None:
+        self._fh, self._key, self.length = fh, key, length
+        self._left = length
+
+    def read(self, n: int) -> bytes:
+        with _os_errors(self._key):
+            data = self._fh.read(min(n, self._left))
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._fh.close()

@@ -240,13 +240,25 @@ class S3BlobStore:
     # -- reads --------------------------------------------------------------------------------
 
     def read_range(self, key: str, *, version_id: str | None, offset: int, length: int) -> bytes:
-        validate_key(key)
-        if offset < 0 or length < 0:
-            raise ValueError("offset and length must not be negative")
         if length == 0:
+            validate_key(key)
+            if offset < 0:
+                raise ValueError("offset and length must not be negative")
             # minio turns length=0 into an open-ended range, so answer without a GET.
             self.size(key, version_id=version_id)
             return b""
+        body = self.open_range(key, version_id=version_id, offset=offset, length=length)
+        try:
+            return body.read(body.length)
+        finally:
+            body.close()
+
+    def open_range(
+        self, key: str, *, version_id: str | None, offset: int, length: int
+    ) -> _S3Body | _Empty:
+        validate_key(key)
+        if offset < 0 or length <= 0:
+            raise ValueError("offset must not be negative and length must be positive")
         try:
             with _s3_errors(key):
                 response = self._client.get_object(
@@ -255,14 +267,9 @@ class S3BlobStore:
         except StorageError as exc:
             cause = exc.__cause__
             if isinstance(cause, S3Error) and cause.code == "InvalidRange":
-                return b""  # offset at or past the end, as a file read would say
+                return _Empty()  # offset at or past the end, as a file read would say
             raise
-        try:
-            with _s3_errors(key):
-                return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        return _S3Body(response, key)
 
     def size(self, key: str, *, version_id: str | None) -> int:
         validate_key(key)
@@ -404,3 +411,31 @@ class S3BlobStore:
             # Versions are what make reads exact and deletions complete, lock or not.
             if self._client.get_bucket_versioning(self._bucket).status != ENABLED:
                 self._client.set_bucket_versioning(self._bucket, VersioningConfig(ENABLED))
+
+
+class _S3Body:
+    """:class:`~vault.storage.base.RangeBody` of one ranged GET's response."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, key: str) -> None:
+        self._response, self._key = response, key
+        self.length = int(response.headers.get("Content-Length", "0"))
+
+    def read(self, n: int) -> bytes:
+        with _s3_errors(self._key):
+            # No content coding on media: the bytes as they arrive, one copy from the socket.
+            return self._response.read(n, decode_content=False)
+
+    def close(self) -> None:
+        # An unfinished body closes its connection (it cannot be reused mid-body).
+        self._response.close()
+        self._response.release_conn()
+
+
+class _Empty:
+    length = 0
+
+    def read(self, n: int) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
