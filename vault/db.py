@@ -314,6 +314,11 @@ class Database:
         # processes (the worker) still meet the busy timeout. Reentrant: a nested unit waits on
         # SQLite exactly as before.
         self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
+        self._single_read = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine.execution_options(**{READ_ONLY: True})
+        )
 
     @classmethod
     def from_url(
@@ -341,6 +346,14 @@ class Database:
     def read_connection(self) -> sa.Connection:
         """A bare read-only connection (no ORM session) for hot, single-statement reads."""
         return self.engine.execution_options(**{READ_ONLY: True}).connect()
+
+    @contextmanager
+    def single_read(self) -> Iterator[sa.Connection]:
+        """A bare connection (no ORM session) for a read that is one statement, its own
+        snapshot: in autocommit on PostgreSQL (one round trip, no BEGIN nor ROLLBACK), deferred
+        on SQLite. For the hottest reads (issue #12); it audits nothing."""
+        with _unavailable(), self._single_read.connect() as conn:
+            yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -1,6 +1,8 @@
-"""The single-recording GET (two Core statements, issue #12) answers exactly what the batch path
-of the list answers, for a recording with every kind of fact, on both databases; and a recording
-of another tenant is the same 404, audited as a denial."""
+"""The single-recording GET (one Core statement, issue #12) answers exactly what the batch path
+of the list answers, for a recording with every kind of fact, on both databases, through the
+session and through the API's bare connection (``read_recording``); and a recording of another
+tenant or a role without the permission is the same refusal either way, audited as a
+denial."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from tests.jobs.helpers import events, ingest, make_tenant, set_columns
 from vault.authz import Actor
 from vault.context import Context
-from vault.errors import NotFoundError
+from vault.errors import NotFoundError, PermissionDeniedError
 from vault.models import Recording, Role
 from vault.privacy import restriction
 from vault.recordings import metadata
@@ -42,6 +44,7 @@ def test_the_single_get_equals_the_batch_answer(ctx: Context) -> None:
         assert rec is not None
         batch = metadata.to_public(s, rec, now=later)
     assert single == batch
+    assert metadata.read_recording(ctx.db, actor=op, recording_id=parent.id, now=later) == batch
     assert single.restricted and len(single.holds) == 2 and len(single.derivatives) == 2
     assert [p.active for p in single.purposes] == [True, False]  # security, troubleshooting
 
@@ -53,4 +56,23 @@ def test_another_tenants_recording_is_a_404_and_a_denial(ctx: Context) -> None:
                 tenant_ids=frozenset({acme.id}))  # fmt: skip
     with pytest.raises(NotFoundError), ctx.db.reading() as s:
         metadata.get_recording(s, actor=eve, recording_id=theirs.id, now=ctx.now())
-    assert events(ctx, "permission.denied", str(theirs.id))
+    assert len(events(ctx, "permission.denied", str(theirs.id))) == 1
+    # The API's path: the same 404 for theirs and for none at all; reaching for theirs is
+    # audited (a missing id names nobody's recording: nothing to audit, as before).
+    missing = uuid.uuid4()
+    for rid in (theirs.id, missing):
+        with pytest.raises(NotFoundError):
+            metadata.read_recording(ctx.db, actor=eve, recording_id=rid, now=ctx.now())
+    assert len(events(ctx, "permission.denied", str(theirs.id))) == 2
+    assert events(ctx, "permission.denied", str(missing)) == []
+
+
+def test_a_role_without_the_permission_is_refused_and_audited(ctx: Context) -> None:
+    acme = make_tenant(ctx, "acme")
+    mine = ingest(ctx, acme, b"m" * 10)
+    monitor = Actor(id=uuid.uuid4(), name="svc", role=Role.monitor, owner="svc-ref",
+                     tenant_ids=frozenset({acme.id}))  # fmt: skip
+    with pytest.raises(PermissionDeniedError):
+        metadata.read_recording(ctx.db, actor=monitor, recording_id=mine.id, now=ctx.now())
+    denied = events(ctx, "permission.denied")
+    assert denied and denied[-1].actor == monitor.audit_name

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from vault import authz
 from vault.authz import Actor, Permission
-from vault.db import single_statement_connection
+from vault.db import Database, single_statement_connection
 from vault.errors import ConflictError, InvalidInputError, NotFoundError, UnknownTenantError
 from vault.identity.tenants import resolve_tenant, tenant_names
 from vault.models import (
@@ -42,8 +42,8 @@ from vault.retention.holds import active_holds_of, active_holds_select
 from vault.tags import AuditAction
 
 __all__ = [
-    "MAX_PAGE_LIMIT", "end_purpose", "get_recording", "list_recordings", "to_public",
-    "to_public_many",
+    "MAX_PAGE_LIMIT", "end_purpose", "get_recording", "list_recordings", "read_recording",
+    "to_public", "to_public_many",
 ]  # fmt: skip
 
 S = RecordingStatus
@@ -202,19 +202,43 @@ def _get_statement(all_tenants: bool) -> Any:
     )
 
 
+def read_recording(
+    db: Database, *, actor: Actor, recording_id: uuid.UUID, now: datetime
+) -> RecordingPublic:
+    """The API's single GET (issue #12): an allowed read that finds its row is the one
+    statement on a bare connection; a denial or a miss takes :func:`get_recording`'s session,
+    which audits it."""
+    if authz.decide(actor, Permission.recording_metadata_read) is None:
+        with db.single_read() as conn:
+            rows = conn.execute(
+                _get_statement(actor.all_tenants), _get_params(actor, recording_id)
+            ).all()
+        if rows:
+            return _from_rows(rows, recording_id, now)
+    with db.reading() as session:
+        return get_recording(session, actor=actor, recording_id=recording_id, now=now)
+
+
 def get_recording(
     session: Session, *, actor: Actor, recording_id: uuid.UUID, now: datetime
 ) -> RecordingPublic:
     authz.authorize(session, actor, Permission.recording_metadata_read, now=now)
-    params = {**authz.scope_params(actor), "recording_id": recording_id}
     rows = (
         single_statement_connection(session)
-        .execute(_get_statement(actor.all_tenants), params)
+        .execute(_get_statement(actor.all_tenants), _get_params(actor, recording_id))
         .all()
     )
     if not rows:  # missing or out of scope: the one answer, a denial audited by its owner
         _get(session, actor, recording_id, Permission.recording_metadata_read, now)
         raise NotFoundError(f"no recording {recording_id}")  # pragma: no cover (raced)
+    return _from_rows(rows, recording_id, now)
+
+
+def _get_params(actor: Actor, recording_id: uuid.UUID) -> dict[str, Any]:
+    return {**authz.scope_params(actor), "recording_id": recording_id}
+
+
+def _from_rows(rows: Sequence[Any], recording_id: uuid.UUID, now: datetime) -> RecordingPublic:
     purposes: list[PurposePublic] = []
     derivatives: list[uuid.UUID] = []
     held: list[uuid.UUID] = []
