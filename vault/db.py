@@ -343,10 +343,6 @@ class Database:
         with _unavailable(), self.read_session() as session:
             yield session
 
-    def read_connection(self) -> sa.Connection:
-        """A bare read-only connection (no ORM session) for hot, single-statement reads."""
-        return self.engine.execution_options(**{READ_ONLY: True}).connect()
-
     @contextmanager
     def single_read(self) -> Iterator[sa.Connection]:
         """A bare connection (no ORM session) for a read that is one statement, its own

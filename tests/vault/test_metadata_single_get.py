@@ -9,11 +9,14 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 
 from tests.jobs.helpers import events, ingest, make_tenant, set_columns
 from vault.authz import Actor
 from vault.context import Context
+from vault.db import READ_ONLY
 from vault.errors import NotFoundError, PermissionDeniedError
 from vault.models import Recording, Role
 from vault.privacy import restriction
@@ -76,3 +79,16 @@ def test_a_role_without_the_permission_is_refused_and_audited(ctx: Context) -> N
         metadata.read_recording(ctx.db, actor=monitor, recording_id=mine.id, now=ctx.now())
     denied = events(ctx, "permission.denied")
     assert denied and denied[-1].actor == monitor.audit_name
+
+
+def test_a_single_read_opens_no_transaction_on_postgresql(ctx: Context) -> None:
+    """The hot reads' bare connection (the metadata GET, the grant re-check while streaming):
+    on PostgreSQL the statement runs in autocommit, so no BEGIN precedes it and nothing is left
+    to roll back; on SQLite it is a deferred read that never queues for the write lock."""
+    with ctx.db.single_read() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+        raw = conn.connection.dbapi_connection
+        if ctx.db.is_postgres:
+            assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # type: ignore[union-attr]
+        else:
+            assert conn.get_execution_options().get(READ_ONLY) is True

@@ -235,7 +235,7 @@ def _record_read(
 
 def _still_valid(ctx: Context, plan: ReadPlan) -> bool:
     try:
-        with ctx.db.read_connection() as conn:  # the lightest round trip: once per segment
+        with ctx.db.single_read() as conn:  # one round trip, once per RECHECK_EVERY
             return grants.still_valid(
                 conn, grant_id=plan.grant_id, recording_id=plan.recording_id, now=ctx.now()
             )
