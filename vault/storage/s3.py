@@ -9,14 +9,12 @@ source aborts the upload so no invisible, billable parts are left behind.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import NoReturn
 from urllib.parse import urlsplit
 
-import certifi
 import minio
 import urllib3
 from minio.commonconfig import COMPLIANCE, ENABLED
@@ -24,7 +22,6 @@ from minio.datatypes import Object
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.retention import Retention
 from minio.versioningconfig import VersioningConfig
-from urllib3.util import Retry, Timeout
 
 from vault.errors import (
     BlobLockedError,
@@ -40,6 +37,7 @@ from vault.storage._multipart import (
     SourceFailed,
     part_size_for,
 )
+from vault.storage._s3_client import _Client, make_http_client
 from vault.storage.base import PutResult, validate_key
 
 __all__ = ["DEFAULT_PART_SIZE", "PARTS_IN_FLIGHT", "S3BlobStore", "make_http_client"]
@@ -81,55 +79,6 @@ def _s3_errors(what: str) -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from exc
-
-
-def make_http_client(
-    *, connect_timeout: float = 3.0, read_timeout: float = 30.0, retries: int = 2
-) -> urllib3.PoolManager:
-    """A urllib3 pool that gives up quickly on a dead endpoint.
-
-    minio's own default waits 5 minutes per attempt and retries 5 times, which turns a stopped
-    server into a hung request instead of a 503.
-    """
-    return urllib3.PoolManager(
-        timeout=Timeout(connect=connect_timeout, read=read_timeout),
-        maxsize=10,
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=Retry(
-            total=retries,
-            connect=retries,
-            read=1,
-            backoff_factor=0.2,
-            status_forcelist=[500, 502, 503, 504],
-        ),
-    )
-
-
-# Bodies this large are media parts (ciphertext), sent with UNSIGNED-PAYLOAD; see _Client.
-UNSIGNED_FROM = 1 << 20
-
-
-class _Client(minio.Minio):
-    """minio, except that a media part over plain HTTP is signed as ``UNSIGNED-PAYLOAD`` instead
-    of with its SHA-256 (as minio already does over HTTPS, and as AWS documents for both): that
-    hash was a fifth of ingest's CPU (issue #12). What is sent is AEAD ciphertext, every
-    segment authenticated at read time; its SHA-256 is computed once, recorded at ingest and
-    re-checked by the scrub. Small bodies (XML requests) keep their payload hash."""
-
-    def _build_headers(  # type: ignore[override]
-        self,
-        host: str,
-        headers: dict[str, Any] | None = None,
-        body: bytes | None = None,
-        creds: Any = None,
-    ) -> tuple[dict[str, Any], datetime]:
-        if body is None or len(body) < UNSIGNED_FROM or creds is None or self._base_url.is_https:
-            return super()._build_headers(host, headers, body, creds)  # type: ignore[no-any-return]
-        built, date = super()._build_headers(host, headers, None, creds)
-        built["Content-Length"] = str(len(body))
-        built["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
-        return built, date
 
 
 class S3BlobStore:
