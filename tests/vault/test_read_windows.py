@@ -1,12 +1,14 @@
-"""The read-ahead behind playback (issue #12), in memory: a long read is one streaming GET,
-resumed where a connection broke, stopped when the reader closes, and never more than a few
-segments ahead of its consumer. (Playback over the real stores is in test_playback.py.)"""
+"""The read-ahead behind playback (issue #12): a long read is one streaming GET, resumed where a
+connection broke, stopped when the reader closes, and never more than a few segments ahead of
+its consumer. In memory, and against SeaweedFS through a proxy that cuts the store's answers.
+(Playback over the real stores is in test_playback.py.)"""
 
 from __future__ import annotations
 
 import io
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +16,11 @@ from hypothesis import strategies as st
 
 from crypto import streaming
 from crypto.errors import DecryptionError
+from tests.support.cutter import CuttingProxy
+from tests.support.weed import WeedServer
 from vault.errors import StoreUnavailableError
 from vault.recordings import windows
+from vault.storage import S3BlobStore
 
 SEG = streaming.SEGMENT_PLAINTEXT
 _PLAIN = bytes(range(256)) * ((7 * SEG + 4_321) // 256)
@@ -179,3 +184,56 @@ def test_an_object_shorter_than_recorded_is_not_resumed_forever() -> None:
     with pytest.raises(DecryptionError):
         store.plaintext(0, len(_PLAIN))
     assert len(store.opened) == 1
+
+
+# --- against SeaweedFS, its answers cut by a proxy ------------------------------------------------
+
+
+@pytest.fixture
+def cut_store(
+    weed: WeedServer, s3_store: S3BlobStore
+) -> Iterator[tuple[S3BlobStore, CuttingProxy]]:
+    """The test bucket again, through a proxy that can cut SeaweedFS's answers mid-body."""
+    host, port = weed.endpoint.split("//")[-1].rsplit(":", 1)
+    proxy = CuttingProxy(host, int(port))
+    store = S3BlobStore.from_settings(
+        endpoint=proxy.endpoint, access_key=weed.access_key, secret_key=weed.secret_key,
+        bucket=s3_store.bucket, secure=False,
+    )  # fmt: skip
+    try:
+        yield store, proxy
+    finally:
+        proxy.close()
+
+
+def _stored(s3_store: S3BlobStore) -> tuple[str, str | None]:
+    put = s3_store.put_stream("t/cut/media", [_OBJECT])
+    return "t/cut/media", put.version_id
+
+
+def _read_all(store: S3BlobStore, key: str, version: str | None) -> bytes:
+    return b"".join(windows.decrypted(
+        store, object_key=key, version_id=version, ciphertext_size=len(_OBJECT),
+        recording_id=_RID, dek=_DEK, start=0, end=len(_PLAIN),
+    ))  # fmt: skip
+
+
+def test_a_cut_connection_to_the_store_is_resumed(
+    s3_store: S3BlobStore, cut_store: tuple[S3BlobStore, CuttingProxy]
+) -> None:
+    key, version = _stored(s3_store)
+    store, proxy = cut_store
+    proxy.arm(after=5 * streaming.SEGMENT_SIZE // 2)  # in the middle of the third segment
+    assert _read_all(store, key, version) == _PLAIN
+    assert proxy.cuts == 1
+
+
+def test_a_store_whose_answers_keep_breaking_ends_the_read(
+    s3_store: S3BlobStore, cut_store: tuple[S3BlobStore, CuttingProxy]
+) -> None:
+    key, version = _stored(s3_store)
+    store, proxy = cut_store
+    proxy.arm(after=streaming.SEGMENT_SIZE // 2, every=True)  # no segment ever arrives whole
+    with pytest.raises(StoreUnavailableError):
+        _read_all(store, key, version)
+    assert proxy.cuts == 3  # the GET and two resumptions
