@@ -7,11 +7,13 @@ made directly with ``grants.issue_grant``: the access-request flow is tested els
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import math
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -803,6 +805,25 @@ def test_flipped_byte_in_transit_is_caught(
 def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every read of the clip streams (in production only reads over STREAM_FROM do)."""
     monkeypatch.setattr(windows, "STREAM_FROM", 0)
+
+
+@pytest.mark.usefixtures("streamed")
+def test_an_abandoned_stream_stops_its_get(env: Env) -> None:
+    """A client that goes away mid-download: once the response's iterator is dropped, its
+    streaming GET's helper thread ends (no thread nor store connection is left behind)."""
+    rid = env.ingest(bytes(12 * SEG))  # longer than the read-ahead: the GET is still running
+    gid = env.grant(rid=rid)
+    plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=rid,
+                              grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
+    chunks = playback.stream(env.ctx, plan)
+    assert next(chunks) == bytes(FIRST)
+    helpers = [t for t in threading.enumerate() if t.name == "callvault-stream"]
+    assert helpers and all(t.is_alive() for t in helpers)
+    del chunks, plan  # what Starlette does with the body of a response whose client is gone
+    gc.collect()
+    for t in helpers:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in helpers)
 
 
 @pytest.mark.usefixtures("streamed")
