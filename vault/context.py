@@ -30,8 +30,7 @@ from vault.errors import MisconfiguredError, RegionNotConfiguredError
 from vault.keys import Keys
 from vault.models import utcnow
 from vault.policy import Policy, load_policy
-from vault.recordings.windows import HeaderCache
-from vault.storage import BlobStore, LocalBlobStore, S3BlobStore
+from vault.storage import BlobStore, HeaderCache, LocalBlobStore, S3BlobStore
 
 Clock = Callable[[], datetime]
 

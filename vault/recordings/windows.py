@@ -11,13 +11,13 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from crypto import streaming
 from vault.db import carry
 from vault.errors import StoreUnavailableError
-from vault.storage import BlobStore
+from vault.storage import BlobStore, HeaderCache
 from vault.storage.base import RangeBody
 
 # Segment reads are served from windows of whole segments, each fetched with one ranged GET: a
@@ -71,32 +71,6 @@ class _Fetch(threading.Thread):
         if self._error is not None:
             raise self._error
         return self._data
-
-
-class HeaderCache:
-    """The stream headers of recently read object *versions*, so that a seek past the first
-    segment makes one GET instead of two (issue #12). A header is public ciphertext (the salt
-    and nonce prefix, no key material) and every segment it opens is authenticated against the
-    DEK; an object version never changes, and a store without versions is never cached."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-        self._capacity = capacity
-
-    def get(self, key: tuple[str, str]) -> bytes | None:
-        with self._lock:
-            header = self._items.get(key)
-            if header is not None:
-                self._items.move_to_end(key)
-            return header
-
-    def put(self, key: tuple[str, str], header: bytes) -> None:
-        with self._lock:
-            self._items[key] = header
-            self._items.move_to_end(key)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
 
 
 class _Known:
@@ -259,9 +233,11 @@ class WindowReader:
         # range fetches the header on its own, beside its first window (or knows it already).
         first = 0 if lo == streaming.HEADER_SIZE else lo
         self._header: _Fetch | _Known | None = None
-        if first != 0:
-            self._header = _Known(header) if header else _Fetch(read, 0, streaming.HEADER_SIZE)
-        self._on_header = on_header
+        self._on_header = on_header  # told of a header read from the store, not of a known one
+        if first != 0 and header:
+            self._header, self._on_header = _Known(header), None
+        elif first != 0:
+            self._header = _Fetch(read, 0, streaming.HEADER_SIZE)
         self._windows: _Prefetched | _Streamed
         if open_range is not None and hi - first > STREAM_FROM:
             self._windows = _Streamed(open_range, first, hi)

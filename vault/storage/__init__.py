@@ -7,7 +7,10 @@ nothing above this floor sees a minio or urllib3 exception.
 """
 
 from vault.storage.base import BlobStore, PutResult, validate_key
+from vault.storage.header_cache import HeaderCache
 from vault.storage.local import LocalBlobStore
 from vault.storage.s3 import S3BlobStore
 
-__all__ = ["BlobStore", "LocalBlobStore", "PutResult", "S3BlobStore", "validate_key"]
+__all__ = [
+    "BlobStore", "HeaderCache", "LocalBlobStore", "PutResult", "S3BlobStore", "validate_key",
+]  # fmt: skip
