@@ -79,6 +79,10 @@ def _provider_errors(what: str) -> Iterator[None]:
         raise KeyProviderError(f"transit {what} failed: {_describe(exc)}") from exc
 
 
+# How often a tenant key's catch-up is tried when another process races it (see _sync).
+_SYNC_TRIES = 3
+
+
 class TransitKeyProvider:
     """A :class:`~crypto.keys.base.KeyProvider` on a Transit secrets engine."""
 
@@ -192,11 +196,27 @@ class TransitKeyProvider:
                 self._transit.trim_key(name, min_version=floor, mount_point=self.mount)
 
     def _sync(self, name: str, info: dict[str, Any], epoch: int, floor: int) -> None:
-        """Rotate ``name`` up to ``epoch`` and destroy its versions below ``floor``."""
-        with _provider_errors(f"rotate key {name}"):
-            while int(info["latest_version"]) < epoch:
-                info = self._transit.rotate_key(name, mount_point=self.mount)["data"]
-        self._raise_floor(name, info, floor)
+        """Rotate ``name`` up to ``epoch`` and destroy its versions below ``floor``.
+
+        Right after a rotation every API process's first wrap, and the KEK cycle, bring the same
+        key up at the same moment; OpenBao then refuses one of two concurrent writes
+        ("transaction commit failed"), or a trim another process already made. So when the
+        server answers with an error, the key is read again and what is left is done (at most
+        _SYNC_TRIES times); an unreachable server fails at once."""
+        for attempt in range(_SYNC_TRIES):
+            try:
+                with _provider_errors(f"rotate key {name}"):
+                    while int(info["latest_version"]) < epoch:
+                        info = self._transit.rotate_key(name, mount_point=self.mount)["data"]
+                self._raise_floor(name, info, floor)
+                return
+            except KeyProviderError as exc:
+                if attempt == _SYNC_TRIES - 1 or not isinstance(exc.__cause__, VaultError):
+                    raise
+                fresh = self._read(name)
+                if fresh is None:
+                    raise
+                info = fresh
 
     def _ensure_tenant_key(self, tenant: str, epoch_info: dict[str, Any]) -> str:
         name = self.key_name(tenant)

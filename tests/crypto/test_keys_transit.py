@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -177,6 +180,42 @@ def test_lagging_tenant_key_catches_up(transit: TransitKeyProvider, admin: Any, 
     admin.rotate_key(transit.epoch_key)  # simulate: epoch rotated, tenant keys not yet
     fresh = TransitKeyProvider(bao.url, bao.token, key_prefix=transit.key_prefix)
     assert fresh.wrap(os.urandom(32), tenant="acme", associated_data=b"ctx").kek_version == 2
+
+
+def test_wraps_racing_the_kek_cycle_all_succeed(transit: TransitKeyProvider, bao: Bao) -> None:
+    """While the KEK cycle rotates and retires without pause (another process), two API
+    processes keep wrapping: every rotation makes their first wraps bring the tenant key up to
+    the new epoch at the same moment as the cycle, and OpenBao refuses one of two concurrent
+    writes ("transaction commit failed"). Every wrap must still succeed, under a live epoch,
+    and unwrap (the dev stack's concurrent-ingest test once met this as a 503)."""
+    apis = [TransitKeyProvider(bao.url, bao.token, key_prefix=transit.key_prefix)
+            for _ in range(2)]  # fmt: skip
+    for api in apis:
+        api.wrap(os.urandom(32), tenant="acme", associated_data=b"ctx")
+    stop = threading.Event()
+
+    def kek_cycle() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(KeyProviderError):  # a lost race: the job simply reruns
+                transit.retire(transit.rotate() - 1)
+
+    cycle = threading.Thread(target=kek_cycle)
+    cycle.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            wrapped = list(pool.map(
+                lambda api: api.wrap(os.urandom(32), tenant="acme", associated_data=b"ctx"),
+                [apis[i % 2] for i in range(600)],
+            ))  # fmt: skip
+    finally:
+        stop.set()
+        cycle.join()
+    assert len({w.kek_version for w in wrapped}) > 3  # the epoch really moved meanwhile
+    for api in apis:  # and the key is whole: a wrap under the newest epoch opens again
+        dek = os.urandom(32)
+        again = api.wrap(dek, tenant="acme", associated_data=b"ctx")
+        assert again.kek_version == transit.current_version()
+        assert api.unwrap(again, tenant="acme", associated_data=b"ctx") == dek
 
 
 def test_created_at(transit: TransitKeyProvider) -> None:
