@@ -14,9 +14,10 @@ hang off a unit of work (any session this module opens honours them):
   an expiry noticed on the way) go there, never into the request's transaction.
 
 **No transaction across a remote call.** Every transaction is counted against the runtime
-context (a ``contextvars`` context) that opened it, and :func:`open_transactions` reports the
-count: tests wrap the store and the key provider with a guard that fails when either is called
-while the count is not zero. Helper threads join their parent's count through :func:`carry`.
+context (a ``contextvars`` context) that opened it, and :func:`vault.txcount.open_transactions`
+reports the count: tests wrap the store and the key provider with a guard that fails when either
+is called while the count is not zero. Helper threads join their parent's count through
+:func:`vault.txcount.carry`.
 
 SQLite runs in WAL mode with a busy timeout, and every write transaction starts with ``BEGIN
 IMMEDIATE``: it takes the write lock up front, so ``serve`` and ``worker`` can share the file.
@@ -26,7 +27,6 @@ COMMITTED; rules that need more take row locks explicitly.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import threading
@@ -43,6 +43,7 @@ from sqlmodel import Session
 
 from vault.errors import DatabaseUnavailableError, MisconfiguredError
 from vault.pool import ping_when_idle
+from vault.txcount import track
 
 log = logging.getLogger(__name__)
 
@@ -52,84 +53,6 @@ _AFTER_COMMIT = "callvault.after_commit"
 _DETACHED = "callvault.detached"
 
 T = TypeVar("T")
-
-
-# --- transactions per runtime context ---------------------------------------------------------
-
-
-class _Count:
-    """Open transactions of one runtime context (shared with the helper threads it starts)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.value += n
-
-
-_open: contextvars.ContextVar[_Count | None] = contextvars.ContextVar("callvault_tx", default=None)
-
-
-def _count() -> _Count:
-    box = _open.get()
-    if box is None:
-        box = _Count()
-        _open.set(box)
-    return box
-
-
-def open_transactions() -> int:
-    """Transactions open in this runtime context (helper threads started with :func:`carry`
-    included)."""
-    box = _open.get()
-    return 0 if box is None else box.value
-
-
-def carry(fn: Callable[..., T], *, as_started: bool = False) -> Callable[..., T]:
-    """``fn`` bound to the caller's runtime context, for a helper thread: the thread's work then
-    counts as the caller's (the transaction guard sees through thread pools). With
-    ``as_started``, a helper started outside any transaction stays outside the ones the caller
-    opens later (a read-ahead GET overlapping a short commit does not hold it open)."""
-    outside = _count().value == 0  # the box must exist before the copy, so both share it
-    context = contextvars.copy_context()
-    if as_started and outside:
-        context.run(_open.set, _Count())
-
-    def run(*args: Any, **kwargs: Any) -> T:
-        return context.run(fn, *args, **kwargs)
-
-    return run
-
-
-def _track(engine: Engine) -> None:
-    @event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        box = _count()
-        conn.info["callvault_tx_count"] = box
-        box.add(1)
-
-    def _end(conn: sa.Connection) -> None:
-        if conn.invalidated:  # lost: counted out by "invalidate" below (.info would raise)
-            return
-        box = conn.info.pop("callvault_tx_count", None)
-        if box is not None:
-            box.add(-1)
-
-    event.listen(engine, "commit", _end)
-    event.listen(engine, "rollback", _end)
-
-    # A connection lost mid-transaction (invalidated) never commits nor rolls back: it is
-    # counted out when the pool takes it back or throws it away. Connection.info is the pool
-    # record's info, so the box stored at "begin" is found here.
-    def _returned(_dbapi: Any, record: Any, *_: Any) -> None:
-        box = record.info.pop("callvault_tx_count", None)
-        if box is not None:
-            box.add(-1)
-
-    event.listen(engine, "checkin", _returned)
-    event.listen(engine, "invalidate", _returned)
 
 
 # --- engine -----------------------------------------------------------------------------------
@@ -155,7 +78,7 @@ def create_engine(database_url: str, *, echo: bool = False, create: bool = True)
     else:
         engine = sa.create_engine(database_url, echo=echo, hide_parameters=True, pool_size=10)
         ping_when_idle(engine)
-    _track(engine)
+    track(engine)
     return engine
 
 

@@ -1,10 +1,10 @@
 """A guard for the rule "no object-store or key-provider call while a DB transaction is open".
 
 ``guard(ctx)`` wraps ``ctx.store`` and ``ctx.keys``: each public call first asks
-:func:`vault.db.open_transactions` how many transactions this runtime context has open (helper
-threads started with ``vault.db.carry`` count as their parent) and records a violation when it is
-not zero. Violations are also raised, but code that swallows errors (best-effort cleanup) could
-hide that, so the fixture checks the record at teardown.
+:func:`vault.txcount.open_transactions` how many transactions this runtime context has open
+(helper threads started with ``vault.txcount.carry`` count as their parent) and records a
+violation when it is not zero. Violations are also raised, but code that swallows errors
+(best-effort cleanup) could hide that, so the fixture checks the record at teardown.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import traceback
 from typing import Any
 
 from vault.context import Context
-from vault.db import open_transactions
+from vault.txcount import open_transactions
 
 
 class Guarded:

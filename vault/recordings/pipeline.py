@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from crypto import streaming
-from vault.db import carry
 from vault.errors import (
     ChecksumMismatchError,
     IncompleteBodyError,
     InvalidInputError,
     PayloadTooLargeError,
 )
+from vault.txcount import carry
 
 T = TypeVar("T")
 

@@ -15,10 +15,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from crypto import streaming
-from vault.db import carry
 from vault.errors import StoreUnavailableError
 from vault.storage import BlobStore, HeaderCache
 from vault.storage.base import RangeBody
+from vault.txcount import carry
 
 # Segment reads are served from windows of whole segments, each fetched with one ranged GET: a
 # GET has milliseconds of fixed cost on S3 (SeaweedFS: ~4 ms for 1 MiB, ~10 ms for 8 MiB), so one

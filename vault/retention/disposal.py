@@ -39,7 +39,6 @@ from sqlmodel import Session, col, select
 from vault import audit, exports, lifecycle
 from vault.context import Context
 from vault.crashpoints import AFTER_DEK_DESTROYED, AFTER_PARTIAL_OBJECT_DELETE, crashpoint
-from vault.db import carry
 from vault.errors import BlobLockedError, StorageError, StoreUnavailableError
 from vault.leases import claim as claim_rows
 from vault.models import (
@@ -55,6 +54,7 @@ from vault.models import (
 from vault.retention import holds, records
 from vault.storage import BlobStore
 from vault.tags import AuditAction
+from vault.txcount import carry
 
 __all__ = [
     "DISPOSE_ACTOR", "RETENTION_REASON", "DisposeResult", "claim", "dispose",
