@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
 from typing import Annotated
 
 import anyio
@@ -132,11 +131,8 @@ async def get_recording(
     # The hottest read (issue #12) takes one thread-pool hop: a plain ``def`` route takes two
     # (FastAPI validates a sync route's answer on the pool too), a yield dependency two more.
     return await run_in_threadpool(
-        partial(
-            recordings.read_recording, ctx.db, actor=actor, recording_id=recording_id,
-            now=ctx.now(),
-        )
-    )  # fmt: skip
+        recordings.read_recording, ctx.db, actor=actor, recording_id=recording_id, now=ctx.now()
+    )
 
 
 @router.delete("/{recording_id}/purposes/{purpose}", response_model=RecordingPublic)

@@ -190,9 +190,10 @@ class _Streamed:
         if error is not None:
             self._done = True
             raise error
-        self._done = end >= self._hi or offset + len(data) < end
+        short = offset + len(data) < end  # the object ended inside this window
+        self._done = short or end >= self._hi
         self.next_at = end
-        return data, offset + len(data) < end
+        return data, short
 
     def close(self) -> None:
         """Stop the GET after the window being read (its connection is dropped)."""
