@@ -43,6 +43,7 @@ from vault.errors import (
     IntegrityError,
     PermissionDeniedError,
     RangeNotSatisfiableError,
+    StoreUnavailableError,
 )
 from vault.identity import authentication, principals
 from vault.identity.owners import owner_of
@@ -824,6 +825,24 @@ def test_an_abandoned_stream_stops_its_get(env: Env) -> None:
     for t in helpers:
         t.join(timeout=5)
     assert not any(t.is_alive() for t in helpers)
+
+
+@pytest.mark.usefixtures("streamed")
+def test_a_store_that_cannot_answer_a_streamed_read_is_a_503_problem(env: Env) -> None:
+    """The streaming GET's failure reaches the client as the error table's 503, before any
+    header or byte of media (and the read's event, already committed, stays)."""
+    gid = env.grant()
+    tried: list[str] = []
+
+    def down() -> None:
+        tried.append(threading.current_thread().name)
+        raise StoreUnavailableError("connection refused")
+
+    env.store.before_read = down
+    r = env.get(grant=gid)
+    _problem(r, 503, "store-unavailable")
+    assert tried == ["callvault-stream"]  # the streaming GET failed, and nothing else was read
+    assert env.status() == RecordingStatus.stored  # an outage is not an integrity failure
 
 
 @pytest.mark.usefixtures("streamed")
