@@ -364,6 +364,12 @@ class DatabaseUnavailableError(VaultError):
     title = "The database is unavailable"
     public_detail = False
 
+    @classmethod
+    def from_driver(cls, driver_error: BaseException) -> DatabaseUnavailableError:
+        """For a driver's connection failure: its first line only (never a parameter)."""
+        first = (str(driver_error).strip().splitlines() or [type(driver_error).__name__])[0]
+        return cls(f"the database is unavailable ({first}); check CALLVAULT_DATABASE_URL")
+
 
 class KeyProviderUnavailableError(VaultError):
     code = "key-provider-unavailable"

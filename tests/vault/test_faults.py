@@ -8,6 +8,7 @@ the audit chain verifies.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from crypto import streaming
@@ -272,6 +274,24 @@ def test_a_pool_idle_across_a_postgres_restart_is_pinged_not_failed(
             s.exec(select(Recording)).all()
         with ctx.db.reading() as s:
             assert len(s.exec(select(Recording)).all()) == 2
+
+        # The event loop's reads (vault.async_reads): a kept connection outlives a restart
+        # unnoticed (replaced on its next use); a server that is down is the 503.
+        count = sa.text("SELECT count(*) AS n FROM recording")
+
+        async def reads() -> int:
+            await ctx.db.read_rows(count, {})
+            await asyncio.to_thread(lambda: (pg.stop(), pg.start()))
+            rows = await ctx.db.read_rows(count, {})
+            await asyncio.to_thread(pg.stop)
+            try:
+                with pytest.raises(DatabaseUnavailableError):
+                    await ctx.db.read_rows(count, {})
+            finally:
+                await asyncio.to_thread(pg.start)
+            return int(rows[0].n)
+
+        assert asyncio.run(reads()) == 2
         ctx.close()
 
 

@@ -1,14 +1,17 @@
 """The single-recording GET (one Core statement, issue #12) answers exactly what the batch path
 of the list answers, for a recording with every kind of fact, on both databases, through the
-session and through the API's bare connection (``read_recording``); and a recording of another
-tenant or a role without the permission is the same refusal either way, audited as a
-denial."""
+session and through the API's path (``read_recording``: on the event loop on PostgreSQL); and
+a recording of another tenant or a role without the permission is the same refusal either way,
+audited as a denial."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import anyio
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -18,10 +21,15 @@ from vault.authz import Actor
 from vault.context import Context
 from vault.db import READ_ONLY
 from vault.errors import NotFoundError, PermissionDeniedError
-from vault.models import Recording, Role
+from vault.models import Recording, RecordingPublic, Role
 from vault.privacy import restriction
 from vault.recordings import metadata
 from vault.retention import holds
+
+
+def _read(ctx: Context, **kwargs: Any) -> RecordingPublic:
+    """The API's path (on the event loop on PostgreSQL), from a test's own event loop."""
+    return anyio.run(functools.partial(metadata.read_recording, ctx.db, **kwargs))
 
 
 def test_the_single_get_equals_the_batch_answer(ctx: Context) -> None:
@@ -47,7 +55,7 @@ def test_the_single_get_equals_the_batch_answer(ctx: Context) -> None:
         assert rec is not None
         batch = metadata.to_public(s, rec, now=later)
     assert single == batch
-    assert metadata.read_recording(ctx.db, actor=op, recording_id=parent.id, now=later) == batch
+    assert _read(ctx, actor=op, recording_id=parent.id, now=later) == batch
     assert single.restricted and len(single.holds) == 2 and len(single.derivatives) == 2
     assert [p.active for p in single.purposes] == [True, False]  # security, troubleshooting
 
@@ -65,7 +73,7 @@ def test_another_tenants_recording_is_a_404_and_a_denial(ctx: Context) -> None:
     missing = uuid.uuid4()
     for rid in (theirs.id, missing):
         with pytest.raises(NotFoundError):
-            metadata.read_recording(ctx.db, actor=eve, recording_id=rid, now=ctx.now())
+            _read(ctx, actor=eve, recording_id=rid, now=ctx.now())
     assert len(events(ctx, "permission.denied", str(theirs.id))) == 2
     assert events(ctx, "permission.denied", str(missing)) == []
 
@@ -76,7 +84,7 @@ def test_a_role_without_the_permission_is_refused_and_audited(ctx: Context) -> N
     monitor = Actor(id=uuid.uuid4(), name="svc", role=Role.monitor, owner="svc-ref",
                      tenant_ids=frozenset({acme.id}))  # fmt: skip
     with pytest.raises(PermissionDeniedError):
-        metadata.read_recording(ctx.db, actor=monitor, recording_id=mine.id, now=ctx.now())
+        _read(ctx, actor=monitor, recording_id=mine.id, now=ctx.now())
     denied = events(ctx, "permission.denied")
     assert denied and denied[-1].actor == monitor.audit_name
 

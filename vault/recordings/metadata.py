@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
@@ -202,19 +203,26 @@ def _get_statement(all_tenants: bool) -> Any:
     )
 
 
-def read_recording(
+async def read_recording(
     db: Database, *, actor: Actor, recording_id: uuid.UUID, now: datetime
 ) -> RecordingPublic:
     """The API's single GET (issue #12): an allowed read that finds its row is the one
-    statement on a bare connection; a denial or a miss takes :func:`get_recording`'s session,
-    which audits it."""
+    statement, on the event loop on PostgreSQL (:meth:`Database.read_rows`); a denial or a
+    miss takes :func:`get_recording`'s session on the thread pool, which audits it."""
     if authz.decide(actor, Permission.recording_metadata_read) is None:
-        with db.single_read() as conn:
-            rows = conn.execute(
-                _get_statement(actor.all_tenants), _get_params(actor, recording_id)
-            ).all()
+        rows = await db.read_rows(
+            _get_statement(actor.all_tenants), _get_params(actor, recording_id)
+        )
         if rows:
             return _from_rows(rows, recording_id, now)
+    return await anyio.to_thread.run_sync(
+        functools.partial(_read_in_session, db, actor=actor, recording_id=recording_id, now=now)
+    )
+
+
+def _read_in_session(
+    db: Database, *, actor: Actor, recording_id: uuid.UUID, now: datetime
+) -> RecordingPublic:
     with db.reading() as session:
         return get_recording(session, actor=actor, recording_id=recording_id, now=now)
 
