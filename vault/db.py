@@ -22,7 +22,8 @@ is called while the count is not zero. Helper threads join their parent's count 
 SQLite runs in WAL mode with a busy timeout, and every write transaction starts with ``BEGIN
 IMMEDIATE``: it takes the write lock up front, so ``serve`` and ``worker`` can share the file.
 Read-only sessions begin deferred and never queue for the write lock. PostgreSQL runs at READ
-COMMITTED; rules that need more take row locks explicitly.
+COMMITTED; rules that need more take row locks explicitly. Its read-only sessions run on a pool
+of their own, read-only and in autocommit (:func:`_postgres_reads`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,33 @@ def create_engine(database_url: str, *, echo: bool = False, create: bool = True)
         ping_when_idle(engine)
     track(engine)
     return engine
+
+
+def _postgres_reads(engine: Engine) -> Engine:
+    """PostgreSQL's read-only units (issue #12): connections of their own, in autocommit and
+    read-only. A unit of reads needs no BEGIN nor ROLLBACK (two round trips) at READ COMMITTED,
+    where every statement is its own snapshot anyway; psycopg's prepared statements survive,
+    which it drops at every ROLLBACK; and a write or a row lock tried in a read-only unit is an
+    error instead of being rolled back unseen."""
+    reads = sa.create_engine(
+        engine.url, echo=engine.echo, hide_parameters=True, pool_size=5,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": "-c default_transaction_read_only=on"},
+    )  # fmt: skip
+    ping_when_idle(reads)
+    track(reads)
+    # A lost server seen by either pool renews both: the other's idle connections are as dead.
+    for seen, other in ((engine, reads), (reads, engine)):
+        event.listen(seen, "handle_error", _renew_on_disconnect(other))
+    return reads
+
+
+def _renew_on_disconnect(other: Engine) -> Callable[[Any], None]:
+    def renew(context: Any) -> None:
+        if context.is_disconnect:
+            other.dispose()
+
+    return renew
 
 
 def _sqlite_file(path: Path, *, create: bool) -> None:
@@ -237,8 +265,9 @@ class Database:
         # processes (the worker) still meet the busy timeout. Reentrant: a nested unit waits on
         # SQLite exactly as before.
         self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
-        self._single_read = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Read-only units and single reads: on PostgreSQL a pool of their own (_postgres_reads).
+        self._reads = (
+            _postgres_reads(engine)
             if engine.dialect.name == "postgresql"
             else engine.execution_options(**{READ_ONLY: True})
         )
@@ -261,7 +290,7 @@ class Database:
 
     def read_session(self) -> Session:
         """A session for reads only: on SQLite it does not take the write lock."""
-        return UnitSession(self, self.engine.execution_options(**{READ_ONLY: True}))
+        return UnitSession(self, self._reads)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -274,7 +303,7 @@ class Database:
         """A bare connection (no ORM session) for a read that is one statement, its own
         snapshot: in autocommit on PostgreSQL (one round trip, no BEGIN nor ROLLBACK), deferred
         on SQLite. For the hottest reads (issue #12); it audits nothing."""
-        with _unavailable(), self._single_read.connect() as conn:
+        with _unavailable(), self._reads.connect() as conn:
             yield conn
 
     async def read_rows(self, statement: sa.Executable, params: dict[str, Any]) -> Sequence[Any]:
@@ -309,6 +338,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.is_postgres:
+            self._reads.dispose()
         if self._async_reads is not None:
             self._async_reads.close()
 

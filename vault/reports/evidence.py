@@ -110,12 +110,30 @@ def _events(scope: Actor, action: AuditAction, start: datetime, end: datetime) -
     return authz.visible(query, scope)
 
 
+_PAGE = 500
+
+
+def _each(session: Session, query: Any) -> Iterable[AuditEvent]:
+    """The events of ``query`` in ``seq`` order, a page at a time (memory stays flat). Keyset
+    pages, not a server-side cursor: a read-only unit runs in autocommit on PostgreSQL, where
+    no cursor outlives its statement."""
+    after = -1
+    while True:
+        page = session.exec(
+            query.where(col(AuditEvent.seq) > after).order_by(col(AuditEvent.seq)).limit(_PAGE)
+        ).all()
+        yield from page
+        if len(page) < _PAGE:
+            return
+        after = page[-1].seq
+
+
 def _reads(session: Session, scope: Actor, start: datetime, end: datetime) -> list[dict[str, Any]]:
     query = _events(scope, AuditAction.recording_read, start, end)
     count: Counter[str] = Counter()
     actors: dict[str, set[str]] = defaultdict(set)
     size: Counter[str] = Counter()
-    for ev in session.exec(query.execution_options(yield_per=500)):
+    for ev in _each(session, query):
         purpose = ev.purpose or "-"
         count[purpose] += 1
         actors[purpose].add(ev.actor or "-")
@@ -261,7 +279,7 @@ def _redactions(session: Session, scope: Actor, start: datetime, end: datetime) 
 def _alarms(session: Session, scope: Actor, start: datetime, end: datetime) -> dict[str, Any]:
     query = _events(scope, AuditAction.integrity_alarm, start, end)
     sources: Counter[str] = Counter()
-    for ev in session.exec(query.execution_options(yield_per=500)):
+    for ev in _each(session, query):
         sources[str(json.loads(ev.canonical)["details"].get("source", "unknown"))] += 1
     return {"count": sum(sources.values()), "by_source": dict(sorted(sources.items()))}
 
