@@ -54,6 +54,7 @@ class AsyncReads:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._dialect = dialect
         self._size = size
+        # By statement object: callers pass statements built once (one per scope shape).
         self._compiled: dict[Any, Compiled] = {}
         # Keyed by loop: an async connection belongs to the loop it was opened on.
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
