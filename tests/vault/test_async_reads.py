@@ -2,7 +2,7 @@
 through them, at most ``CONNECTIONS`` serve one loop however many reads wait, a kept connection
 that the server dropped is replaced without an error, a cancelled read leaves no broken
 connection behind, and a server that cannot be reached is the 503 ``DatabaseUnavailableError``
-without a password in its message."""
+without a password in its message (over HTTP: the error table's problem+json)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
+from tests.support.api import principal_key
 from tests.support.net import free_port
+from vault.app import create_app
 from vault.async_reads import APPLICATION_NAME, CONNECTIONS, AsyncReads
 from vault.context import Context
 from vault.errors import DatabaseUnavailableError
+from vault.setup import initialise
 
 
 @pytest.fixture
@@ -115,3 +119,30 @@ def test_an_unreachable_server_is_database_unavailable_without_the_password(pg: 
         asyncio.run(reads.rows(sa.text("SELECT 1"), {}))
     assert "s3cret-pw" not in str(caught.value)
     assert caught.value.code == "database-unavailable"
+
+
+def test_the_metadata_get_with_its_database_gone_is_a_503_problem(
+    pg: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP: the event-loop path's outage is the error table's 503 problem, with nothing of
+    the connection string in it."""
+    admin = initialise(pg, now=pg.now())
+    with TestClient(create_app(pg.settings, ctx=pg)) as client:
+        client.post("/v1/tenants", json={"name": "acme"},
+                    headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
+        ingest = {"Authorization": f"Bearer {principal_key(pg, 'ing', 'ingest', ['acme'])}"}
+        eng = {"Authorization": f"Bearer {principal_key(pg, 'eng', 'engineer', ['acme'])}"}
+        r = client.post(
+            "/v1/recordings", params={"tenant": "acme", "purposes": "troubleshooting"},
+            content=b"media" * 100, headers={**ingest, "Content-Type": "video/mp4"},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        path = f"/v1/recordings/{r.json()['id']}"
+        assert client.get(path, headers=eng).status_code == 200
+        gone = sa.make_url(f"postgresql+psycopg://vault:s3cret-pw@127.0.0.1:{free_port()}/none")
+        monkeypatch.setattr(pg.db, "_async_reads", AsyncReads(gone, pg.db.engine.dialect))
+        r = client.get(path, headers=eng)
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "https://callvault.dev/problems/database-unavailable"
+    assert "s3cret-pw" not in r.text and "127.0.0.1" not in r.text
