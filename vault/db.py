@@ -265,15 +265,16 @@ class Database:
         # processes (the worker) still meet the busy timeout. Reentrant: a nested unit waits on
         # SQLite exactly as before.
         self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
-        # Read-only units and single reads: on PostgreSQL a pool of their own (_postgres_reads).
-        self._reads = (
-            _postgres_reads(engine)
-            if engine.dialect.name == "postgresql"
-            else engine.execution_options(**{READ_ONLY: True})
-        )
-        self._async_reads = (
-            AsyncReads(engine.url, engine.dialect) if engine.dialect.name == "postgresql" else None
-        )
+        # Read-only units and single reads: on PostgreSQL a pool of their own (_postgres_reads),
+        # and the event loop's reads (read_rows) connections of their own as well.
+        self._reads: Engine
+        self._async_reads: AsyncReads | None
+        if self.is_postgres:
+            self._reads = _postgres_reads(engine)
+            self._async_reads = AsyncReads(engine.url, engine.dialect)
+        else:
+            self._reads = engine.execution_options(**{READ_ONLY: True})
+            self._async_reads = None
 
     @classmethod
     def from_url(
