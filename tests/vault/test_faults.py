@@ -180,7 +180,7 @@ def test_openbao_stopped_during_ingest_and_playback(
     # A read opened before the outage needs no key provider while it streams.
     plan = playback.open_read(ctx, actor=reader, recording_id=kept.id, grant_id=gid,
                               range_header=None, now=ctx.now())  # fmt: skip
-    chunks = playback.stream(ctx, plan)
+    chunks = playback.PlaintextStream(ctx, plan)
     first = next(chunks)
     pause(True)
     try:
@@ -315,7 +315,7 @@ def test_seaweedfs_killed_mid_playback_cuts_the_stream_without_a_wrong_byte(
                                   range_header=None, now=ctx.now())  # fmt: skip
         got = bytearray()
         with pytest.raises(StoreUnavailableError):
-            for i, chunk in enumerate(playback.stream(ctx, plan)):
+            for i, chunk in enumerate(playback.PlaintextStream(ctx, plan)):
                 got += chunk
                 if i == 0:
                     os.kill(weed.pid, signal.SIGKILL)
@@ -334,7 +334,7 @@ def test_kek_rotated_and_retired_while_a_long_read_streams(tmp_path: Path) -> No
     reader, gid = _grant(ctx, rec)
     plan = playback.open_read(ctx, actor=reader, recording_id=rec.id, grant_id=gid,
                               range_header=None, now=ctx.now())  # fmt: skip
-    chunks = playback.stream(ctx, plan)
+    chunks = playback.PlaintextStream(ctx, plan)
     first = next(chunks)
     done = threading.Event()
 

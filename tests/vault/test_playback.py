@@ -816,7 +816,7 @@ def test_an_abandoned_stream_stops_its_get(env: Env) -> None:
     gid = env.grant(rid=rid)
     plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=rid,
                               grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
-    chunks = playback.stream(env.ctx, plan)
+    chunks = playback.PlaintextStream(env.ctx, plan)
     assert next(chunks) == bytes(FIRST)
     helpers = [t for t in threading.enumerate() if t.name == "callvault-stream"]
     assert helpers and all(t.is_alive() for t in helpers)
@@ -913,10 +913,7 @@ def test_revoke_stops_the_service_stream_within_the_recheck_bound(
     if streamed:
         monkeypatch.setattr(windows, "STREAM_FROM", 0)
     gid = env.grant()
-    plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
-                              grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
-    chunks = playback.stream(env.ctx, plan)
-    assert next(chunks) == env.clip[:FIRST]
+    _, chunks = _opened(env, gid)
     env.revoke(gid)
     assert next(chunks) == env.clip[FIRST : FIRST + SEG]  # the answer is still fresh
     env.clock.advance(playback.RECHECK_EVERY)
@@ -936,7 +933,7 @@ def test_a_revocation_stops_the_stream_within_100_ms_or_one_segment_whichever_is
     gid = env.grant(rid=rid)
     plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=rid,
                               grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
-    chunks = playback.stream(env.ctx, plan)
+    chunks = playback.PlaintextStream(env.ctx, plan)
     env.clock.advance(step)
     next(chunks)
     env.revoke(gid)
@@ -950,6 +947,81 @@ def test_a_revocation_stops_the_stream_within_100_ms_or_one_segment_whichever_is
     assert after <= max(1, bound)
     if per_segment_ms >= 100:
         assert after == 0
+
+
+def _opened(env: Env, gid: uuid.UUID) -> tuple[playback.ReadPlan, playback.PlaintextStream]:
+    """The whole clip's read opened under ``gid``, its first segment already taken."""
+    plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
+                              grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
+    chunks = playback.PlaintextStream(env.ctx, plan)
+    assert next(chunks) == env.clip[:FIRST]
+    return plan, chunks
+
+
+def _until_at_hand(reader: windows.WindowReader) -> None:
+    deadline = time.monotonic() + 10
+    while not reader.ready():
+        assert time.monotonic() < deadline, "the read-ahead never delivered the next segment"
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["windows", "one-get"])
+def test_a_segment_at_hand_needs_neither_the_store_nor_the_database(
+    env: Env, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """What the response body decrypts on the event loop (issue #12): ``next_at_hand`` gives
+    the next segment only once its ciphertext has arrived and while no re-check is due; it
+    never waits for the store nor asks the database, and a due re-check is left to ``next()``,
+    which still stops a revoked grant's stream."""
+    if streamed:
+        monkeypatch.setattr(windows, "STREAM_FROM", 0)
+    gid = env.grant()
+    plan, chunks = _opened(env, gid)
+    asked: list[uuid.UUID] = []
+    still_valid = playback._still_valid
+
+    def spy(ctx: Context, p: playback.ReadPlan) -> bool:
+        asked.append(p.grant_id)
+        return still_valid(ctx, p)
+
+    monkeypatch.setattr(playback, "_still_valid", spy)
+    _until_at_hand(plan.reader)
+    reads = (list(env.store.calls), list(env.store.opened))
+    assert chunks.next_at_hand() == env.clip[FIRST : FIRST + SEG]
+    assert asked == [] and (env.store.calls, env.store.opened) == reads
+    env.revoke(gid)
+    env.clock.advance(playback.RECHECK_EVERY)
+    _until_at_hand(plan.reader)
+    assert chunks.next_at_hand() is None  # at hand, but the grant's answer is due
+    with pytest.raises(PermissionDeniedError):
+        next(chunks)
+    assert asked == [gid]
+    chunks.close()
+
+
+def test_a_segment_still_on_its_way_is_not_at_hand(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the streaming GET has not delivered the next segment, ``next_at_hand`` says so
+    (None) at once and consumes nothing: ``next()`` then waits for it and gets it intact."""
+    monkeypatch.setattr(windows, "STREAM_FROM", 0)
+    gid = env.grant()
+    arrived = threading.Event()
+    first_end = streaming.segment_offset(1)
+
+    def hold_back(offset: int, data: bytes) -> bytes:
+        if offset >= first_end:
+            arrived.wait(10)
+        return data
+
+    env.store.corrupt = hold_back
+    _, chunks = _opened(env, gid)
+    t0 = time.monotonic()
+    assert chunks.next_at_hand() is None
+    assert time.monotonic() - t0 < 1  # it did not wait for the store
+    arrived.set()
+    assert next(chunks) == env.clip[FIRST : FIRST + SEG]
+    chunks.close()
 
 
 def test_expiry_ends_a_running_stream(env: Env) -> None:
@@ -966,7 +1038,7 @@ def test_expiry_ends_a_running_stream(env: Env) -> None:
         env.ctx, actor=env.actors["eng"], recording_id=env.rid, grant_id=gid2,
         range_header="bytes=0-", now=env.ctx.now(),
     )  # fmt: skip
-    chunks = playback.stream(env.ctx, plan)
+    chunks = playback.PlaintextStream(env.ctx, plan)
     next(chunks)
     env.clock.advance(minutes=10)
     with pytest.raises(PermissionDeniedError):
@@ -978,7 +1050,7 @@ def test_ended_purpose_and_disposal_end_a_running_stream(env: Env) -> None:
         gid = env.grant(purpose=purpose)
         plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
                                   grant_id=gid, range_header=None, now=env.ctx.now())  # fmt: skip
-        chunks = playback.stream(env.ctx, plan)
+        chunks = playback.PlaintextStream(env.ctx, plan)
         next(chunks)
         with env.ctx.db.transaction() as s:
             if change == "purpose":

@@ -8,10 +8,10 @@ A read has two phases, and the route calls them in this order:
    authorisation wins), in autocommit on PostgreSQL. Only when that commit succeeds does it
    return a :class:`ReadPlan`, and nothing is decrypted before; if the event cannot be written
    the read is refused (``AuditUnavailableError``, fail closed) and nothing is sent.
-2. :func:`stream` yields the plaintext segment by segment. Segments are fetched by ranged GETs
-   of exactly the recorded object version (windows of whole segments, read ahead; a read over
-   16 MiB is one streaming GET, at most four segments ahead; never past the segments the range
-   covers) and authenticated by ``decrypt_range`` before release; then
+2. :class:`PlaintextStream` gives the plaintext segment by segment. Segments are fetched by
+   ranged GETs of exactly the recorded object version (windows of whole segments, read ahead; a
+   read over 16 MiB is one streaming GET, at most four segments ahead; never past the segments
+   the range covers) and authenticated by ``decrypt_range`` before release; then
    the grant is re-checked: its expiry at every segment, the rest (revocation, an ended purpose,
    disposal; one query on a bare connection) at the first segment boundary ``RECHECK_EVERY``
    (100 ms) after the last answer, so a running stream stops within 100 ms plus the segment in
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,7 +62,7 @@ from vault.recordings.ranges import parse_range
 from vault.recordings.windows import WindowReader, reader_for
 from vault.tags import AuditAction
 
-__all__ = ["ReadPlan", "open_read", "stream"]
+__all__ = ["PlaintextStream", "ReadPlan", "open_read"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ RECHECK_EVERY = timedelta(milliseconds=100)
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
-    """Everything :func:`stream` needs, fixed when the read was authorised and audited."""
+    """Everything :class:`PlaintextStream` needs, fixed when the read was authorised and audited."""
 
     recording_id: uuid.UUID
     tenant_id: uuid.UUID
@@ -259,42 +259,58 @@ def _raise_alarm(ctx: Context, plan: ReadPlan, *, offset: int, reason: str) -> N
         log.error("could not record the integrity alarm for %s", plan.recording_id, exc_info=True)
 
 
-def stream(ctx: Context, plan: ReadPlan) -> Iterator[bytes]:
-    """Yield the plaintext of ``plan``'s range, one authenticated segment at a time.
+class PlaintextStream:
+    """The plaintext of ``plan``'s range, one authenticated segment per ``next()``.
 
-    Raises mid-iteration (so the HTTP response is aborted, short of its Content-Length) with
+    ``next()`` raises (so the HTTP response is aborted, short of its Content-Length)
     ``PermissionDeniedError`` when the grant stops holding, ``IntegrityError`` when a segment
     fails authentication or the object version is missing, and ``StoreUnavailableError`` when
-    the store cannot be read.
+    the store cannot be read. :meth:`next_at_hand` is the same step when it needs neither the
+    store nor the database, for a caller on the event loop. Closing (or dropping) the stream
+    stops its reads.
     """
-    reader = plan.reader
-    segments = streaming.decrypt_range(
-        reader, dek=plan.dek, recording_id=plan.recording_id,
-        ciphertext_size=plan.ciphertext_size, start=plan.start, end=plan.end,
-    )  # fmt: skip
-    try:
-        yield from _checked(ctx, plan, segments)
-    finally:
-        reader.close()
 
+    def __init__(self, ctx: Context, plan: ReadPlan) -> None:
+        self._ctx, self._plan = ctx, plan
+        self._segments = streaming.decrypt_range(
+            plan.reader, dek=plan.dek, recording_id=plan.recording_id,
+            ciphertext_size=plan.ciphertext_size, start=plan.start, end=plan.end,
+        )  # fmt: skip
+        self._sent = 0
+        self._checked = plan.checked_at
+        self._close = weakref.finalize(self, plan.reader.close)
 
-def _checked(ctx: Context, plan: ReadPlan, segments: Iterator[bytes]) -> Iterator[bytes]:
-    sent = 0
-    checked = plan.checked_at
-    while True:
+    def __iter__(self) -> PlaintextStream:
+        return self
+
+    def __next__(self) -> bytes:
+        return self._step(self._ctx.now())
+
+    def next_at_hand(self) -> bytes | None:
+        """The next segment when its ciphertext is already fetched and no re-check of the grant
+        is due, else None (then call ``next()`` where blocking is fine): decrypting one segment
+        costs less than the hop to a worker thread and back. ``StopIteration`` at the end."""
+        now = self._ctx.now()
+        if now - self._checked >= RECHECK_EVERY or not self._plan.reader.ready():
+            return None
+        return self._step(now)
+
+    def close(self) -> None:
+        self._close()
+
+    def _step(self, now: datetime) -> bytes:
+        ctx, plan = self._ctx, self._plan
         try:
-            chunk = next(segments)
-        except StopIteration:
-            return
+            chunk = next(self._segments)
         except DecryptionError:
-            _raise_alarm(ctx, plan, offset=plan.start + sent, reason="segment-authentication")
+            _raise_alarm(ctx, plan, offset=plan.start + self._sent, reason="segment-authentication")
             raise IntegrityError(
                 "a segment failed authentication; the stream was aborted"
             ) from None
         except BlobNotFoundError:
             if not _still_valid(ctx, plan):  # disposed of meanwhile: not an integrity problem
                 raise PermissionDeniedError("the grant ended during the stream") from None
-            _raise_alarm(ctx, plan, offset=plan.start + sent, reason="object-missing")
+            _raise_alarm(ctx, plan, offset=plan.start + self._sent, reason="object-missing")
             raise IntegrityError("the recorded object version is missing") from None
         except StorageError as exc:
             raise StoreUnavailableError() from exc
@@ -302,13 +318,12 @@ def _checked(ctx: Context, plan: ReadPlan, segments: Iterator[bytes]) -> Iterato
         # nothing and is checked every time; revocation, an ended purpose or disposal need the
         # database, asked at the first boundary RECHECK_EVERY after the last answer: a change
         # committed at t stops the stream by t + RECHECK_EVERY + one segment's transfer.
-        now = ctx.now()
-        due = now - checked >= RECHECK_EVERY
+        due = now - self._checked >= RECHECK_EVERY
         if now >= plan.grant_expires_at or (due and not _still_valid(ctx, plan)):
             log.info("grant %s ended; stream of %s stopped after %d bytes",
-                     plan.grant_id, plan.recording_id, sent)  # fmt: skip
+                     plan.grant_id, plan.recording_id, self._sent)  # fmt: skip
             raise PermissionDeniedError("the grant ended during the stream")
         if due:
-            checked = now
-        yield chunk
-        sent += len(chunk)
+            self._checked = now
+        self._sent += len(chunk)
+        return chunk

@@ -105,6 +105,11 @@ class _Prefetched:
             self._pending.append(_Fetch(self._read, start, end - start))
             self.next_at = end
 
+    def ready(self, offset: int) -> bool:
+        """Whether ``take(offset)`` returns a window that has already arrived."""
+        head = self._pending[0] if self._pending else None
+        return head is not None and head.offset == offset and not head.is_alive()
+
     def take(self, offset: int) -> tuple[bytes, bool] | None:
         """The window that starts at ``offset`` and whether the object ended inside it, or None
         when the next window does not start there."""
@@ -183,6 +188,10 @@ class _Streamed:
             except queue.Full:
                 continue
 
+    def ready(self, offset: int) -> bool:
+        """Whether ``take(offset)`` returns a window (or the stream's error) without waiting."""
+        return not self._done and offset == self.next_at and not self._queue.empty()
+
     def take(self, offset: int) -> tuple[bytes, bool] | None:
         if self._done or offset != self.next_at:
             return None
@@ -230,6 +239,7 @@ class WindowReader:
         self._read = read
         self._buf, self._buf_at, self._eof = b"", 0, False
         self._view = memoryview(self._buf)
+        self._next = lo  # where decrypt_range's next in-order segment read starts
         # A range from the first segment takes the header along in its first GET; any other
         # range fetches the header on its own, beside its first window (or knows it already).
         first = 0 if lo == streaming.HEADER_SIZE else lo
@@ -244,6 +254,11 @@ class WindowReader:
             self._windows = _Streamed(open_range, first, hi)
         else:
             self._windows = _Prefetched(read, first, hi)
+
+    def ready(self) -> bool:
+        """Whether the next in-order segment read is served without waiting: its bytes are in
+        the current window or the next window has arrived."""
+        return self._covers(self._next, 1) or self._windows.ready(self._next)
 
     def _covers(self, offset: int, length: int) -> bool:
         end = self._buf_at + len(self._buf)
@@ -263,6 +278,7 @@ class WindowReader:
         return header
 
     def _read_at(self, offset: int, length: int) -> bytes:
+        self._next = offset + length
         if not self._covers(offset, length):
             window = self._windows.take(offset)
             if window is None:

@@ -56,7 +56,7 @@ def test_restriction_revokes_running_grants_and_stops_the_stream(
     gid = vault.grant("eng", rid)
     plan = playback.open_read(vault.ctx, actor=vault.actors["eng"], recording_id=rid,
                               grant_id=gid, range_header=None, now=vault.ctx.now())  # fmt: skip
-    chunks = playback.stream(vault.ctx, plan)
+    chunks = playback.PlaintextStream(vault.ctx, plan)
     first = next(chunks)
     assert first and media.startswith(first)
     placed = vault.restrict(rid)  # its own committed transaction, mid-stream

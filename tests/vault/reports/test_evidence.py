@@ -75,7 +75,7 @@ def build(ctx: Context, clock: FakeClock) -> World:
         ctx, actor=w.who["eng"], recording_id=read.id, grant_id=approved.grant_id,
         range_header=None, now=clock(),
     )  # fmt: skip
-    w.read_bytes = len(b"".join(playback.stream(ctx, plan)))
+    w.read_bytes = len(b"".join(playback.PlaintextStream(ctx, plan)))
     w.break_glass("sec1", [held.id])
 
     def erase(rid: uuid.UUID) -> uuid.UUID:

@@ -51,7 +51,7 @@ def _read(r: Regions, actor: Actor, rid: uuid.UUID, grant_id: uuid.UUID) -> byte
         r.ctx, actor=actor, recording_id=rid, grant_id=grant_id, range_header=None,
         now=r.clock(),
     )  # fmt: skip
-    return b"".join(playback.stream(r.ctx, plan))
+    return b"".join(playback.PlaintextStream(r.ctx, plan))
 
 
 # --- where the media and the keys live --------------------------------------------------------
