@@ -999,6 +999,24 @@ def test_a_segment_at_hand_needs_neither_the_store_nor_the_database(
     chunks.close()
 
 
+def test_a_finished_range_ends_at_hand(env: Env) -> None:
+    """Once every byte of the range went out, the body learns the end without a worker thread
+    (``next_at_hand`` raises StopIteration) and closing needs no wait."""
+    gid = env.grant()
+    plan = playback.open_read(env.ctx, actor=env.actors["eng"], recording_id=env.rid,
+                              grant_id=gid, range_header=f"bytes=10-{FIRST + 99}",
+                              now=env.ctx.now())  # fmt: skip
+    chunks = playback.PlaintextStream(env.ctx, plan)
+    assert not chunks.finished
+    got = next(chunks)
+    _until_at_hand(plan.reader)
+    got += chunks.next_at_hand() or b""
+    assert got == env.clip[10 : FIRST + 100] and chunks.finished
+    with pytest.raises(StopIteration):
+        chunks.next_at_hand()
+    chunks.close()
+
+
 def test_a_segment_still_on_its_way_is_not_at_hand(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

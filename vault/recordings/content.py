@@ -56,8 +56,11 @@ async def _body(first: bytes | None, rest: playback.PlaintextStream) -> AsyncIte
                     return
             yield chunk
     finally:
-        with anyio.CancelScope(shield=True):  # stopping the reads joins its helper threads
-            await run_in_threadpool(rest.close)
+        if rest.finished:
+            rest.close()  # nothing left in flight
+        else:
+            with anyio.CancelScope(shield=True):  # stopping the reads joins its helper threads
+                await run_in_threadpool(rest.close)
 
 
 @router.get(

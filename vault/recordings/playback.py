@@ -290,10 +290,17 @@ class PlaintextStream:
         """The next segment when its ciphertext is already fetched and no re-check of the grant
         is due, else None (then call ``next()`` where blocking is fine): decrypting one segment
         costs less than the hop to a worker thread and back. ``StopIteration`` at the end."""
+        if self.finished:
+            raise StopIteration  # every byte went out (authenticated up to the end-of-stream probe)
         now = self._ctx.now()
         if now - self._checked >= RECHECK_EVERY or not self._plan.reader.ready():
             return None
         return self._step(now)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the whole range went out: then nothing is in flight and closing is quick."""
+        return self._sent == self._plan.length
 
     def close(self) -> None:
         self._close()
