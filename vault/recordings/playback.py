@@ -279,6 +279,7 @@ class PlaintextStream:
         self._sent = 0
         self._checked = plan.checked_at
         self._close = weakref.finalize(self, plan.reader.close)
+        self._close.atexit = False  # the helpers are daemon threads: never wait for them at exit
 
     def __iter__(self) -> PlaintextStream:
         return self
