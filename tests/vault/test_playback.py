@@ -1017,6 +1017,35 @@ def test_a_finished_range_ends_at_hand(env: Env) -> None:
     chunks.close()
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["windows", "one-get"])
+def test_a_tampered_segment_at_hand_leaves_its_alarm_to_a_worker_thread(
+    env: Env, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """A segment that fails authentication is never given out at hand, and its alarm (a
+    database write) is not written there either: ``next()`` records it once and aborts."""
+    if streamed:
+        monkeypatch.setattr(windows, "STREAM_FROM", 0)
+    gid = env.grant()
+    env.store.corrupt = _flipping(SECOND_SEGMENT_BYTE)  # in the second segment
+    plan, chunks = _opened(env, gid)
+    alarms: list[str] = []
+    raise_alarm = playback._raise_alarm
+
+    def spy(ctx: Context, p: playback.ReadPlan, *, offset: int, reason: str) -> None:
+        alarms.append(reason)
+        raise_alarm(ctx, p, offset=offset, reason=reason)
+
+    monkeypatch.setattr(playback, "_raise_alarm", spy)
+    _until_at_hand(plan.reader)
+    assert chunks.next_at_hand() is None  # the bad segment, met at hand and held back
+    assert chunks.next_at_hand() is None and alarms == []
+    with pytest.raises(IntegrityError):
+        next(chunks)
+    assert alarms == ["segment-authentication"]
+    assert env.status() == RecordingStatus.integrity_failed
+    chunks.close()
+
+
 def test_a_segment_still_on_its_way_is_not_at_hand(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

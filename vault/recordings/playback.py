@@ -39,7 +39,7 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from crypto import streaming
 from crypto.errors import DecryptionError
@@ -278,6 +278,7 @@ class PlaintextStream:
         )  # fmt: skip
         self._sent = 0
         self._checked = plan.checked_at
+        self._failure: str | None = None  # found at hand, recorded by the next next()
         self._close = weakref.finalize(self, plan.reader.close)
         self._close.atexit = False  # the helpers are daemon threads: never wait for them at exit
 
@@ -285,18 +286,22 @@ class PlaintextStream:
         return self
 
     def __next__(self) -> bytes:
-        return self._step(self._ctx.now())
+        chunk = self._step(self._ctx.now())
+        assert chunk is not None  # only a step at hand defers
+        return chunk
 
     def next_at_hand(self) -> bytes | None:
         """The next segment when its ciphertext is already fetched and no re-check of the grant
         is due, else None (then call ``next()`` where blocking is fine): decrypting one segment
-        costs less than the hop to a worker thread and back. ``StopIteration`` at the end."""
+        costs less than the hop to a worker thread and back. A segment that fails
+        authentication (or a missing object) is also None: its alarm is for ``next()`` to
+        record. ``StopIteration`` at the end."""
         if self.finished:
             raise StopIteration  # every byte went out (authenticated up to the end-of-stream probe)
         now = self._ctx.now()
         if now - self._checked >= RECHECK_EVERY or not self._plan.reader.ready():
             return None
-        return self._step(now)
+        return self._step(now, at_hand=True)
 
     @property
     def finished(self) -> bool:
@@ -306,22 +311,22 @@ class PlaintextStream:
     def close(self) -> None:
         self._close()
 
-    def _step(self, now: datetime) -> bytes:
+    def _step(self, now: datetime, *, at_hand: bool = False) -> bytes | None:
         ctx, plan = self._ctx, self._plan
-        try:
-            chunk = next(self._segments)
-        except DecryptionError:
-            _raise_alarm(ctx, plan, offset=plan.start + self._sent, reason="segment-authentication")
-            raise IntegrityError(
-                "a segment failed authentication; the stream was aborted"
-            ) from None
-        except BlobNotFoundError:
-            if not _still_valid(ctx, plan):  # disposed of meanwhile: not an integrity problem
-                raise PermissionDeniedError("the grant ended during the stream") from None
-            _raise_alarm(ctx, plan, offset=plan.start + self._sent, reason="object-missing")
-            raise IntegrityError("the recorded object version is missing") from None
-        except StorageError as exc:
-            raise StoreUnavailableError() from exc
+        if self._failure is None:
+            try:
+                chunk = next(self._segments)
+            except DecryptionError:
+                self._failure = "segment-authentication"
+            except BlobNotFoundError:
+                self._failure = "object-missing"
+            except StorageError as exc:
+                raise StoreUnavailableError() from exc
+        if self._failure is not None:
+            if at_hand:
+                return None  # recording the failure writes to the database: next()'s job
+            failure, self._failure = self._failure, None
+            self._abort(failure)
         # Checked after the segment is authenticated and right before it leaves. Expiry costs
         # nothing and is checked every time; revocation, an ended purpose or disposal need the
         # database, asked at the first boundary RECHECK_EVERY after the last answer: a change
@@ -335,3 +340,15 @@ class PlaintextStream:
             self._checked = now
         self._sent += len(chunk)
         return chunk
+
+    def _abort(self, failure: str) -> NoReturn:
+        """A segment that failed authentication, or a missing object version: the integrity
+        alarm (unless the recording was disposed of meanwhile), then the stream is aborted."""
+        ctx, plan = self._ctx, self._plan
+        if failure == "object-missing":
+            if not _still_valid(ctx, plan):  # disposed of meanwhile: not an integrity problem
+                raise PermissionDeniedError("the grant ended during the stream")
+            _raise_alarm(ctx, plan, offset=plan.start + self._sent, reason=failure)
+            raise IntegrityError("the recorded object version is missing")
+        _raise_alarm(ctx, plan, offset=plan.start + self._sent, reason=failure)
+        raise IntegrityError("a segment failed authentication; the stream was aborted")
