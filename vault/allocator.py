@@ -8,8 +8,9 @@ freed memory for reuse; RSS then stays near its peak instead of shrinking after 
 
 glibc also gives threads arenas of their own (up to eight per core), and every stream has a
 helper thread: the first burst of concurrent streams then faulted in fresh arenas while the
-memory earlier streams freed sat unused in others (36,000 page faults and 0.4 s of system time
-for 16 streams of 32 MiB, against 400 with the cap). ARENA_MAX arenas are shared by all.
+memory earlier streams freed sat unused in others (36,000 page faults and 0.3 to 0.6 s of
+system time for 16 streams of 32 MiB, against 400 faults and 0.17 s with the cap). ARENA_MAX
+arenas are shared by all.
 """
 
 from __future__ import annotations
