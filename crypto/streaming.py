@@ -17,6 +17,7 @@ import hmac
 import io
 import struct
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -106,6 +107,10 @@ class _SegmentCipher:
             raise ValueError("stream too long: more than 2**32 segments")
         return self._prefix + struct.pack(">IB", index, 1 if last else 0)
 
+    def seal(self, index: int, last: bool, data: memoryview | bytes) -> bytes:
+        """A segment's ciphertext as a new object (no copy out of a reused buffer)."""
+        return self._aead.encrypt(self._nonce(index, last), data, None)
+
     def seal_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> memoryview:
         n = len(data) + TAG_SIZE
         self._aead.encrypt_into(self._nonce(index, last), data, None, out[:n])
@@ -154,9 +159,15 @@ def _open_header(header: bytes, dek: bytes, recording_id: uuid.UUID) -> _Segment
 class Encryptor:
     """Push-style encryptor for sources that arrive in chunks (an HTTP request body).
 
-    ``update`` returns the ciphertext completed so far (the header comes with the first call);
-    ``finalize`` returns the rest. A full segment is held back until more data arrives, because
-    only then is it known not to be the last one.
+    :meth:`segments` returns the ciphertext completed so far, one sealed segment per item (the
+    header comes first, with the first call); :meth:`finalize` returns the rest. A full segment
+    is held back until more data arrives, because only then is it known not to be the last one.
+
+    Copies (issue #12: ingest is CPU-bound beside the store): ``bytes`` chunks are held by
+    reference, and a segment is sealed straight from a chunk that covers it; only a segment
+    that spans chunks is joined, once. Each sealed segment is a new object, never a view of a
+    reused buffer. A mutable chunk (``bytearray``, ``memoryview``) is copied when it arrives,
+    because its owner may reuse it.
     """
 
     def __init__(self, *, dek: bytes, recording_id: uuid.UUID, rng: Rng | None = None) -> None:
@@ -166,8 +177,8 @@ class Encryptor:
         prefix = random_bytes(_NONCE_PREFIX_SIZE, rng)
         self._cipher = _SegmentCipher(bytes(dek), vault_header, salt, prefix)
         self._header = vault_header + bytes([STREAM_HEADER_SIZE]) + salt + prefix
-        self._pending = bytearray()
-        self._out = bytearray(SEGMENT_SIZE)
+        self._held: deque[memoryview] = deque()  # plaintext not sealed yet, in order
+        self._held_len = 0
         self._index = 0
         self._header_sent = False
         self._finished = False
@@ -177,45 +188,66 @@ class Encryptor:
     def _capacity(self) -> int:
         return FIRST_SEGMENT_PLAINTEXT if self._index == 0 else SEGMENT_PLAINTEXT
 
-    def _emit_header(self, parts: list[bytes]) -> None:
-        if not self._header_sent:
-            self._header_sent = True
-            parts.append(self._header)
+    def _start(self) -> list[bytes]:
+        if self._finished:
+            raise ValueError("encryptor already finalized")
+        if self._header_sent:
+            return []
+        self._header_sent = True
+        return [self._header]
+
+    def segments(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Take ``data``; return the header (first call) and the segments it completed."""
+        out = self._start()
+        if data:
+            piece = memoryview(data if isinstance(data, bytes) else bytes(data)).cast("B")
+            self._held.append(piece)
+            self._held_len += len(piece)
+            self.plaintext_bytes += len(piece)
+        while self._held_len > self._capacity():
+            out.append(self._seal(last=False))
+        self.ciphertext_bytes += sum(map(len, out))
+        return out
 
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
-        if self._finished:
-            raise ValueError("encryptor already finalized")
-        parts: list[bytes] = []
-        self._emit_header(parts)
-        self._pending += data
-        self.plaintext_bytes += len(data)
-        while len(self._pending) > self._capacity():
-            cap = self._capacity()
-            with memoryview(self._pending) as view:
-                sealed = self._cipher.seal_into(
-                    self._index, False, view[:cap], memoryview(self._out)
-                )
-                parts.append(bytes(sealed))
-            del self._pending[:cap]
-            self._index += 1
-        out = b"".join(parts)
-        self.ciphertext_bytes += len(out)
-        return out
+        """:meth:`segments`, joined."""
+        return b"".join(self.segments(data))
 
     def finalize(self) -> bytes:
-        if self._finished:
-            raise ValueError("encryptor already finalized")
-        parts: list[bytes] = []
-        self._emit_header(parts)
-        sealed = self._cipher.seal_into(
-            self._index, True, memoryview(self._pending), memoryview(self._out)
-        )
-        parts.append(bytes(sealed))
-        self._pending = bytearray()
+        out = self._start()
+        out.append(self._seal(last=True))
         self._finished = True
-        out = b"".join(parts)
-        self.ciphertext_bytes += len(out)
-        return out
+        self.ciphertext_bytes += sum(map(len, out))
+        return b"".join(out)
+
+    def _seal(self, *, last: bool) -> bytes:
+        sealed = self._cipher.seal(
+            self._index, last, self._take(min(self._capacity(), self._held_len))
+        )
+        self._index += 1
+        return sealed
+
+    def _take(self, n: int) -> memoryview | bytes:
+        """The next ``n`` held bytes: a view when one chunk covers them, else joined once."""
+        self._held_len -= n
+        if n == 0:
+            return b""
+        first = self._held[0]
+        if len(first) >= n:
+            if len(first) == n:
+                self._held.popleft()
+            else:
+                self._held[0] = first[n:]
+            return first[:n]
+        pieces: list[memoryview] = []
+        while n:
+            piece = self._held.popleft()
+            if len(piece) > n:
+                self._held.appendleft(piece[n:])
+                piece = piece[:n]
+            pieces.append(piece)
+            n -= len(piece)
+        return b"".join(pieces)
 
 
 def _read_full(src: BinaryIO, buf: memoryview) -> int:

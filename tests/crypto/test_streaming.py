@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tracemalloc
 import uuid
@@ -17,6 +18,7 @@ from crypto.streaming import (
     HEADER_SIZE,
     SEGMENT_PLAINTEXT,
     SEGMENT_SIZE,
+    TAG_SIZE,
     VAULT_HEADER_SIZE,
 )
 from tests.crypto._tink import tink_decrypt, tink_encrypt
@@ -258,3 +260,34 @@ def test_encrypt_memory_is_constant() -> None:
         tracemalloc.stop()
     assert n == streaming.ciphertext_size(64 << 20)
     assert peak < 8 << 20
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=3 * SEGMENT_SIZE), max_size=12),
+    kinds=st.lists(st.sampled_from(["bytes", "bytearray", "memoryview"]), min_size=1),
+)
+def test_encryptor_segments_any_chunking_and_buffer_kind(cuts: list[int], kinds: list[str]) -> None:
+    """However the body is cut, and whatever buffers carry it, the object is the same format and
+    decrypts to the body; a caller that reuses its buffer after a call cannot change what was
+    sealed (mutable chunks are copied, bytes are held by reference)."""
+    plaintext = os.urandom(2 * SEGMENT_SIZE + 4321)
+    bounds = sorted({min(c, len(plaintext)) for c in cuts} | {0, len(plaintext)})
+    e = streaming.Encryptor(dek=DEK, recording_id=RID)
+    out: list[bytes] = []
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        kind = kinds[i % len(kinds)]
+        buf = bytearray(plaintext[a:b])
+        chunk = {"bytes": bytes(buf), "bytearray": buf, "memoryview": memoryview(buf)}[kind]
+        pieces = e.segments(chunk)
+        buf[:] = b"\0" * len(buf)  # the caller reuses its buffer
+        # Whole segments only: the header alone, then full segments held back to the last.
+        assert all(
+            len(p) in (HEADER_SIZE, SEGMENT_SIZE, FIRST_SEGMENT_PLAINTEXT + TAG_SIZE)
+            for p in pieces
+        )
+        out += pieces
+    out.append(e.finalize())
+    obj = b"".join(out)
+    assert len(obj) == streaming.ciphertext_size(len(plaintext)) == e.ciphertext_bytes
+    assert dec(obj) == plaintext

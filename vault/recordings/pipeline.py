@@ -127,8 +127,7 @@ def ciphertext(
                 raise tally.fail(InvalidInputError("the body is longer than its declared length"))
             if max_bytes is not None and tally.size > max_bytes:
                 raise tally.fail(PayloadTooLargeError(f"at most {max_bytes} bytes per recording"))
-            out = enc.update(chunk)
-            if out:
+            for out in enc.segments(chunk):  # whole segments, no joined copy
                 tally.cipher.update(out)
                 tally.cipher_bytes += len(out)
                 yield out

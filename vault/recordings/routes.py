@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 _BATCH = 1 << 20
 
 
-async def _next_batch(body: AsyncIterator[bytes], idle: float) -> bytes | None:
+async def _next_batch(body: AsyncIterator[bytes], idle: float) -> list[bytes]:
     parts: list[bytes] = []
     size = 0
     try:
@@ -45,16 +45,15 @@ async def _next_batch(body: AsyncIterator[bytes], idle: float) -> bytes | None:
         raise IncompleteBodyError("the client disconnected before the body was complete") from None
     except TimeoutError:
         raise UploadTimeoutError(f"no body bytes for {idle:g} s; the upload was dropped") from None
-    return b"".join(parts) if parts else None
+    return parts
 
 
 def request_chunks(body: AsyncIterator[bytes], idle: float) -> Iterator[bytes]:
-    """A blocking iterator over the async request body, for the service's worker thread."""
-    while True:
-        batch = anyio.from_thread.run(_next_batch, body, idle)
-        if batch is None:
-            return
-        yield batch
+    """A blocking iterator over the async request body, for the service's worker thread: one
+    hop per batch, and the body's own chunks, not joined (the encryptor joins what a segment
+    needs, once)."""
+    while batch := anyio.from_thread.run(_next_batch, body, idle):
+        yield from batch
 
 
 def _purposes(raw: list[str]) -> list[str]:
