@@ -30,7 +30,7 @@ from vault.errors import MisconfiguredError, RegionNotConfiguredError
 from vault.keys import Keys
 from vault.models import utcnow
 from vault.policy import Policy, load_policy
-from vault.storage import BlobStore, HeaderCache, LocalBlobStore, S3BlobStore
+from vault.storage import BlobStore, HeaderCache, LocalBlobStore, Locations, S3BlobStore
 
 Clock = Callable[[], datetime]
 
@@ -51,6 +51,8 @@ class Context:
     regional_keys: dict[str, Keys] = field(default_factory=dict)
     # Playback's cache of stream headers (public ciphertext) by object version.
     stream_headers: HeaderCache = field(default_factory=HeaderCache)
+    # Where recently read recordings' ciphertext lies, for playback's early GETs.
+    read_locations: Locations = field(default_factory=Locations)
 
     def now(self) -> datetime:
         return self.clock()

@@ -7,7 +7,10 @@ A read has two phases, and the route calls them in this order:
    event in a unit of its own: one statement that re-checks the grant (a revocation since the
    authorisation wins), in autocommit on PostgreSQL. Only when that commit succeeds does it
    return a :class:`ReadPlan`, and nothing is decrypted before; if the event cannot be written
-   the read is refused (``AuditUnavailableError``, fail closed) and nothing is sent.
+   the read is refused (``AuditUnavailableError``, fail closed) and nothing is sent. A repeat
+   read by the same actor starts its GETs even before the authorisation, from where the
+   recording's ciphertext was found last time (:mod:`vault.recordings.early`); they are used
+   only if the authorised row names the same object version, size and range.
 2. :class:`PlaintextStream` gives the plaintext segment by segment. Segments are fetched by
    ranged GETs of exactly the recorded object version (windows of whole segments, read ahead; a
    read over 16 MiB is one streaming GET, at most four segments ahead; never past the segments
@@ -58,8 +61,10 @@ from vault.errors import (
     StoreUnavailableError,
 )
 from vault.models import Grant, Recording, RecordingStatus
+from vault.recordings.early import start as start_early
 from vault.recordings.ranges import parse_range
 from vault.recordings.windows import WindowReader, reader_for
+from vault.storage import Location
 from vault.tags import AuditAction
 
 __all__ = ["PlaintextStream", "ReadPlan", "open_read"]
@@ -127,66 +132,90 @@ def open_read(
     (strong comparison, RFC 9110 §13.1.5); an HTTP-date never matches, as we send no
     Last-Modified.
     """
-    # 1. Authorise in a short read-only session (a denial is audited once it has closed).
-    with ctx.db.reading() as session:
-        grant, rec = grants.authorize_read(
-            session, actor=actor, recording_id=recording_id, grant_id=grant_id, now=now
-        )
-        transfer = residency.authorise_read(
-            session, actor=actor, recording=rec, source=ctx.region_name(rec.region),
-            home=ctx.home_region, now=now,
-        )  # fmt: skip
-    if rec.status == RecordingStatus.integrity_failed:
-        raise IntegrityError("this recording failed an integrity check and is not served")
-    if rec.wrapped_dek is None:
-        raise GoneError(f"recording {recording_id} has been crypto-shredded")
-    try:
-        size = streaming.plaintext_size(rec.ciphertext_size)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise IntegrityError("the recorded ciphertext size is not a valid stream") from None
-    if rec.size is not None and rec.size != size:
-        raise IntegrityError("the recorded sizes disagree")
-
-    # 2. The range, against the plaintext size (416 before any key is touched).
-    etag = _etag(rec)
-    if if_range is not None and if_range.strip() != etag:
-        range_header = None
-    chosen = parse_range(range_header, size)
-    start, end = chosen if chosen is not None else (0, size)
-
-    # 3. The DEK (a retired KEK answers 410, a provider outage 503: see vault.keys).
-    keys = ctx.keys_for(rec.region)
-    dek = keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
-
-    # 4. The ciphertext's first GETs start now, overlapped with the read event's commit (issue
-    # #12): nothing is decrypted before the event is committed, and a refused read drops what
-    # was fetched.
-    ciphertext_size = int(rec.ciphertext_size)  # type: ignore[arg-type]
-    reader = reader_for(
-        ctx.store_for(rec.region), object_key=rec.object_key, version_id=rec.version_id,
-        ciphertext_size=ciphertext_size, start=start, end=end, headers=ctx.stream_headers,
+    # 0. A repeat read starts its GETs now, beside the authorisation (see vault.recordings.early).
+    early = start_early(
+        ctx, actor_id=actor.id, recording_id=recording_id, range_header=range_header,
+        if_range=if_range,
     )  # fmt: skip
     try:
-        # 5. The read event, committed before any byte is decrypted.
-        seq = _record_read(
-            ctx, actor=actor, rec=rec, grant=grant, transfer=transfer, now=now,
-            details={
-                "range": [start, end],  # plaintext bytes, end exclusive
-                "partial": chosen is not None,
-                "size": size,
-                "ciphertext_sha256": rec.ciphertext_sha256,
-            },
+        # 1. Authorise in a short read-only session (a denial is audited once it has closed).
+        with ctx.db.reading() as session:
+            grant, rec = grants.authorize_read(
+                session, actor=actor, recording_id=recording_id, grant_id=grant_id, now=now
+            )
+            transfer = residency.authorise_read(
+                session, actor=actor, recording=rec, source=ctx.region_name(rec.region),
+                home=ctx.home_region, now=now,
+            )  # fmt: skip
+        if rec.status == RecordingStatus.integrity_failed:
+            raise IntegrityError("this recording failed an integrity check and is not served")
+        if rec.wrapped_dek is None:
+            raise GoneError(f"recording {recording_id} has been crypto-shredded")
+        try:
+            size = streaming.plaintext_size(rec.ciphertext_size)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise IntegrityError("the recorded ciphertext size is not a valid stream") from None
+        if rec.size is not None and rec.size != size:
+            raise IntegrityError("the recorded sizes disagree")
+
+        # 2. The range, against the plaintext size (416 before any key is touched).
+        etag = _etag(rec)
+        if if_range is not None and if_range.strip() != etag:
+            range_header = None
+        chosen = parse_range(range_header, size)
+        start, end = chosen if chosen is not None else (0, size)
+
+        # 3. The DEK (a retired KEK answers 410, a provider outage 503: see vault.keys).
+        keys = ctx.keys_for(rec.region)
+        dek = keys.unwrap_dek(rec.wrapped_dek, tenant_id=rec.tenant_id, recording_id=rec.id)
+
+        # 4. The ciphertext's first GETs start now, overlapped with the read event's commit (issue
+        # #12): nothing is decrypted before the event is committed, and a refused read drops what
+        # was fetched.
+        ciphertext_size = int(rec.ciphertext_size)  # type: ignore[arg-type]
+        location = Location(
+            region=rec.region, object_key=rec.object_key, version_id=rec.version_id,
+            ciphertext_size=ciphertext_size, etag=etag,
+        )  # fmt: skip
+        if early is not None and early.matches(location, start, end):
+            # Its GETs are under way: the same version, size and span. From here it is `reader`.
+            reader, early = early.reader, None
+        else:
+            if early is not None:
+                early.reader.close()
+                early = None
+            reader = reader_for(
+                ctx.store_for(rec.region), object_key=rec.object_key, version_id=rec.version_id,
+                ciphertext_size=ciphertext_size, start=start, end=end, headers=ctx.stream_headers,
+            )  # fmt: skip
+        try:
+            # 5. The read event, committed before any byte is decrypted.
+            seq = _record_read(
+                ctx, actor=actor, rec=rec, grant=grant, transfer=transfer, now=now,
+                details={
+                    "range": [start, end],  # plaintext bytes, end exclusive
+                    "partial": chosen is not None,
+                    "size": size,
+                    "ciphertext_sha256": rec.ciphertext_sha256,
+                },
+            )  # fmt: skip
+        except BaseException:
+            reader.close()
+            raise
+        # Read under a grant: this actor's next read of it may start its GETs early.
+        ctx.read_locations.put((actor.id, rec.id), location)
+
+        return ReadPlan(
+            recording_id=rec.id, tenant_id=rec.tenant_id, grant_id=grant.id,
+            purpose=grant.purpose, actor=actor.audit_name, ciphertext_size=ciphertext_size,
+            size=size, start=start, end=end, partial=chosen is not None,
+            content_type=rec.content_type, etag=etag, audit_seq=seq, checked_at=now,
+            grant_expires_at=grant.expires_at, dek=dek, reader=reader,
         )  # fmt: skip
     except BaseException:
-        reader.close()
+        if early is not None:
+            early.reader.close()  # what was fetched for a refused read is dropped
         raise
-
-    return ReadPlan(
-        recording_id=rec.id, tenant_id=rec.tenant_id, grant_id=grant.id, purpose=grant.purpose,
-        actor=actor.audit_name, ciphertext_size=ciphertext_size, size=size, start=start, end=end,
-        partial=chosen is not None, content_type=rec.content_type, etag=etag, audit_seq=seq,
-        checked_at=now, grant_expires_at=grant.expires_at, dek=dek, reader=reader,
-    )  # fmt: skip
 
 
 def _record_read(

@@ -9,8 +9,10 @@ nothing above this floor sees a minio or urllib3 exception.
 from vault.storage.base import BlobStore, PutResult, validate_key
 from vault.storage.header_cache import HeaderCache
 from vault.storage.local import LocalBlobStore
+from vault.storage.locations import Location, Locations
 from vault.storage.s3 import S3BlobStore
 
 __all__ = [
-    "BlobStore", "HeaderCache", "LocalBlobStore", "PutResult", "S3BlobStore", "validate_key",
+    "BlobStore", "HeaderCache", "LocalBlobStore", "Location", "Locations", "PutResult",
+    "S3BlobStore", "validate_key",
 ]  # fmt: skip
