@@ -20,8 +20,7 @@ is called while the count is not zero. Helper threads join their parent's count 
 :func:`vault.txcount.carry`.
 
 SQLite runs in WAL mode with a busy timeout, and every write transaction starts with ``BEGIN
-IMMEDIATE``: it takes the write lock up front, so ``serve`` and ``worker`` can share the file;
-writers queue for it on a file lock beside the database (:mod:`vault.sqlite_writer`).
+IMMEDIATE``: it takes the write lock up front, so ``serve`` and ``worker`` can share the file.
 Read-only sessions begin deferred and never queue for the write lock. PostgreSQL runs at READ
 COMMITTED; rules that need more take row locks explicitly. Its read-only sessions run on a pool
 of their own, read-only and in autocommit (:func:`_postgres_reads`).
@@ -32,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -47,7 +47,6 @@ from sqlmodel import Session
 from vault.async_reads import AsyncReads
 from vault.errors import DatabaseUnavailableError, MisconfiguredError
 from vault.pool import ping_when_idle
-from vault.sqlite_writer import SqliteWriter
 from vault.txcount import track
 
 log = logging.getLogger(__name__)
@@ -203,7 +202,7 @@ def _unavailable() -> Iterator[None]:
 class UnitSession(Session):
     """A session that honours :func:`after_commit` and :func:`detached`."""
 
-    def __init__(self, db: Database, bind: Any, *, writer: SqliteWriter | None = None) -> None:
+    def __init__(self, db: Database, bind: Any, *, writer: threading.RLock | None = None) -> None:
         info = {**db.session_info, _AFTER_COMMIT: [], _DETACHED: []}
         # expire_on_commit=False: services hand rows to callers after commit.
         super().__init__(bind, expire_on_commit=False, info=info)
@@ -261,17 +260,11 @@ class Database:
         # Process-wide helpers every session carries (the denial limiter).
         self.session_info = dict(session_info or {})
         # SQLite has one writer. Its busy handler makes a waiting writer sleep (up to 100 ms a
-        # try), so sixteen concurrent audited reads queue for seconds; writers queue on a lock
-        # instead, this process's threads and other processes' alike (a file lock), and each
-        # starts about when the last one commits (vault.sqlite_writer). Reentrant: a nested
-        # unit waits on SQLite exactly as before.
-        self._writer: SqliteWriter | None = None
-        if engine.dialect.name == "sqlite":
-            name = engine.url.database
-            self._writer = SqliteWriter(
-                Path(name) if name and name != ":memory:" else None,
-                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-            )
+        # try), so sixteen concurrent audited reads queue for seconds; this process's writers
+        # queue on a lock instead and each starts the moment the last one commits. Other
+        # processes (the worker) still meet the busy timeout. Reentrant: a nested unit waits on
+        # SQLite exactly as before.
+        self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
         # Read-only units and single reads: on PostgreSQL a pool of their own (_postgres_reads),
         # and the event loop's reads (read_rows) connections of their own as well.
         self._reads: Engine
@@ -346,8 +339,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._writer is not None:
-            self._writer.close()
         if self.is_postgres:
             self._reads.dispose()
         if self._async_reads is not None:
