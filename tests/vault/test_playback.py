@@ -53,6 +53,7 @@ from vault.models import AuditEvent, Grant, Recording, RecordingStatus
 from vault.recordings import metadata as recordings
 from vault.recordings import playback, windows
 from vault.recordings.ingest import ingest as ingest_recording
+from vault.recordings.ranges import parse_range
 from vault.setup import initialise
 
 PROBLEM = "application/problem+json"
@@ -294,27 +295,27 @@ def test_parse_first_last(size: int, first: int, last: int) -> None:
     header = f"bytes={first}-{last}"
     if last < first or first >= size:
         with pytest.raises(RangeNotSatisfiableError):
-            playback.parse_range(header, size)
+            parse_range(header, size)
     else:
-        assert playback.parse_range(header, size) == (first, min(last + 1, size))
+        assert parse_range(header, size) == (first, min(last + 1, size))
 
 
 @given(size=SIZES, first=POS)
 def test_parse_open_ended(size: int, first: int) -> None:
     if first >= size:
         with pytest.raises(RangeNotSatisfiableError):
-            playback.parse_range(f"bytes={first}-", size)
+            parse_range(f"bytes={first}-", size)
     else:
-        assert playback.parse_range(f"bytes={first}-", size) == (first, size)
+        assert parse_range(f"bytes={first}-", size) == (first, size)
 
 
 @given(size=SIZES, n=POS)
 def test_parse_suffix(size: int, n: int) -> None:
     if n == 0:
         with pytest.raises(RangeNotSatisfiableError):
-            playback.parse_range(f"bytes=-{n}", size)
+            parse_range(f"bytes=-{n}", size)
     else:
-        assert playback.parse_range(f"bytes=-{n}", size) == (max(size - n, 0), size)
+        assert parse_range(f"bytes=-{n}", size) == (max(size - n, 0), size)
 
 
 @given(size=st.integers(min_value=0, max_value=10**6), header=st.one_of(
@@ -324,7 +325,7 @@ def test_parse_suffix(size: int, n: int) -> None:
 def test_parse_never_escapes(size: int, header: str | None) -> None:
     """Any header at all: the whole body, a range inside it, or a 416; nothing else."""
     try:
-        got = playback.parse_range(header, size)
+        got = parse_range(header, size)
     except RangeNotSatisfiableError:
         return
     if got is not None:
@@ -349,7 +350,7 @@ def test_parse_never_escapes(size: int, header: str | None) -> None:
     ],
 )
 def test_parse_examples(header: str | None, expected: tuple[int, int] | None) -> None:
-    assert playback.parse_range(header, 100) == expected
+    assert parse_range(header, 100) == expected
 
 
 @pytest.mark.parametrize(
@@ -359,7 +360,7 @@ def test_parse_examples(header: str | None, expected: tuple[int, int] | None) ->
 )  # fmt: skip
 def test_parse_unsatisfiable(header: str) -> None:
     with pytest.raises(RangeNotSatisfiableError):
-        playback.parse_range(header, 100)
+        parse_range(header, 100)
 
 
 # --- the read-ahead windows (in memory, no store) -------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from crypto import streaming
 from vault.context import Context
-from vault.recordings.ranges import parse_range
+from vault.recordings.ranges import requested_range
 from vault.recordings.windows import WindowReader, reader_for
 from vault.storage import Location
 
@@ -59,9 +59,7 @@ def start(
         return None
     try:
         size = streaming.plaintext_size(location.ciphertext_size)
-        if if_range is not None and if_range.strip() != location.etag:
-            range_header = None
-        chosen = parse_range(range_header, size)
+        chosen = requested_range(range_header, if_range, etag=location.etag, size=size)
         begin, end = chosen if chosen is not None else (0, size)
         store = ctx.store_for(location.region)
     except Exception:

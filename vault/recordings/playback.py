@@ -62,7 +62,7 @@ from vault.errors import (
 )
 from vault.models import Grant, Recording, RecordingStatus
 from vault.recordings.early import start as start_early
-from vault.recordings.ranges import parse_range
+from vault.recordings.ranges import requested_range
 from vault.recordings.windows import WindowReader, reader_for
 from vault.storage import Location
 from vault.tags import AuditAction
@@ -160,9 +160,7 @@ def open_read(
 
         # 2. The range, against the plaintext size (416 before any key is touched).
         etag = _etag(rec)
-        if if_range is not None and if_range.strip() != etag:
-            range_header = None
-        chosen = parse_range(range_header, size)
+        chosen = requested_range(range_header, if_range, etag=etag, size=size)
         start, end = chosen if chosen is not None else (0, size)
 
         # 3. The DEK (a retired KEK answers 410, a provider outage 503: see vault.keys).

@@ -6,7 +6,7 @@ import re
 
 from vault.errors import RangeNotSatisfiableError
 
-__all__ = ["parse_range"]
+__all__ = ["parse_range", "requested_range"]
 
 # One range-spec: "a-b", "a-" or "-n" (RFC 9110 §14.1.1), digits ASCII only.
 _SPEC_RE = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
@@ -18,6 +18,17 @@ _HUGE = 10**18
 
 def _number(digits: str) -> int:
     return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
+
+
+def requested_range(
+    header: str | None, if_range: str | None, *, etag: str, size: int
+) -> tuple[int, int] | None:
+    """:func:`parse_range`, honoured only while ``If-Range`` (if sent) equals our ``etag``:
+    strong comparison (RFC 9110 §13.1.5); an HTTP-date never matches, as we send no
+    Last-Modified."""
+    if if_range is not None and if_range.strip() != etag:
+        return None
+    return parse_range(header, size)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
