@@ -171,10 +171,15 @@ class FailingStore:
         self.delete_fails = delete_fails
 
     def put_stream(
-        self, key: str, chunks: Iterable[bytes], *, size_hint: int | None = None
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        exact_size: int | None = None,
     ) -> PutResult:
         if self.write_first:
-            self.inner.put_stream(key, chunks, size_hint=size_hint)
+            self.inner.put_stream(key, chunks, size_hint=size_hint, exact_size=exact_size)
         else:
             it = iter(chunks)
             for _ in range(self.after):

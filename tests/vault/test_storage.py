@@ -18,13 +18,22 @@ from typing import Any
 
 import minio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from minio.error import S3Error
 
 from tests.support.net import free_port
 from tests.support.weed import WeedServer
 from tests.vault.conftest import new_bucket_name
-from vault.errors import BlobLockedError, BlobNotFoundError, InvalidKeyError, StoreUnavailableError
+from vault.errors import (
+    BlobLockedError,
+    BlobNotFoundError,
+    InvalidKeyError,
+    StorageError,
+    StoreUnavailableError,
+)
 from vault.storage import BlobStore, LocalBlobStore, S3BlobStore
+from vault.storage._multipart import ExactChunks, SourceFailed
 from vault.storage.s3 import DEFAULT_PART_SIZE, PARTS_IN_FLIGHT
 
 MIB = 1024 * 1024
@@ -196,6 +205,65 @@ def test_failing_source_leaves_nothing_behind(store: BlobStore) -> None:
         assert list((store.root / "fail").iterdir()) == []  # no temp files either
 
 
+@pytest.mark.parametrize(
+    ("sent", "fail_at"),
+    [(20 * MIB, None), (30 * MIB + 1, None), (40 * MIB, 25 * MIB), (40 * MIB, 0)],
+    ids=["short", "long", "source-fails", "source-fails-at-once"],
+)
+def test_declared_length_is_all_or_nothing(
+    store: BlobStore, sent: int, fail_at: int | None
+) -> None:
+    """A stream that is not exactly its declared ``exact_size`` (or whose source fails) stores
+    nothing: on S3 the streaming PUT is cut short of its Content-Length (issue #12)."""
+    source = body(9, sent) if fail_at is None else failing_body(sent, fail_at=fail_at)
+    with pytest.raises(ValueError if fail_at is None else Boom):
+        store.put_stream("exact/bad", source, exact_size=30 * MIB)
+    assert not store.exists("exact/bad")
+    if isinstance(store, LocalBlobStore):
+        assert list((store.root / "exact").iterdir()) == []
+
+
+@given(
+    pieces=st.lists(st.integers(min_value=0, max_value=40), max_size=12),
+    declared=st.integers(min_value=1, max_value=200),
+)
+def test_declared_length_never_sends_its_last_byte_for_a_wrong_stream(
+    pieces: list[int], declared: int
+) -> None:
+    """Whatever the chunking, the declared length is reached only by a source that ends there:
+    a store that counts bytes (S3's Content-Length) never sees a whole object otherwise."""
+    source = [bytes([n % 251]) * n for n in pieces]
+    reader = ExactChunks(source, declared)
+    sent = bytearray()
+    try:
+        for chunk in reader:
+            sent += chunk
+    except SourceFailed:
+        assert isinstance(reader.source_error, ValueError)
+        assert len(sent) < declared
+        assert sum(pieces) != declared
+    else:
+        assert sum(pieces) == declared and bytes(sent) == b"".join(source)
+
+
+def test_declared_length_streams_in_constant_memory(store: BlobStore) -> None:
+    total = 64 * MIB + 5
+    tracemalloc.start()
+    try:
+        result = store.put_stream("exact/media", body(4, total), exact_size=total)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.size == total
+    assert store.size("exact/media", version_id=result.version_id) == total
+    for offset, length in [(0, 100), (CHUNK - 3, 9), (total - 17, 17)]:
+        got = store.read_range("exact/media", version_id=result.version_id, offset=offset,
+                               length=length)  # fmt: skip
+        assert got == expected(4, total, offset, length)
+    # No part is assembled: the chunk in hand and the one being made, plus slack.
+    assert peak < 4 * CHUNK, peak / MIB
+
+
 def test_delete_all_versions_is_complete_and_idempotent(store: BlobStore) -> None:
     for seed in range(3):
         store.put_stream("del/me", body(seed, 1000))
@@ -327,6 +395,40 @@ def test_s3_failed_upload_leaves_no_multipart_upload(
     assert versions(s3_admin, s3_store.bucket, "fail/mp") == []
     uploads = s3_admin._list_multipart_uploads(s3_store.bucket).uploads
     assert [u.object_name for u in uploads] == []
+
+
+def test_s3_declared_length_goes_up_as_one_put(
+    s3_store: S3BlobStore, s3_admin: minio.Minio
+) -> None:
+    """A known length is one streaming PUT, signed UNSIGNED-PAYLOAD: one version, a plain
+    (not multipart) ETag, no multipart upload left, the exact bytes."""
+    total = 3 * DEFAULT_PART_SIZE + 11
+    put = s3_store.put_stream("one/put", body(6, total), exact_size=total)
+    assert [v for v, _ in versions(s3_admin, s3_store.bucket, "one/put")] == [put.version_id]
+    stat = s3_admin.stat_object(s3_store.bucket, "one/put", version_id=put.version_id)
+    assert stat.etag is not None and "-" not in stat.etag and stat.size == total
+    assert s3_admin._list_multipart_uploads(s3_store.bucket).uploads == []
+    got = s3_admin.get_object(s3_store.bucket, "one/put", version_id=put.version_id)
+    assert got.read() == expected(6, total, 0, total)
+
+
+def test_s3_streaming_put_to_a_store_that_refuses_is_a_storage_error(
+    s3_store: S3BlobStore, weed: WeedServer
+) -> None:
+    wrong = S3BlobStore.from_settings(
+        endpoint=weed.endpoint, access_key=weed.access_key, secret_key="not-the-secret",
+        bucket=s3_store.bucket,
+    )  # fmt: skip
+    with pytest.raises(StorageError) as refused:
+        wrong.put_stream("one/refused", body(1, 8 * MIB), exact_size=8 * MIB)
+    assert "not-the-secret" not in str(refused.value)
+    assert not s3_store.exists("one/refused")
+    down = S3BlobStore.from_settings(
+        endpoint=f"127.0.0.1:{free_port()}", access_key="a", secret_key="b", bucket="nothing",
+        region="us-east-1", connect_timeout=0.5, retries=0,
+    )  # fmt: skip
+    with pytest.raises(StoreUnavailableError):
+        down.put_stream("one/down", body(1, 8 * MIB), exact_size=8 * MIB)
 
 
 def test_s3_reads_the_exact_version(s3_store: S3BlobStore) -> None:

@@ -171,11 +171,13 @@ def ingest(
     tally = Tally()
     enc = streaming.Encryptor(dek=dek, recording_id=rid, rng=ctx.rng)
     body = ciphertext(first, source, enc, tally, expected_sha256, expected_length, max_bytes)
-    hint = streaming.ciphertext_size(expected_length) if expected_length is not None else None
+    # A declared length fixes the ciphertext's: the store may stream it in one request (the
+    # pipeline fails a body of another length before its last segment).
+    exact = streaming.ciphertext_size(expected_length) if expected_length is not None else None
     try:
         # Encrypt and hash in this thread while a helper thread uploads: the two overlap.
         result = pipelined(
-            body, lambda chunks: store.put_stream(rec.object_key, chunks, size_hint=hint)
+            body, lambda chunks: store.put_stream(rec.object_key, chunks, exact_size=exact)
         )
         if result.size != tally.cipher_bytes:
             raise StorageError(f"store wrote {result.size} bytes, expected {tally.cipher_bytes}")

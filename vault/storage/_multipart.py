@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from typing import NoReturn
 
 import minio
 from minio.datatypes import Part
@@ -21,6 +22,7 @@ MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 6 * MIB  # S3 minimum is 5 MiB; 10,000 parts without a size hint = 60 GB
 PARTS_IN_FLIGHT = 2  # memory per upload: about PARTS_IN_FLIGHT + 1 parts
 MAX_PART_SIZE = 5 * 1024 * MIB  # S3 limit
+MAX_SINGLE_PUT = 5 * 1024 * MIB  # S3 limit of one PUT
 MAX_PARTS = 10_000  # S3 limit; we aim below it to leave slack for a wrong size_hint
 
 
@@ -28,7 +30,29 @@ class SourceFailed(Exception):
     """Carries a failure of the caller's iterator through minio, which only aborts on Exception."""
 
 
-class ChunkReader:
+class _Source:
+    """The caller's iterator. Its failure is kept in ``source_error`` and raised as
+    :class:`SourceFailed`, the one exception that minio and urllib3 pass through intact."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._source = iter(chunks)
+        self.source_error: BaseException | None = None
+
+    def _next(self) -> bytes | None:
+        """The next chunk, or None at the end."""
+        try:
+            return next(self._source)
+        except StopIteration:
+            return None
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        self.source_error = exc
+        raise SourceFailed from exc
+
+
+class ChunkReader(_Source):
     """A read()-able view of an iterator of byte chunks, for minio's put_object.
 
     minio reads ``part_size + 1`` bytes per call and appends what read() returns to its buffer;
@@ -37,10 +61,9 @@ class ChunkReader:
     """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._source = iter(chunks)
+        super().__init__(chunks)
         self._pending = b""
         self.size = 0
-        self.source_error: BaseException | None = None
 
     def push_back(self, data: bytes) -> None:
         """Un-read ``data`` (a one-byte end-of-body probe)."""
@@ -50,14 +73,7 @@ class ChunkReader:
     def read(self, n: int = -1) -> bytes:
         pieces = [self._pending]
         have = len(self._pending)
-        while n < 0 or have < n:
-            try:
-                chunk = next(self._source)
-            except StopIteration:
-                break
-            except BaseException as exc:
-                self.source_error = exc
-                raise SourceFailed from exc
+        while (n < 0 or have < n) and (chunk := self._next()) is not None:
             piece = bytes(chunk)
             pieces.append(piece)
             have += len(piece)
@@ -70,6 +86,30 @@ class ChunkReader:
         data = b"".join(pieces)
         self.size += len(data)
         return data
+
+
+class ExactChunks(_Source):
+    """The caller's chunks for a streaming PUT of a declared length. A stream of any other
+    length fails before its last byte is sent, so the store never completes the object."""
+
+    def __init__(self, chunks: Iterable[bytes], size: int) -> None:
+        super().__init__(chunks)
+        self._expected = size
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (chunk := self._next()) is not None:
+            if self.size + len(chunk) > self._expected:
+                self._fail(ValueError(f"the stream is longer than {self._expected} bytes"))
+            if self.size + len(chunk) == self._expected:
+                # The last byte goes only once the source has really ended (empty chunks aside).
+                while (extra := self._next()) is not None:
+                    if extra:
+                        self._fail(ValueError(f"the stream is longer than {self._expected} bytes"))
+            self.size += len(chunk)
+            yield chunk
+        if self.size != self._expected:
+            self._fail(ValueError(f"the stream was {self.size} bytes, not {self._expected}"))
 
 
 def part_size_for(size_hint: int | None) -> int:

@@ -4,12 +4,16 @@ media parts as ``UNSIGNED-PAYLOAD`` (private to :mod:`vault.storage.s3`)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlunsplit
 
 import certifi
 import minio
 import urllib3
+from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.signer import sign_v4_s3
 from urllib3.util import Retry, Timeout
 
 
@@ -60,3 +64,41 @@ class _Client(minio.Minio):
         built["Content-Length"] = str(len(body))
         built["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
         return built, date
+
+    def put_streaming(
+        self, bucket: str, key: str, body: Iterable[bytes], length: int
+    ) -> str | None:
+        """PUT exactly ``length`` bytes of ``body`` in one request, each chunk sent as it comes;
+        the version id.
+
+        The body can be read once only, so this request is never retried (urllib3's pool
+        retries would replay an exhausted iterator); the caller's upload fails instead. If
+        ``body`` raises, urllib3 closes the connection with the object short of its declared
+        length, and S3 stores nothing.
+        """
+        region = self._get_region(bucket)
+        url = self._base_url.build(method="PUT", region=region, bucket_name=bucket, object_name=key)
+        creds = self._provider.retrieve() if self._provider else None
+        headers, date = super()._build_headers(
+            url.netloc, {"Content-Type": "application/octet-stream"}, None, creds
+        )
+        headers["Content-Length"] = str(length)
+        if creds is not None:
+            headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+            headers = sign_v4_s3(
+                method="PUT", url=url, region=region, headers=headers, credentials=creds,
+                content_sha256="UNSIGNED-PAYLOAD", date=date,
+            )  # fmt: skip
+        response = self._http.urlopen(
+            "PUT", urlunsplit(url), body=body, headers=headers, retries=False
+        )
+        if response.status == 200:
+            return response.headers.get("x-amz-version-id")
+        content_type = response.headers.get("content-type", "")
+        if response.data and "application/xml" in content_type.split(";"):
+            raise S3Error.fromxml(response)
+        if response.status >= 500:
+            raise ServerError(
+                f"server failed with HTTP status code {response.status}", response.status
+            )
+        raise InvalidResponseError(response.status, content_type, None)

@@ -73,12 +73,19 @@ class BlobStore(Protocol):
     """
 
     def put_stream(
-        self, key: str, chunks: Iterable[bytes], *, size_hint: int | None = None
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        exact_size: int | None = None,
     ) -> PutResult:
         """Store the concatenation of ``chunks`` under ``key`` in constant memory.
 
         The write is all-or-nothing: if ``chunks`` raises, the exception propagates unchanged and
-        no object (nor an incomplete multipart upload) is left behind.
+        no object (nor an incomplete multipart upload) is left behind. ``exact_size`` promises
+        the stream's length (a store may then send it as it comes, in one request); a stream of
+        any other length raises ``ValueError`` and stores nothing.
         """
         ...
 

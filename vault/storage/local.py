@@ -88,7 +88,12 @@ class LocalBlobStore:
     # -- writes -------------------------------------------------------------------------------
 
     def put_stream(
-        self, key: str, chunks: Iterable[bytes], *, size_hint: int | None = None
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        exact_size: int | None = None,
     ) -> PutResult:
         path = self._path(key)
         with _os_errors(key, reading=False):
@@ -106,6 +111,10 @@ class LocalBlobStore:
                         break
                     with _os_errors(key, reading=False):
                         size += fh.write(chunk)  # type: ignore[arg-type]
+                    if exact_size is not None and size > exact_size:
+                        raise ValueError(f"the stream is longer than {exact_size} bytes")
+                if exact_size is not None and size != exact_size:
+                    raise ValueError(f"the stream was {size} bytes, not {exact_size}")
                 with _os_errors(key, reading=False):
                     fh.flush()
                     os.fsync(fh.fileno())

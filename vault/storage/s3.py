@@ -32,8 +32,10 @@ from vault.errors import (
 from vault.storage import _multipart
 from vault.storage._multipart import (
     DEFAULT_PART_SIZE,
+    MAX_SINGLE_PUT,
     PARTS_IN_FLIGHT,
     ChunkReader,
+    ExactChunks,
     SourceFailed,
     part_size_for,
 )
@@ -68,6 +70,28 @@ def _translate(exc: BaseException, what: str) -> StorageError | None:
         # Connection refused, DNS, timeouts and retries exhausted all surface here.
         return StoreUnavailableError(f"S3 unreachable for {what!r}: {type(exc).__name__}")
     return None
+
+
+@contextmanager
+def _put_errors(key: str, source: ChunkReader | ExactChunks) -> Iterator[None]:
+    """A write's errors: the caller's own source failure comes out unchanged, the store's are
+    translated."""
+    try:
+        yield
+    except Exception as exc:
+        if source.source_error is not None:
+            _reraise_source_error(source.source_error, exc)
+        mapped = _translate(exc, key)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _reraise_source_error(source_error: BaseException, exc: BaseException) -> NoReturn:
+    if not isinstance(exc, SourceFailed):
+        # The store failed too (aborting a multipart upload, say); the caller's error first.
+        source_error.add_note(f"the store failed as well: {exc!r}")
+    raise source_error
 
 
 @contextmanager
@@ -135,12 +159,19 @@ class S3BlobStore:
     # -- writes -------------------------------------------------------------------------------
 
     def put_stream(
-        self, key: str, chunks: Iterable[bytes], *, size_hint: int | None = None
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        size_hint: int | None = None,
+        exact_size: int | None = None,
     ) -> PutResult:
         validate_key(key)
+        if exact_size is not None and 0 < exact_size <= MAX_SINGLE_PUT:
+            return self._put_exact(key, chunks, exact_size)
         reader = ChunkReader(chunks)
-        part_size = part_size_for(size_hint)
-        try:
+        part_size = part_size_for(size_hint or exact_size)
+        with _put_errors(key, reader):
             first = reader.read(part_size)
             more = reader.read(1) if len(first) == part_size else b""
             if not more:
@@ -154,21 +185,16 @@ class S3BlobStore:
                 self._client, self._bucket, key, lambda: reader.read(part_size), first,
                 in_flight=PARTS_IN_FLIGHT,
             )  # fmt: skip
-        except Exception as exc:
-            if reader.source_error is not None:
-                self._reraise_source_error(reader.source_error, exc)
-            mapped = _translate(exc, key)
-            if mapped is None:
-                raise
-            raise mapped from exc
         return PutResult(version_id=version_id, size=reader.size)
 
-    @staticmethod
-    def _reraise_source_error(source_error: BaseException, exc: BaseException) -> NoReturn:
-        if not isinstance(exc, SourceFailed):
-            # minio's abort of the multipart upload failed too; keep the caller's error first.
-            source_error.add_note(f"aborting the multipart upload failed as well: {exc!r}")
-        raise source_error
+    def _put_exact(self, key: str, chunks: Iterable[bytes], size: int) -> PutResult:
+        """A body of known length goes up as one streaming PUT, like a plain client's upload:
+        no part is buffered, and the store finishes as soon as the last byte arrives (issue
+        #12: 8 % less time per 256 MiB than 6 MiB parts; SeaweedFS's own work falls too)."""
+        body = ExactChunks(chunks, size)
+        with _put_errors(key, body):
+            version_id = self._client.put_streaming(self._bucket, key, body, size)
+        return PutResult(version_id=version_id, size=body.size)
 
     def put_bytes(
         self, key: str, data: bytes, *, retention_until: datetime | None = None
