@@ -74,6 +74,9 @@ class Placement(BaseModel):
     s3_secret_key: str | None = Field(default=None, repr=False)
     s3_secure: bool = False
     s3_region: str | None = None
+    # A body of declared length goes up as one streaming PUT (issue #12); off: buffered parts,
+    # for clients slower than one 1 MiB segment per the store's request-idle limit.
+    s3_streaming_put: bool = True
     key_provider: str
     transit_token: str | None = Field(default=None, repr=False)
     transit_mount: str = "transit"

@@ -118,6 +118,7 @@ def open_store(settings: Placement) -> BlobStore:
         bucket=settings.s3_bucket or "",
         secure=settings.s3_secure,
         region=settings.s3_region,
+        streaming_put=settings.s3_streaming_put,
     )
 
 

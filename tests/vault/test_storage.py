@@ -412,6 +412,21 @@ def test_s3_declared_length_goes_up_as_one_put(
     assert got.read() == expected(6, total, 0, total)
 
 
+def test_s3_streaming_put_can_be_turned_off(
+    s3_store: S3BlobStore, s3_admin: minio.Minio, weed: WeedServer
+) -> None:
+    """``s3_streaming_put = false`` (for clients slower than the store's idle limit): a known
+    length goes up in buffered parts again."""
+    parts = S3BlobStore.from_settings(
+        endpoint=weed.endpoint, access_key=weed.access_key, secret_key=weed.secret_key,
+        bucket=s3_store.bucket, streaming_put=False,
+    )  # fmt: skip
+    total = 2 * DEFAULT_PART_SIZE + 1
+    put = parts.put_stream("one/parts", body(8, total), exact_size=total)
+    stat = s3_admin.stat_object(s3_store.bucket, "one/parts", version_id=put.version_id)
+    assert stat.etag is not None and stat.etag.endswith("-3") and stat.size == total
+
+
 def test_s3_streaming_put_to_a_store_that_refuses_is_a_storage_error(
     s3_store: S3BlobStore, weed: WeedServer
 ) -> None:

@@ -108,9 +108,10 @@ def _s3_errors(what: str) -> Iterator[None]:
 class S3BlobStore:
     """``BlobStore`` over one versioned S3 bucket."""
 
-    def __init__(self, client: minio.Minio, bucket: str) -> None:
+    def __init__(self, client: minio.Minio, bucket: str, *, streaming_put: bool = True) -> None:
         self._client = client
         self._bucket = bucket
+        self._streaming_put = streaming_put and isinstance(client, _Client)
         self._object_lock: bool | None = None  # cached only once True: it cannot be turned off
 
     @classmethod
@@ -126,6 +127,7 @@ class S3BlobStore:
         connect_timeout: float = 3.0,
         read_timeout: float = 30.0,
         retries: int = 2,
+        streaming_put: bool = True,
     ) -> S3BlobStore:
         """Build the client. ``endpoint`` is ``host:port`` or a URL whose scheme overrides
         ``secure``."""
@@ -143,7 +145,7 @@ class S3BlobStore:
                 connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries
             ),
         )
-        return cls(client, bucket)
+        return cls(client, bucket, streaming_put=streaming_put)
 
     @property
     def client(self) -> minio.Minio:
@@ -167,7 +169,7 @@ class S3BlobStore:
         exact_size: int | None = None,
     ) -> PutResult:
         validate_key(key)
-        if exact_size is not None and 0 < exact_size <= MAX_SINGLE_PUT:
+        if self._streaming_put and exact_size is not None and 0 < exact_size <= MAX_SINGLE_PUT:
             return self._put_exact(key, chunks, exact_size)
         reader = ChunkReader(chunks)
         part_size = part_size_for(size_hint or exact_size)
@@ -193,6 +195,7 @@ class S3BlobStore:
         #12: 8 % less time per 256 MiB than 6 MiB parts; SeaweedFS's own work falls too)."""
         body = ExactChunks(chunks, size)
         with _put_errors(key, body):
+            assert isinstance(self._client, _Client)
             version_id = self._client.put_streaming(self._bucket, key, body, size)
         return PutResult(version_id=version_id, size=body.size)
 
