@@ -50,8 +50,8 @@ from vault.identity import authentication, principals
 from vault.identity.owners import owner_of
 from vault.identity.tenants import create_tenant
 from vault.models import AuditEvent, Grant, Recording, RecordingStatus
-from vault.recordings import content, playback, windows
 from vault.recordings import metadata as recordings
+from vault.recordings import playback, windows
 from vault.recordings.ingest import ingest as ingest_recording
 from vault.recordings.ranges import parse_range
 from vault.setup import initialise
@@ -864,31 +864,6 @@ def test_a_streamed_read_is_one_get_of_the_covering_segments(env: Env) -> None:
     assert env.store.opened == [
         (streaming.segment_offset(2), rec.ciphertext_size + 1 - streaming.segment_offset(2))
     ]
-
-
-@pytest.mark.usefixtures("streamed")
-def test_a_long_read_waits_for_the_store_on_the_event_loop(
-    env: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A segment still on its way from the store is awaited on the event loop, woken by the
-    GET's own thread, not by a worker thread's round trip per segment (issue #12). The store
-    here answers slower than the client reads and the test's clock stands still (no re-check
-    due): after the first segment, the download takes no worker thread at all."""
-    data = os.urandom(9 * SEG + 5)
-    rid = env.ingest(data)
-    gid = env.grant(rid=rid)
-    env.store.corrupt = lambda _offset, chunk: (time.sleep(0.005), chunk)[1]  # a slow store
-    hops: list[str] = []
-    real = content.run_in_threadpool
-
-    async def counted(func: Callable[..., Any], *args: Any) -> Any:
-        hops.append(getattr(func, "__name__", repr(func)))
-        return await real(func, *args)
-
-    monkeypatch.setattr(content, "run_in_threadpool", counted)
-    r = env.get(grant=gid, rid=rid)
-    assert r.status_code == 200 and r.content == data
-    assert hops == []
 
 
 # --- concurrency: the grant is re-checked while streaming ----------------------------------------

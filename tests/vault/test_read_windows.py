@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -49,8 +48,6 @@ class Body:
 
     def read(self, n: int) -> bytes:
         assert not self.closed
-        if self.store.gate is not None:
-            assert self.store.gate.acquire(timeout=10), "the test never let this read through"
         self.store.reads += 1
         how = self.store.breaks.pop(self.store.reads, None)
         if how == "drop":
@@ -72,7 +69,7 @@ class Store:
         self.opened: list[tuple[int, int]] = []
         self.bodies: list[Body] = []
         self.direct: list[tuple[int, int]] = []
-        self.gate: threading.Semaphore | None = None  # one release() per read let through
+        self.gate: threading.Event | None = None
 
     def read(self, offset: int, length: int) -> bytes:
         self.direct.append((offset, length))
@@ -240,46 +237,3 @@ def test_a_store_whose_answers_keep_breaking_ends_the_read(
     with pytest.raises(StoreUnavailableError):
         _read_all(store, key, version)
     assert proxy.cuts == 3  # the GET and two resumptions
-
-
-def _wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.002)
-
-
-@pytest.mark.parametrize("ends", ["window", "error"])
-def test_a_waiting_consumer_is_woken_once_by_the_next_window(ends: str) -> None:
-    """What lets the event loop wait for a long read without a worker thread (issue #12): the
-    GET's thread calls the registered waiter once, when the next window (or the stream's
-    error) is queued; with a window at hand there is nothing to wait for."""
-    store = Store(r2="drop", r3="drop", r4="drop") if ends == "error" else Store()
-    store.gate = threading.Semaphore(1)  # the first window only
-    reader = store.reader(0, len(_PLAIN))
-    segments = streaming.decrypt_range(
-        reader, dek=_DEK, recording_id=_RID, ciphertext_size=len(_OBJECT), start=0,
-        end=len(_PLAIN),
-    )  # fmt: skip
-    try:
-        assert next(segments) == _PLAIN[: streaming.FIRST_SEGMENT_PLAINTEXT]
-        woken: list[str] = []
-        assert not reader.ready()
-        assert reader.on_arrival(lambda: woken.append(threading.current_thread().name))
-        time.sleep(0.05)
-        assert woken == []  # nothing arrived: nobody is woken
-        store.gate.release(3)  # the next window, or three failing reads (a GET, two resumptions)
-        _wait_for(lambda: bool(woken))
-        assert woken == ["callvault-stream"] and reader.ready()
-        assert not reader.on_arrival(lambda: woken.append("again"))  # at hand: no wait
-        if ends == "error":
-            with pytest.raises(StoreUnavailableError):
-                next(segments)
-        else:
-            second = streaming.FIRST_SEGMENT_PLAINTEXT
-            assert next(segments) == _PLAIN[second : second + SEG]
-        time.sleep(0.05)
-        assert woken == ["callvault-stream"]  # once per registration
-    finally:
-        store.gate.release(100)
-        reader.close()

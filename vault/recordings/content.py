@@ -19,8 +19,6 @@ mistake it for the complete body.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -39,34 +37,11 @@ from vault.recordings import playback
 router = APIRouter(prefix="/v1/recordings", tags=["content"])
 
 
-def _resolve(arrived: asyncio.Future[None]) -> None:
-    if not arrived.done():  # not cancelled meanwhile (a client that went away)
-        arrived.set_result(None)
-
-
-async def _arrival(rest: playback.PlaintextStream) -> bool:
-    """Wait on the event loop for the next segment's ciphertext when that is all the stream
-    lacks: the store's reader thread wakes the loop itself, one wake-up per segment instead of
-    a worker thread's round trip (issue #12). False when the next step needs a worker thread."""
-    loop = asyncio.get_running_loop()
-    arrived: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:  # in the reader's thread
-        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody waits
-            loop.call_soon_threadsafe(_resolve, arrived)
-
-    if not rest.on_arrival(wake):
-        return False
-    await arrived
-    return True
-
-
 async def _body(first: bytes | None, rest: playback.PlaintextStream) -> AsyncIterator[bytes]:
     """The response body. A segment whose ciphertext has arrived (and with no grant re-check
     due) is decrypted right here on the event loop: AES-GCM of 1 MiB costs ~60 µs, less than a
-    hop to a worker thread and back (issue #12); the loop also waits there for a long read's
-    next segment. A step that asks the database (or a short read's GET) runs in a worker
-    thread."""
+    hop to a worker thread and back (issue #12); a step that would wait for the store or ask
+    the database runs in a worker thread."""
     try:
         if first is not None:
             yield first
@@ -75,8 +50,6 @@ async def _body(first: bytes | None, rest: playback.PlaintextStream) -> AsyncIte
                 chunk = rest.next_at_hand()
             except StopIteration:
                 return
-            if chunk is None and await _arrival(rest):
-                continue  # arrived: decrypt it here
             if chunk is None:
                 chunk = await run_in_threadpool(next, rest, None)
                 if chunk is None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import uuid
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -330,16 +329,6 @@ class PlaintextStream:
         if now - self._checked >= RECHECK_EVERY or not self._plan.reader.ready():
             return None
         return self._step(now, at_hand=True)
-
-    def on_arrival(self, wake: Callable[[], None]) -> bool:
-        """Have ``wake()`` called (from a reader thread) when the next segment's ciphertext
-        arrives, if that is all :meth:`next_at_hand` lacks; False (and no call) when it lacks
-        more (a grant re-check, a failure to record) or the reader cannot tell."""
-        if self.finished or self._failure is not None:
-            return False
-        if self._ctx.now() - self._checked >= RECHECK_EVERY:
-            return False
-        return self._plan.reader.on_arrival(wake)
 
     @property
     def finished(self) -> bool:

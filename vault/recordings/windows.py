@@ -126,11 +126,6 @@ class _Prefetched:
         while self._pending:
             self._pending.popleft().join()
 
-    def on_arrival(self, offset: int, wake: Callable[[], None]) -> bool:
-        """Window GETs do not tell of their arrival (a short read's windows mostly arrive
-        before they are needed): the caller waits in a worker thread."""
-        return False
-
 
 class _Streamed:
     """The windows of ``[start, hi)`` read in order from one streaming GET in a helper thread,
@@ -148,8 +143,6 @@ class _Streamed:
         )
         self._closed = threading.Event()
         self._done = False
-        self._waiter_lock = threading.Lock()
-        self._waiter: Callable[[], None] | None = None
         # carry: the GET counts as the reader's own work (see _Fetch).
         self._thread = threading.Thread(
             target=carry(self._run, as_started=True), name="callvault-stream", daemon=True
@@ -191,24 +184,9 @@ class _Streamed:
         while not self._closed.is_set():
             try:
                 self._queue.put(item, timeout=0.05)
+                return
             except queue.Full:
                 continue
-            with self._waiter_lock:
-                wake, self._waiter = self._waiter, None
-            if wake is not None:
-                wake()
-            return
-
-    def on_arrival(self, offset: int, wake: Callable[[], None]) -> bool:
-        """Call ``wake()`` (from the GET's thread) once the window at ``offset`` (or the
-        stream's error) arrives; False, and no call, when there is nothing to wait for."""
-        if self._done or offset != self.next_at:
-            return False
-        with self._waiter_lock:
-            if not self._queue.empty():
-                return False
-            self._waiter = wake
-        return True
 
     def ready(self, offset: int) -> bool:
         """Whether ``take(offset)`` returns a window (or the stream's error) without waiting."""
@@ -281,13 +259,6 @@ class WindowReader:
         """Whether the next in-order segment read is served without waiting: its bytes are in
         the current window or the next window has arrived."""
         return self._covers(self._next, 1) or self._windows.ready(self._next)
-
-    def on_arrival(self, wake: Callable[[], None]) -> bool:
-        """Have ``wake()`` called from the reader's thread when the next in-order read becomes
-        ready; False (and no call) when it is ready now or the reader cannot tell."""
-        if self._covers(self._next, 1):
-            return False
-        return self._windows.on_arrival(self._next, wake)
 
     def _covers(self, offset: int, length: int) -> bool:
         end = self._buf_at + len(self._buf)
