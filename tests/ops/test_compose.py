@@ -234,6 +234,7 @@ MINIO_ACTIONS: dict[str, set[str] | None] = {
     "_upload_part": {"s3:PutObject"},
     "_complete_multipart_upload": {"s3:PutObject"},
     "_abort_multipart_upload": {"s3:AbortMultipartUpload"},
+    "put_streaming": {"s3:PutObject"},  # our _Client's one streaming PUT of a known length
     "_list_multipart_uploads": {"s3:ListBucketMultipartUploads"},
     # minio-init creates the bucket with Object Lock, which turns versioning on: callvault's
     # ensure_bucket finds both and never creates or reconfigures a bucket.
