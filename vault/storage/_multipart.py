@@ -18,6 +18,8 @@ from typing import NoReturn
 import minio
 from minio.datatypes import Part
 
+from vault.storage.base import exactly
+
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 6 * MIB  # S3 minimum is 5 MiB; 10,000 parts without a size hint = 60 GB
 PARTS_IN_FLIGHT = 2  # memory per upload: about PARTS_IN_FLIGHT + 1 parts
@@ -89,27 +91,17 @@ class ChunkReader(_Source):
 
 
 class ExactChunks(_Source):
-    """The caller's chunks for a streaming PUT of a declared length. A stream of any other
-    length fails before its last byte is sent, so the store never completes the object."""
+    """The caller's chunks for a streaming PUT, held to their declared length
+    (:func:`~vault.storage.base.exactly`, whose ``ValueError`` is a source failure here)."""
 
     def __init__(self, chunks: Iterable[bytes], size: int) -> None:
-        super().__init__(chunks)
-        self._expected = size
+        super().__init__(exactly(chunks, size))
         self.size = 0
 
     def __iter__(self) -> Iterator[bytes]:
         while (chunk := self._next()) is not None:
-            if self.size + len(chunk) > self._expected:
-                self._fail(ValueError(f"the stream is longer than {self._expected} bytes"))
-            if self.size + len(chunk) == self._expected:
-                # The last byte goes only once the source has really ended (empty chunks aside).
-                while (extra := self._next()) is not None:
-                    if extra:
-                        self._fail(ValueError(f"the stream is longer than {self._expected} bytes"))
             self.size += len(chunk)
             yield chunk
-        if self.size != self._expected:
-            self._fail(ValueError(f"the stream was {self.size} bytes, not {self._expected}"))
 
 
 def part_size_for(size_hint: int | None) -> int:

@@ -7,7 +7,7 @@ Both stores apply the same key rules, so a key that works locally also works on 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -48,6 +48,22 @@ def validate_key(key: str) -> str:
         if not segment or segment.startswith("."):
             raise InvalidKeyError(f"invalid segment in blob key: {segment!r}")
     return key
+
+
+def exactly(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``chunks``, held to ``put_stream``'s ``exact_size``: ``ValueError`` for a stream of any
+    other length, raised before its last byte is handed on, so a store that counts bytes (S3's
+    Content-Length) never sees a whole object otherwise."""
+    source, sent = iter(chunks), 0
+    for chunk in source:
+        if sent + len(chunk) > size:
+            raise ValueError(f"the stream is longer than {size} bytes")
+        if sent + len(chunk) == size and any(source):  # the source must end here
+            raise ValueError(f"the stream is longer than {size} bytes")
+        sent += len(chunk)
+        yield chunk
+    if sent != size:
+        raise ValueError(f"the stream was {sent} bytes, not {size}")
 
 
 class RangeBody(Protocol):

@@ -24,7 +24,7 @@ from vault.errors import (
     StorageError,
     StoreUnavailableError,
 )
-from vault.storage.base import PutResult, validate_key
+from vault.storage.base import PutResult, exactly, validate_key
 
 # Errors that mean "the disk is not usable right now" rather than "this request is wrong".
 _UNAVAILABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENODEV}
@@ -102,7 +102,7 @@ class LocalBlobStore:
         size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
-                source = iter(chunks)
+                source = iter(chunks if exact_size is None else exactly(chunks, exact_size))
                 while True:
                     # Exceptions from the caller's iterator propagate unchanged, only our own
                     # I/O errors are translated.
@@ -111,10 +111,6 @@ class LocalBlobStore:
                         break
                     with _os_errors(key, reading=False):
                         size += fh.write(chunk)  # type: ignore[arg-type]
-                    if exact_size is not None and size > exact_size:
-                        raise ValueError(f"the stream is longer than {exact_size} bytes")
-                if exact_size is not None and size != exact_size:
-                    raise ValueError(f"the stream was {size} bytes, not {exact_size}")
                 with _os_errors(key, reading=False):
                     fh.flush()
                     os.fsync(fh.fileno())
