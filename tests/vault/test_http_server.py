@@ -169,8 +169,10 @@ def test_body_cut_off_mid_upload_stores_nothing(tmp_path: Path, pg_url: str, db:
         assert not [p for p in blobs.rglob("*") if p.is_file()]
 
 
-def test_store_stopped_mid_upload(tmp_path: Path) -> None:
-    """A store that dies mid-upload: 503 problem+json, and no committed recording."""
+@pytest.mark.parametrize("declared", [False, True], ids=["chunked-parts", "length-one-put"])
+def test_store_stopped_mid_upload(tmp_path: Path, declared: bool) -> None:
+    """A store that dies mid-upload: 503 problem+json, and no committed recording, whether the
+    body goes up in parts (no length) or as one streaming PUT (a declared length)."""
     with (
         run_weed(tmp_path / "weed") as dying,
         _server(tmp_path, "sqlite", None, dying) as (server, key, db_url),
@@ -186,7 +188,8 @@ def test_store_stopped_mid_upload(tmp_path: Path) -> None:
 
         r = httpx.post(
                 f"{server.url}/v1/recordings", params={"tenant": "acme", "purposes": "fraud"},
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "video/mp4"},
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "video/mp4",
+                         **({"Content-Length": str(200 * MiB)} if declared else {})},
                 content=body(), timeout=120,
             )  # fmt: skip
         assert killed.is_set()
