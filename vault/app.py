@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from vault import __version__, logs
 from vault.access import routes as access
-from vault.allocator import keep_freed_memory
+from vault.allocator import freeze_startup_heap, keep_freed_memory
 from vault.api import audit, docs, health, openapi, problems
 from vault.api.auth_cache import AuthCache
 from vault.api.limits import AuthFailures, Uploads
@@ -80,4 +80,6 @@ def from_env() -> FastAPI:
     same environment as the parent's (which initialised everything and runs the scheduler)."""
     logs.configure()
     keep_freed_memory()
-    return create_app(settings_from_env())
+    app = create_app(settings_from_env())
+    freeze_startup_heap()
+    return app

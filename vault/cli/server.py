@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from vault import __version__, logs
-from vault.allocator import keep_freed_memory
+from vault.allocator import freeze_startup_heap, keep_freed_memory
 from vault.cli._common import app, context, initialise, settings
 from vault.cli_errors import clean_errors, fail, mask
 from vault.context import Context, build_context
@@ -98,6 +98,7 @@ def serve(
         logs.configure()
         # Our middleware writes the access line (route template, never the query string).
         quiet = {"log_level": "info", "access_log": False, "log_config": None}
+        freeze_startup_heap()  # this process's own heap; each worker freezes its own
         if api is not None:
             uvicorn.run(api, host=host, port=port, **quiet)  # type: ignore[arg-type]
         else:
