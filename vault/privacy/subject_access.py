@@ -7,7 +7,9 @@ asks us with the call ids. The answer covers, per call id:
   derivatives, restriction);
 - who accessed them: every grant that covered them (pseudonymous principal ids, never an
   e-mail; purpose, ticket or incident) and every audited read under it (time, byte range);
-- the erasure requests that cover them or still name the call id, with their outcome.
+- the erasure requests that cover them or still name the call id, with their outcome;
+- the legal disclosures that covered them (unless their notification is barred) and the
+  hand-offs that gave them to a sub-processor.
 
 What it cannot say, by design: disposal (retention or erasure) clears a recording's call id, and
 an erasure request forgets its call id once resolved, so nothing links those back to a call. The
@@ -45,6 +47,7 @@ from vault.models import (
 from vault.models.privacy import MAX_CALL_IDS
 from vault.recordings import metadata as recordings
 from vault.retention import erasure
+from vault.subprocessors import redeem as handoffs
 from vault.tags import AuditAction
 
 __all__ = ["DOC_TYPE", "UNLINKABLE", "subject_access"]
@@ -193,6 +196,8 @@ def subject_access(
         "erasure_requests": _erasures(session, target.id, wanted, every),
         # Legal disclosures of these recordings, except those whose notification the law bars.
         "disclosures": disclosures.subject_access_section(session, every),
+        # What sub-processors were given of them (issued hand-offs), e.g. for transcription.
+        "handoffs": handoffs.subject_access_section(session, every, now),
         "unlinkable": UNLINKABLE,
     }  # fmt: skip
     audit.record(
@@ -201,6 +206,7 @@ def subject_access(
         details={"request_id": str(request_id), "call_ids": len(wanted),
                  "recordings": len(live), "derivatives": len(children),
                  "erasure_requests": len(answer["erasure_requests"]),
-                 "disclosures": len(answer["disclosures"])},
+                 "disclosures": len(answer["disclosures"]),
+                 "handoffs": len(answer["handoffs"])},
     )  # fmt: skip
     return answer

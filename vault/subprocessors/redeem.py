@@ -19,8 +19,9 @@ covers every derivative.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -44,7 +45,10 @@ from vault.recordings.ingest import Derivation, ingest
 from vault.subprocessors import rules
 from vault.tags import AuditAction
 
-__all__ = ["TRANSCRIBER", "claim_token", "list_own", "open_download", "store_transcript"]
+__all__ = [
+    "TRANSCRIBER", "claim_token", "list_own", "open_download", "store_transcript",
+    "subject_access_section",
+]  # fmt: skip
 
 # Stores the transcript: the sub-processor's own key holds no ingest right, so the system ingests
 # on its behalf, once everything about the hand-off has been checked here.
@@ -74,6 +78,44 @@ def to_public(session: Session, row: Handoff, sp: Subprocessor, now: datetime) -
         token_claimed=row.claimed_at is not None, size=export.size if export else None,
         sha256=export.sha256 if export else None, transcript_id=row.transcript_id,
     )  # fmt: skip
+
+
+def subject_access_section(
+    session: Session, recording_ids: Sequence[uuid.UUID], now: datetime
+) -> list[dict[str, Any]]:
+    """The hand-offs that made any of ``recording_ids`` available to a sub-processor, for subject
+    access: only issued ones (a pending, failed or cancelled hand-off gave it nothing). The
+    sub-processor as the public list shows it (name, purpose, region), when and until when,
+    whether it downloaded the media, and the transfer if the hand-off crossed regions."""
+    if not recording_ids:
+        return []
+    rows = session.exec(
+        select(Handoff, Subprocessor)
+        .join(Subprocessor, col(Subprocessor.id) == col(Handoff.subprocessor_id))
+        .where(
+            col(Handoff.recording_id).in_(list(recording_ids)),
+            Handoff.status == HandoffStatus.issued.value,
+        )
+        .order_by(col(Handoff.issued_at), col(Handoff.id))
+    ).all()
+    out = []
+    for row, sp in rows:
+        export = _export(session, row)
+        crossed = row.destination_region is not None
+        out.append(
+            {"handoff_id": str(row.id), "recording_id": str(row.recording_id),
+             "subprocessor": sp.name, "purpose": sp.purpose, "region": sp.region,
+             "issued_at": _ts(row.issued_at), "expires_at": _ts(row.expires_at),
+             "state": _state(row, export, now),
+             "downloaded_at": _ts(export.completed_at) if export else None,
+             "transfer": {"from": row.source_region, "to": row.destination_region,
+                          "mechanism": row.transfer_mechanism} if crossed else None}
+        )  # fmt: skip
+    return out
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else audit.format_ts(value)
 
 
 def list_own(session: Session, *, actor: Actor, now: datetime) -> list[HandoffPublic]:

@@ -89,7 +89,7 @@ def test_a_disposed_recording_is_reported_as_unlinkable_and_no_call_id_is_audite
     (event,) = vault.events("privacy.subject_access")
     assert event["details"] == {
         "request_id": answer["request_id"], "call_ids": 3, "recordings": 2, "derivatives": 0,
-        "erasure_requests": 1, "disclosures": 0,
+        "erasure_requests": 1, "disclosures": 0, "handoffs": 0,
     }  # fmt: skip
     assert event["target"] == answer["request_id"]
     text = vault.audit_text()

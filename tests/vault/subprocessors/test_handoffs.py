@@ -339,3 +339,49 @@ def test_two_workers_at_once_make_one_handoff_per_recording(make_ctx, clock) -> 
         assert sorted(str(r.recording_id) for r in rows) == sorted(
             str(x) for x in [world.rid, *extra]
         )
+
+
+def _subject_access(world: World, tenant: str = "acme") -> dict:
+    r = world.client.post("/v1/subject-access", headers=world.h("dpo"),
+                          json={"tenant": tenant, "call_ids": ["call-1"]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_subject_access_lists_what_a_subprocessor_was_given(world: World) -> None:
+    assert _subject_access(world)["handoffs"] == []  # nothing issued yet
+    assert world.run_job().issued == 1
+    (given,) = _subject_access(world)["handoffs"]
+    item = _only_handoff(world)
+    assert given["handoff_id"] == item["id"] and given["recording_id"] == str(world.rid)
+    # The sub-processor as its public list shows it; never the contract, the token or its key.
+    assert (given["subprocessor"], given["purpose"], given["region"]) == (
+        "scribe", "transcription", "eu")  # fmt: skip
+    assert given["state"] == "open" and given["downloaded_at"] is None
+    assert given["transfer"] is None and given["expires_at"] > given["issued_at"]
+    world.media(item["id"], world.token(item["id"]))
+    answer = _subject_access(world)
+    (given,) = answer["handoffs"]
+    assert given["state"] == "completed" and given["downloaded_at"] is not None
+    assert "DPA-2026-017" not in json.dumps(answer)
+    # Counted in the audit event, which names no call id.
+    last = events(world.ctx, "privacy.subject_access")[-1]
+    assert json.loads(last.canonical)["details"]["handoffs"] == 1
+    assert "call-1" not in last.canonical
+    # Another tenant's subject access under the same call id shows none of it.
+    world.ingest(tenant="globex")
+    assert _subject_access(world, tenant="globex")["handoffs"] == []
+
+
+def test_subject_access_shows_a_handoffs_transfer_across_regions(lite: World) -> None:
+    add_sp(lite.ctx, "farscribe", pyrage.x25519.Identity.generate(), region="us")
+    lite.authorise(
+        subprocessors=[{"subprocessor": "farscribe", "opted_in": True,
+                        "instruction_ref": "ORDER-3"}],
+        transfers=[{"destination": "us", "mechanism": "SCC 2021/914 module 3",
+                    "instruction_ref": "ORDER-3"}],
+    )  # fmt: skip
+    assert lite.run_job().issued == 1
+    (given,) = _subject_access(lite)["handoffs"]
+    assert given["subprocessor"] == "farscribe" and given["region"] == "us"
+    assert given["transfer"] == {"from": "eu", "to": "us", "mechanism": "SCC 2021/914 module 3"}
