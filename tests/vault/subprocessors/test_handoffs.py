@@ -225,14 +225,19 @@ def test_a_crossregion_handoff_without_a_transfer_authorisation_is_refused(lite:
     assert _handoff_rows(lite) == [] and _exports(lite) == []
 
 
-def test_a_listed_transfer_is_handed_off_and_audited_with_both_regions(lite: World) -> None:
-    add_sp(lite.ctx, "farscribe", pyrage.x25519.Identity.generate(), region="us")
-    lite.authorise(
+def _far_transfer(world: World) -> None:
+    """A sub-processor in another region, opted in, with the transfer listed."""
+    add_sp(world.ctx, "farscribe", pyrage.x25519.Identity.generate(), region="us")
+    world.authorise(
         subprocessors=[{"subprocessor": "farscribe", "opted_in": True,
                         "instruction_ref": "ORDER-3"}],
         transfers=[{"destination": "us", "mechanism": "SCC 2021/914 module 3",
                     "instruction_ref": "ORDER-3"}],
     )  # fmt: skip
+
+
+def test_a_listed_transfer_is_handed_off_and_audited_with_both_regions(lite: World) -> None:
+    _far_transfer(lite)
     assert lite.run_job().issued == 1
     (row,) = _handoff_rows(lite)
     assert (row.source_region, row.destination_region) == ("eu", "us")
@@ -374,13 +379,7 @@ def test_subject_access_lists_what_a_subprocessor_was_given(world: World) -> Non
 
 
 def test_subject_access_shows_a_handoffs_transfer_across_regions(lite: World) -> None:
-    add_sp(lite.ctx, "farscribe", pyrage.x25519.Identity.generate(), region="us")
-    lite.authorise(
-        subprocessors=[{"subprocessor": "farscribe", "opted_in": True,
-                        "instruction_ref": "ORDER-3"}],
-        transfers=[{"destination": "us", "mechanism": "SCC 2021/914 module 3",
-                    "instruction_ref": "ORDER-3"}],
-    )  # fmt: skip
+    _far_transfer(lite)
     assert lite.run_job().issued == 1
     (given,) = _subject_access(lite)["handoffs"]
     assert given["subprocessor"] == "farscribe" and given["region"] == "us"
