@@ -1,7 +1,7 @@
 """The read-ahead behind playback (issue #12): a long read is one streaming GET, resumed where a
 connection broke, stopped when the reader closes, and never more than a few segments ahead of
 its consumer. In memory, and against SeaweedFS through a proxy that cuts the store's answers.
-(Playback over the real stores is in test_playback.py.)"""
+(Playback over the real stores is in tests/vault/playback/.)"""
 
 from __future__ import annotations
 
