@@ -180,15 +180,17 @@ def run_one(kind: str, weed: WeedServer, tmp: Path) -> dict[str, float]:
             put_url = client.presigned_put_object(f"{bucket}-plain", "big", expires=ttl)
             curl("-T", str(big), put_url)  # warm-up
             v.upload(big)
-            # Interleaved pairs: this box's speed drifts over seconds, and SeaweedFS's own CPU
-            # decides both sides; a pair shares its moment.
-            plain_ups, ups = [], []
-            for _ in range(UPLOAD_PAIRS):
-                plain_ups.append(curl("-T", str(big), put_url))
-                ups.append(v.upload(big))
-            res["upload_plain_s"] = statistics.median(plain_ups)
-            res["upload_vault_s"] = statistics.median(t for t, _ in ups)
-            rid = ups[-1][1]
+            uploaded: list[str] = []
+
+            def upload() -> float:
+                seconds, rid = v.upload(big)
+                uploaded.append(rid)
+                return seconds
+
+            res["upload_plain_s"], res["upload_vault_s"] = interleaved(
+                UPLOAD_PAIRS, lambda: curl("-T", str(big), put_url), upload
+            )
+            rid = uploaded[-1]
             # --- 16 more recordings for the concurrent streams ----------------------------------
             part = _file(tmp / "part.bin", small)
             parts = [v.upload(part)[1] for _ in range(CLIENTS)]
