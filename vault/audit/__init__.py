@@ -15,6 +15,7 @@ from vault.audit.chain import (
     hash_canonical,
     head,
     list_events,
+    optional_ts,
     record,
     to_public,
 )
@@ -25,5 +26,5 @@ from vault.audit.walk import VerifyResult, verify
 __all__ = [
     "GENESIS_HASH", "GLOBAL_CHAIN", "AuditStats", "ConditionUnmet", "DenialLimiter", "VerifyResult",
     "acquire_append_lock", "canonical_json", "flush_denials", "format_ts", "hash_canonical",
-    "head", "list_events", "record", "record_denial", "stats", "to_public", "verify",
+    "head", "list_events", "optional_ts", "record", "record_denial", "stats", "to_public", "verify",
 ]  # fmt: skip

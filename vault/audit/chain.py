@@ -69,6 +69,11 @@ def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def optional_ts(ts: datetime | None) -> str | None:
+    """:func:`format_ts`, or ``None`` for a time that has not happened (documents and receipts)."""
+    return None if ts is None else format_ts(ts)
+
+
 def canonical_json(event: dict[str, Any]) -> str:
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from vault import audit, authz
-from vault.audit.chain import format_ts
+from vault.audit.chain import format_ts, optional_ts
 from vault.authz import Actor, Permission
 from vault.context import Context
 from vault.disclosures import register
@@ -132,8 +132,8 @@ def subject_access_section(
         {"disclosure_id": str(r.id), "authority": r.authority,
          "legal_reference": r.legal_reference, "status": r.status,
          "received_at": format_ts(r.received_at), "emergency": r.emergency,
-         "disclosed_at": r.disclosed_at and format_ts(r.disclosed_at),
-         "notified_at": r.notified_at and format_ts(r.notified_at),
+         "disclosed_at": optional_ts(r.disclosed_at),
+         "notified_at": optional_ts(r.notified_at),
          "recording_ids": [str(i) for i in register.recording_ids(session, r.id) if i in wanted]}
         for r in rows
     ]  # fmt: skip
@@ -160,10 +160,10 @@ def evidence_section(
             {"disclosure_id": str(r.id), "status": r.status, "authority": r.authority,
              "legal_reference": r.legal_reference, "received_at": format_ts(r.received_at),
              "emergency": r.emergency,
-             "disclosed_at": r.disclosed_at and format_ts(r.disclosed_at),
-             "reviewed_at": r.reviewed_at and format_ts(r.reviewed_at),
+             "disclosed_at": optional_ts(r.disclosed_at),
+             "reviewed_at": optional_ts(r.reviewed_at),
              "review_overdue": bool(r.review_overdue_at(now)),
-             "notified_at": r.notified_at and format_ts(r.notified_at)}
+             "notified_at": optional_ts(r.notified_at)}
             for r in listed
         ],
     }  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from vault import audit, authz
+from vault.audit.chain import optional_ts
 from vault.audit.reads import AuditFilter
 from vault.authz import Actor, Permission
 from vault.disclosures import notification as disclosures
@@ -62,10 +63,6 @@ UNLINKABLE = (
 _READ_PAGE = 1000
 
 
-def _ts(value: datetime | None) -> str | None:
-    return None if value is None else audit.format_ts(value)
-
-
 def _check_call_ids(values: object) -> list[str]:
     if not isinstance(values, list | tuple) or not 1 <= len(values) <= MAX_CALL_IDS:
         raise InvalidInputError(f"call_ids must list 1 to {MAX_CALL_IDS} call ids")
@@ -88,8 +85,9 @@ def _reads(session: Session, actor: Actor, recording_id: uuid.UUID) -> list[dict
         for ev in rows:
             pub = audit.to_public(ev)
             found.append(
-                {"at": _ts(pub.ts), "principal_id": pub.actor, "grant_id": str(pub.grant_id),
-                 "purpose": pub.purpose, "range": pub.details.get("range")}
+                {"at": optional_ts(pub.ts), "principal_id": pub.actor,
+                 "grant_id": str(pub.grant_id), "purpose": pub.purpose,
+                 "range": pub.details.get("range")}
             )  # fmt: skip
         after = rows[-1].seq
     return found
@@ -117,8 +115,8 @@ def _accesses(
         out[rid].append(
             {"grant_id": str(g.id), "kind": g.kind, "principal_id": str(g.principal_id),
              "purpose": g.purpose, "ticket": tickets.get(g.request_id),
-             "incident_ref": g.incident_ref, "granted_at": _ts(g.created_at),
-             "expires_at": _ts(g.expires_at), "revoked_at": _ts(g.revoked_at),
+             "incident_ref": g.incident_ref, "granted_at": optional_ts(g.created_at),
+             "expires_at": optional_ts(g.expires_at), "revoked_at": optional_ts(g.revoked_at),
              "restricted": g.restricted}
         )  # fmt: skip
     for rid in ids:  # reads are per recording, whatever grant they went through
@@ -190,7 +188,7 @@ def subject_access(
     linked = {r.call_id for r in recs}
     answer = {
         "type": DOC_TYPE, "version": DOC_VERSION, "request_id": str(request_id),
-        "tenant": target.name, "generated_at": _ts(now), "call_ids": wanted,
+        "tenant": target.name, "generated_at": audit.format_ts(now), "call_ids": wanted,
         "recordings": live,
         "call_ids_without_live_recordings": [c for c in wanted if c not in linked],
         "erasure_requests": _erasures(session, target.id, wanted, every),

@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 
 from vault import authz
 from vault.audit import logcheck, signing
-from vault.audit.chain import format_ts
+from vault.audit.chain import format_ts, optional_ts
 from vault.authz import Actor, Permission
 from vault.disclosures import notification as disclosures
 from vault.errors import ReportPeriodError
@@ -65,10 +65,6 @@ SECTIONS = (
     ("recertification", "Access recertification"),
     ("disclosures", "Legal disclosures"),
 )
-
-
-def _ts(ts: datetime | None) -> str | None:
-    return None if ts is None else format_ts(ts)
 
 
 def _secs(delta: timedelta) -> int:
@@ -175,8 +171,8 @@ def _break_glass(
     for g in session.exec(authz.visible(query, scope).order_by(col(Grant.created_at))):
         review = None if g.reviewed_at is None else g.reviewed_at - g.created_at
         uses.append({
-            "grant_id": str(g.id), "purpose": g.purpose, "used_at": _ts(g.created_at),
-            "reviewed_at": _ts(g.reviewed_at),
+            "grant_id": str(g.id), "purpose": g.purpose, "used_at": optional_ts(g.created_at),
+            "reviewed_at": optional_ts(g.reviewed_at),
             "review_seconds": None if review is None else _secs(review),
             "review_overdue": bool(g.review_overdue_at(now)),
             "reviewed_late": review is not None and review > REVIEW_OVERDUE,
@@ -212,10 +208,10 @@ def _erasure(
     for r in rows:
         kek = retired.get(r.id)
         items.append({
-            "request_id": str(r.id), "status": r.status, "received_at": _ts(r.created_at),
-            "due_at": _ts(r.due_at), "completed_at": _ts(r.completed_at),
+            "request_id": str(r.id), "status": r.status, "received_at": optional_ts(r.created_at),
+            "due_at": optional_ts(r.due_at), "completed_at": optional_ts(r.completed_at),
             "deadline": _deadline(r, now),
-            "kek_retired_at": _ts(kek),
+            "kek_retired_at": optional_ts(kek),
         })  # fmt: skip
     return {
         "requests": items,

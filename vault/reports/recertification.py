@@ -11,14 +11,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from vault import authz
-from vault.audit.chain import format_ts
+from vault.audit.chain import optional_ts
 from vault.authz import Actor
 from vault.identity import authentication, principals
 from vault.models import AuditEvent, Principal, PrincipalTenant, Tenant
-
-
-def _ts(ts: datetime | None) -> str | None:
-    return None if ts is None else format_ts(ts)
 
 
 def section(
@@ -57,7 +53,7 @@ def section(
             "scope": "all-tenants" if p.all_tenants else scope_names,
             "key_age_days": None if age is None else round(age.total_seconds() / 86400, 1),
             "key_past_max_age": age is not None and age > max_key_age,
-            "last_use": _ts(used),
+            "last_use": optional_ts(used),
         })  # fmt: skip
     return {
         "max_key_age_days": round(max_key_age.total_seconds() / 86400, 1),

@@ -36,24 +36,21 @@ def build(
     ).all():
         checked[rid].append(str(hid))
 
-    def ts(value: datetime | None) -> str | None:
-        return None if value is None else audit.format_ts(value)
-
     receipt: dict[str, Any] = {
         "request_id": str(req.id),
         "tenant_id": None if req.tenant_id is None else str(req.tenant_id),
-        "created_at": ts(req.created_at),
-        "due_at": ts(req.due_at),
-        "completed_at": ts(now),
+        "created_at": audit.optional_ts(req.created_at),
+        "due_at": audit.optional_ts(req.due_at),
+        "completed_at": audit.format_ts(now),
         "on_time": now <= req.due_at,
         "items": [
             {
                 "recording_id": str(i.recording_id),
                 "ciphertext_sha256": i.ciphertext_sha256,
-                "dek_destroyed_at": ts(i.dek_destroyed_at),
-                "media_destroyed_at": ts(i.media_destroyed_at),
+                "dek_destroyed_at": audit.optional_ts(i.dek_destroyed_at),
+                "media_destroyed_at": audit.optional_ts(i.media_destroyed_at),
                 "kek_version": i.kek_version,
-                "kek_retired_at": ts(i.kek_retired_at),
+                "kek_retired_at": audit.optional_ts(i.kek_retired_at),
                 "deferred_by": None if i.deferred_by is None else str(i.deferred_by),
                 "holds_checked": checked[i.recording_id],
             }

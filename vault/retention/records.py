@@ -97,7 +97,7 @@ def add_disposal_record(
             "tenant_id": str(tenant_id),
             "ciphertext_sha256": sha,
             "kek_version": kek_version,
-            "dek_destroyed_at": None if destroyed is None else audit.format_ts(destroyed),
+            "dek_destroyed_at": audit.optional_ts(destroyed),
             "disposal_reason": reason,
         }
         for rid, tenant_id, sha, kek_version, destroyed, reason in rows

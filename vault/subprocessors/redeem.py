@@ -26,6 +26,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from vault import audit, authz, exports
+from vault.audit.chain import optional_ts
 from vault.authz import Actor, Permission
 from vault.context import Context
 from vault.errors import HandoffStateError, HandoffWithdrawnError, NotFoundError
@@ -105,17 +106,13 @@ def subject_access_section(
         out.append(
             {"handoff_id": str(row.id), "recording_id": str(row.recording_id),
              "subprocessor": sp.name, "purpose": sp.purpose, "region": sp.region,
-             "issued_at": _ts(row.issued_at), "expires_at": _ts(row.expires_at),
+             "issued_at": optional_ts(row.issued_at), "expires_at": optional_ts(row.expires_at),
              "state": _state(row, export, now),
-             "downloaded_at": _ts(export.completed_at) if export else None,
+             "downloaded_at": optional_ts(export.completed_at) if export else None,
              "transfer": {"from": row.source_region, "to": row.destination_region,
                           "mechanism": row.transfer_mechanism} if crossed else None}
         )  # fmt: skip
     return out
-
-
-def _ts(value: datetime | None) -> str | None:
-    return None if value is None else audit.format_ts(value)
 
 
 def list_own(session: Session, *, actor: Actor, now: datetime) -> list[HandoffPublic]:
