@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,11 @@ def events(ctx: Context, action: str, target: str | None = None) -> list[AuditEv
         query = query.where(AuditEvent.target == target)
     with ctx.db.session() as s:
         return list(s.exec(query.order_by(col(AuditEvent.seq))).all())
+
+
+def event_documents(ctx: Context, action: str) -> list[dict[str, Any]]:
+    """The canonical documents of ``action``'s events, oldest first."""
+    return [json.loads(e.canonical) for e in events(ctx, action)]
 
 
 def assert_chain_ok(ctx: Context) -> None:

@@ -12,12 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
+from tests.support.api import principal_key
 from vault import audit
 from vault.app import create_app
-from vault.authz import Actor
 from vault.context import Context
-from vault.identity import principals
-from vault.identity.owners import owner_of
 from vault.models import AuditEvent, Recording, Tenant
 from vault.setup import initialise
 
@@ -36,16 +34,6 @@ class Api:
         return {"Authorization": f"Bearer {self.keys[who]}", **extra}
 
 
-def _principal(ctx: Context, name: str, role: str, **scope: object) -> str:
-    owner = owner_of(ctx.keys, f"{name}@example.com")
-    with ctx.db.transaction() as s:
-        _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=owner,
-            tenants=scope.get("tenants", []), all_tenants=bool(scope.get("all_tenants")),
-            now=ctx.now(),
-        )  # fmt: skip
-    return key
-
 
 @pytest.fixture
 def api(ctx: Context) -> Iterator[Api]:
@@ -59,12 +47,12 @@ def api(ctx: Context) -> Iterator[Api]:
             )
             assert r.status_code == 201, r.text
         keys = {
-            "ingest-acme": _principal(ctx, "ingest-acme", "ingest", tenants=["acme"]),
-            "ingest-globex": _principal(ctx, "ingest-globex", "ingest", tenants=["globex"]),
-            "eng-acme": _principal(ctx, "eng-acme", "engineer", tenants=["acme"]),
-            "privacy": _principal(ctx, "privacy", "privacy", all_tenants=True),
-            "auditor": _principal(ctx, "auditor", "auditor", all_tenants=True),
-            "monitor": _principal(ctx, "monitor", "monitor", all_tenants=True),
+            "ingest-acme": principal_key(ctx, "ingest-acme", "ingest", ["acme"]),
+            "ingest-globex": principal_key(ctx, "ingest-globex", "ingest", ["globex"]),
+            "eng-acme": principal_key(ctx, "eng-acme", "engineer", ["acme"]),
+            "privacy": principal_key(ctx, "privacy", "privacy", []),
+            "auditor": principal_key(ctx, "auditor", "auditor", []),
+            "monitor": principal_key(ctx, "monitor", "monitor", []),
         }
         yield Api(client=client, ctx=ctx, admin=admin, keys=keys)
 
@@ -135,7 +123,7 @@ def test_ingest_and_metadata(api: Api) -> None:
 def test_bad_ingest_stores_nothing(api: Api, case: str, status: int, code: str) -> None:
     body = b"some media bytes" * 1000
     if case == "unknown_tenant_admin_scope":
-        api.keys["ingest-all"] = _principal(api.ctx, "ingest-all", "ingest", all_tenants=True)
+        api.keys["ingest-all"] = principal_key(api.ctx, "ingest-all", "ingest", [])
     kwargs: dict[str, object] = {
         "content_type": {"ctype": "text/html"},
         "unknown_tenant": {"tenant": "nope"},

@@ -3,7 +3,6 @@ client per person (each with its own cookie jar), all on one app."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,14 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import col, select
 
+from tests.jobs.helpers import event_documents
 from tests.support.clock import FakeClock
 from tests.vault.test_access import make_principal, make_recording, make_tenant
 from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
-from vault.models import AuditEvent
 from vault.recordings.ingest import ingest as ingest_recording
 from vault.setup import initialise
 
@@ -95,13 +93,7 @@ class ConsoleWorld:
         return TestClient(self.app, headers={"Authorization": f"Bearer {self.keys[who]}"})
 
     def events(self, action: str) -> list[dict[str, Any]]:
-        with self.ctx.db.session() as s:
-            rows = s.exec(
-                select(AuditEvent.canonical)
-                .where(AuditEvent.action == action)
-                .order_by(col(AuditEvent.seq))
-            ).all()
-        return [json.loads(r) for r in rows]
+        return event_documents(self.ctx, action)
 
     def ingest(self, data: bytes, *, tenant: str = "acme") -> uuid.UUID:
         rec = ingest_recording(

@@ -6,7 +6,6 @@ playback tests share."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,19 +15,19 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import col, select
 
 from crypto import streaming
+from tests.jobs.helpers import event_documents
+from tests.support.api import principal_key
 from tests.support.clock import FakeClock
 from vault import media
 from vault.access import grants
 from vault.app import create_app
 from vault.authz import Actor
 from vault.context import Context
-from vault.identity import authentication, principals
-from vault.identity.owners import owner_of
+from vault.identity import authentication
 from vault.identity.tenants import create_tenant
-from vault.models import AuditEvent, Grant, Recording
+from vault.models import Grant, Recording
 from vault.recordings import playback
 from vault.recordings.ingest import ingest as ingest_recording
 from vault.setup import initialise
@@ -158,13 +157,7 @@ class Env:
         return rec.id
 
     def events(self, action: str) -> list[dict[str, Any]]:
-        with self.ctx.db.session() as s:
-            rows = s.exec(
-                select(AuditEvent.canonical)
-                .where(AuditEvent.action == action)
-                .order_by(col(AuditEvent.seq))
-            ).all()
-        return [json.loads(r) for r in rows]
+        return event_documents(self.ctx, action)
 
     def status(self, rid: uuid.UUID | None = None) -> str:
         with self.ctx.db.session() as s:
@@ -172,16 +165,6 @@ class Env:
             assert rec is not None
             return rec.status
 
-
-def _principal(ctx: Context, name: str, role: str, **scope: Any) -> str:
-    owner = owner_of(ctx.keys, f"{name}@example.com")
-    with ctx.db.transaction() as s:
-        _, key = principals.add_principal(
-            s, actor=Actor.operator(), name=name, role=role, owner=owner,
-            tenants=scope.get("tenants", []), all_tenants=bool(scope.get("all_tenants")),
-            now=ctx.now(),
-        )  # fmt: skip
-    return key
 
 
 @pytest.fixture
@@ -194,10 +177,10 @@ def env(ctx: Context, clock: FakeClock, clip: bytes) -> Iterator[Env]:
                                      now=ctx.now())  # fmt: skip
     keys = {
         "admin": admin,
-        "eng": _principal(ctx, "eng", "engineer", tenants=["acme"]),
-        "eng2": _principal(ctx, "eng2", "engineer", tenants=["acme"]),
-        "eng-globex": _principal(ctx, "eng-globex", "engineer", tenants=["globex"]),
-        "security": _principal(ctx, "security", "security", all_tenants=True),
+        "eng": principal_key(ctx, "eng", "engineer", ["acme"]),
+        "eng2": principal_key(ctx, "eng2", "engineer", ["acme"]),
+        "eng-globex": principal_key(ctx, "eng-globex", "engineer", ["globex"]),
+        "security": principal_key(ctx, "security", "security", []),
     }
     with ctx.db.session() as s:
         actors = {

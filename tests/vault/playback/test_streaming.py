@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from crypto import streaming
+from tests.support.api import principal_key
 from tests.support.server import run_serve
 from tests.vault.playback.conftest import (
     FIRST,
@@ -31,7 +32,6 @@ from tests.vault.playback.conftest import (
     _caused_by,
     _consume,
     _flipping,
-    _principal,
     _problem,
 )
 from vault.access import grants
@@ -376,7 +376,7 @@ def test_revoke_mid_stream_against_real_server(
     with ctx.db.transaction() as s:
         create_tenant(s, actor=Actor.operator(), name="acme", region=None,
                                  now=ctx.now())  # fmt: skip
-    key = _principal(ctx, "eng", "engineer", tenants=["acme"])
+    key = principal_key(ctx, "eng", "engineer", ["acme"])
     with ctx.db.session() as s:
         actor = authentication.authenticate(s, api_key=key, now=ctx.now())
     # Bigger than the loopback socket buffers, so most of it is still to come at revocation.

@@ -3,7 +3,6 @@ them from another region is a transfer the tenant must have authorised (vault.re
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable
@@ -12,12 +11,13 @@ from datetime import timedelta
 import pyrage
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import col, select
+from sqlmodel import select
 
 from crypto import envelope
 from crypto.age import parse_recipient
 from crypto.errors import DecryptionError
 from jobs.tasks import run as run_job
+from tests.jobs.helpers import event_documents
 from tests.vault.residency.conftest import EEA, HOME, Regions
 from vault import exports, kek
 from vault.app import create_app
@@ -37,13 +37,7 @@ HOUR = timedelta(hours=1)
 
 
 def _events(r: Regions, action: str) -> list[dict]:
-    with r.ctx.db.session() as s:
-        rows = s.exec(
-            select(AuditEvent.canonical)
-            .where(AuditEvent.action == action)
-            .order_by(col(AuditEvent.seq))
-        ).all()
-    return [json.loads(c) for c in rows]
+    return event_documents(r.ctx, action)
 
 
 def _read(r: Regions, actor: Actor, rid: uuid.UUID, grant_id: uuid.UUID) -> bytes:
