@@ -18,6 +18,7 @@ from crypto.streaming import (
     SEGMENT_SIZE,
     VAULT_HEADER_SIZE,
 )
+from tests.support.sealed import encrypted
 
 RID = uuid.uuid4()
 DEK = os.urandom(32)
@@ -25,13 +26,7 @@ DEK = os.urandom(32)
 PLAINTEXT = os.urandom(FIRST_SEGMENT_PLAINTEXT + 2 * SEGMENT_PLAINTEXT + 5000)
 
 
-def _encrypt() -> bytes:
-    out = io.BytesIO()
-    streaming.encrypt(io.BytesIO(PLAINTEXT), out, dek=DEK, recording_id=RID)
-    return out.getvalue()
-
-
-OBJ = _encrypt()
+OBJ = encrypted(PLAINTEXT, dek=DEK, recording_id=RID)
 SEG = [HEADER_SIZE, HEADER_SIZE + SEGMENT_SIZE - 40]
 SEG += [SEG[1] + SEGMENT_SIZE, SEG[1] + 2 * SEGMENT_SIZE]  # starts of segments 0..3
 PT_BOUNDS = [
@@ -205,8 +200,7 @@ def test_wrong_dek_fails_at_the_header() -> None:
 
 
 def test_swapped_header_from_another_object_fails() -> None:
-    other = io.BytesIO()
-    streaming.encrypt(io.BytesIO(PLAINTEXT), other, dek=DEK, recording_id=RID)
-    mixed = other.getvalue()[:HEADER_SIZE] + OBJ[HEADER_SIZE:]
+    other = encrypted(PLAINTEXT, dek=DEK, recording_id=RID)
+    mixed = other[:HEADER_SIZE] + OBJ[HEADER_SIZE:]
     with pytest.raises(DecryptionError):
         streaming.decrypt(io.BytesIO(mixed), io.BytesIO(), dek=DEK, recording_id=RID)

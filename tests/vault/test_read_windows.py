@@ -5,7 +5,6 @@ its consumer. In memory, and against SeaweedFS through a proxy that cuts the sto
 
 from __future__ import annotations
 
-import io
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 from crypto import streaming
 from crypto.errors import DecryptionError
 from tests.support.cutter import CuttingProxy
+from tests.support.sealed import encrypted
 from tests.support.weed import WeedServer
 from vault.errors import StoreUnavailableError
 from vault.recordings import windows
@@ -27,13 +27,7 @@ _PLAIN = bytes(range(256)) * ((7 * SEG + 4_321) // 256)
 _DEK, _RID = bytes(range(32)), uuid.UUID(int=7)
 
 
-def _encrypted() -> bytes:
-    out = io.BytesIO()
-    streaming.encrypt(io.BytesIO(_PLAIN), out, dek=_DEK, recording_id=_RID)
-    return out.getvalue()
-
-
-_OBJECT = _encrypted()
+_OBJECT = encrypted(_PLAIN, dek=_DEK, recording_id=_RID)
 
 
 class Body:

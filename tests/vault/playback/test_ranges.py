@@ -3,7 +3,6 @@ and reading only the covering segments."""
 
 from __future__ import annotations
 
-import io
 import math
 import random
 import uuid
@@ -14,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crypto import streaming
+from tests.support.sealed import encrypted
 from tests.vault.playback.conftest import (
     FIRST,
     SEG,
@@ -130,13 +130,7 @@ _PLAIN = random.Random(1).randbytes(5 * SEG + 12_345)
 _DEK, _RID = bytes(range(32)), uuid.UUID(int=42)
 
 
-def _encrypted() -> bytes:
-    out = io.BytesIO()
-    streaming.encrypt(io.BytesIO(_PLAIN), out, dek=_DEK, recording_id=_RID)
-    return out.getvalue()
-
-
-_OBJECT = _encrypted()
+_OBJECT = encrypted(_PLAIN, dek=_DEK, recording_id=_RID)
 
 
 @given(data=st.data())
