@@ -3,57 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 import anyio
-import anyio.from_thread
 from fastapi import APIRouter, Header, Query, Request
-from starlette.requests import ClientDisconnect
 
+from vault.api.body import RequestBody
 from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep, SessionDep
 from vault.api.limits import Uploads
-from vault.errors import IncompleteBodyError, PayloadTooLargeError, UploadTimeoutError
+from vault.errors import PayloadTooLargeError
 from vault.models import RecordingPage, RecordingPublic
 from vault.recordings import metadata as recordings
 from vault.recordings.ingest import ingest as ingest_recording
 from vault.validation import MultilineText, Text, Timestamp
 
 router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
-
-# The service thread pulls the body in batches of about this size: fewer thread hops.
-_BATCH = 1 << 20
-
-
-async def _next_batch(body: AsyncIterator[bytes], idle: float) -> list[bytes]:
-    parts: list[bytes] = []
-    size = 0
-    try:
-        # A body that stalls (slow-loris) times out; the ingest then cleans up after itself.
-        # One scope per batch, its deadline moved on at every chunk: no more than `idle`
-        # seconds without a byte, as with a scope per chunk, at a fraction of the cost.
-        with anyio.fail_after(idle) as scope:
-            while size < _BATCH:
-                chunk = await body.__anext__()
-                scope.deadline = anyio.current_time() + idle
-                if chunk:
-                    parts.append(chunk)
-                    size += len(chunk)
-    except StopAsyncIteration:
-        pass
-    except ClientDisconnect:
-        raise IncompleteBodyError("the client disconnected before the body was complete") from None
-    except TimeoutError:
-        raise UploadTimeoutError(f"no body bytes for {idle:g} s; the upload was dropped") from None
-    return parts
-
-
-def request_chunks(body: AsyncIterator[bytes], idle: float) -> Iterator[bytes]:
-    """A blocking iterator over the async request body, for the service's worker thread: one
-    hop per batch, and the body's own chunks, not joined (the encryptor joins what a segment
-    needs, once)."""
-    while batch := anyio.from_thread.run(_next_batch, body, idle):
-        yield from batch
 
 
 def _purposes(raw: list[str]) -> list[str]:
@@ -77,7 +41,7 @@ async def ingest(
     if content_length is not None and content_length > settings.max_ingest_bytes:
         # Refused before a byte is read or a row written.
         raise PayloadTooLargeError(f"at most {settings.max_ingest_bytes} bytes per recording")
-    body = request.stream()
+    body = RequestBody(request.receive, idle=settings.upload_idle_timeout_seconds)
     uploads: Uploads = request.app.state.uploads
 
     def run() -> RecordingPublic:
@@ -93,7 +57,7 @@ async def ingest(
             call_id=call_id,
             recorded_at=recorded_at,
             content_type=content_type or "",
-            chunks=request_chunks(body, settings.upload_idle_timeout_seconds),
+            chunks=body.chunks(),
             max_bytes=settings.max_ingest_bytes,
             expected_sha256=x_content_sha256,
             expected_length=content_length,

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment
 
 from vault import exports
+from vault.api.body import RequestBody
 from vault.api.deps import CtxDep, CurrentActor, ReadSessionDep, SessionDep
 from vault.api.limits import Uploads
 from vault.api.problems import SECURITY_HEADERS
@@ -26,7 +27,6 @@ from vault.models import (
     SubprocessorPublic,
     SubprocessorRemove,
 )
-from vault.recordings.routes import request_chunks
 from vault.subprocessors import redeem, registry
 from vault.validation import Text
 
@@ -151,14 +151,14 @@ async def store_transcript(
     limit = min(MAX_TRANSCRIPT_BYTES, ctx.settings.max_ingest_bytes)
     if content_length is not None and content_length > limit:
         raise PayloadTooLargeError(f"at most {limit} bytes per transcript")
-    body = request.stream()
+    body = RequestBody(request.receive, idle=ctx.settings.upload_idle_timeout_seconds)
     uploads: Uploads = request.app.state.uploads
 
     def run() -> HandoffPublic:
         with uploads.slot(str(actor.id)):
             return redeem.store_transcript(
                 ctx, actor=actor, handoff_id=handoff_id, content_type=content_type or "",
-                chunks=request_chunks(body, ctx.settings.upload_idle_timeout_seconds),
+                chunks=body.chunks(),
                 max_bytes=limit, now=ctx.now(),
             )  # fmt: skip
 
