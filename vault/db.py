@@ -42,11 +42,13 @@ import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from vault.async_reads import AsyncReads
 from vault.errors import DatabaseUnavailableError, MisconfiguredError
 from vault.pool import ping_when_idle
+from vault.sqlite_reads import LoopReads
 from vault.txcount import track
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,21 @@ def _postgres_reads(engine: Engine) -> Engine:
     return reads
 
 
+def _sqlite_loop_reads(engine: Engine) -> LoopReads | None:
+    """SQLite's reads on the event loop (:mod:`vault.sqlite_reads`): an engine of their own
+    without a pool, so each loop's connection is its own and closes with it. None for an
+    in-memory database (another engine would see another database)."""
+    if engine.url.database in (None, "", ":memory:"):
+        return None
+    reads = sa.create_engine(
+        engine.url, echo=engine.echo, hide_parameters=True, poolclass=NullPool,
+        connect_args={"check_same_thread": False, "timeout": 0},
+    )  # fmt: skip
+    _install_sqlite_hooks(reads, busy_timeout_ms=0)  # busy: never wait on the loop
+    track(reads)
+    return LoopReads(reads.execution_options(**{READ_ONLY: True}))
+
+
 def _renew_on_disconnect(other: Engine) -> Callable[[Any], None]:
     def renew(context: Any) -> None:
         if context.is_disconnect:
@@ -124,14 +141,14 @@ def _sqlite_file(path: Path, *, create: bool) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite's WAL files follow it
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def _install_sqlite_hooks(engine: Engine, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -268,13 +285,14 @@ class Database:
         # Read-only units and single reads: on PostgreSQL a pool of their own (_postgres_reads),
         # and the event loop's reads (read_rows) connections of their own as well.
         self._reads: Engine
-        self._async_reads: AsyncReads | None
+        self._async_reads: AsyncReads | None = None
+        self._loop_reads: LoopReads | None = None
         if self.is_postgres:
             self._reads = _postgres_reads(engine)
             self._async_reads = AsyncReads(engine.url, engine.dialect)
         else:
             self._reads = engine.execution_options(**{READ_ONLY: True})
-            self._async_reads = None
+            self._loop_reads = _sqlite_loop_reads(engine)
 
     @classmethod
     def from_url(
@@ -308,11 +326,17 @@ class Database:
             yield conn
 
     async def read_rows(self, statement: sa.Executable, params: dict[str, Any]) -> Sequence[Any]:
-        """The rows of one read-only statement, from async code: on PostgreSQL on the event loop
-        (:mod:`vault.async_reads`: no thread hop, a prepared statement), on SQLite through
-        :meth:`single_read` on the thread pool. Like :meth:`single_read`, it audits nothing."""
+        """The rows of one read-only statement, from async code, on the event loop: on PostgreSQL
+        :mod:`vault.async_reads` (a prepared statement), on SQLite :mod:`vault.sqlite_reads`;
+        an SQLite file that is busy (or in memory) is read through :meth:`single_read` on the
+        thread pool. Like :meth:`single_read`, it audits nothing."""
         if self._async_reads is not None:
             return await self._async_reads.rows(statement, params)
+        if self._loop_reads is not None:
+            with _unavailable():
+                rows = self._loop_reads.rows(statement, params)
+            if rows is not None:
+                return rows
         return await anyio.to_thread.run_sync(functools.partial(self._rows, statement, params))
 
     def _rows(self, statement: sa.Executable, params: dict[str, Any]) -> Sequence[Any]:
@@ -343,6 +367,8 @@ class Database:
             self._reads.dispose()
         if self._async_reads is not None:
             self._async_reads.close()
+        if self._loop_reads is not None:
+            self._loop_reads.close()
 
 
 # --- migrations -------------------------------------------------------------------------------
