@@ -100,3 +100,33 @@ def test_the_body_ends_at_the_last_message_whether_or_not_it_carries_bytes(
     got, error, _ = _read(RequestBody(_receive(script), idle=5))
     assert error is None
     assert b"".join(got) == (b"start" if empty_end else b"startend")
+
+
+def test_the_first_batch_is_handed_over_before_the_rest_of_the_body_comes() -> None:
+    """The recording's row and its upload start as soon as a first batch is there: a small
+    first batch goes to the worker while later (larger) batches are still being read."""
+    sent_at: list[float] = []
+    script = [(0.0, _chunk(b"a" * 1024)), (0.0, _chunk(b"b" * 1024))]
+    script += [(0.2, _chunk(b"c" * 1024)) for _ in range(3)] + [(0.0, _chunk(b"", more=False))]
+    base = _receive(script)
+
+    async def receive() -> dict[str, object]:
+        message = await base()
+        sent_at.append(time.monotonic())
+        return message
+
+    got_at: list[float] = []
+
+    async def main() -> None:
+        body = RequestBody(receive, idle=5, batch=16 * 1024, first=2 * 1024)
+
+        def pull() -> None:
+            for _ in body.chunks():
+                got_at.append(time.monotonic())
+
+        await anyio.to_thread.run_sync(pull)
+
+    anyio.run(main)
+    assert len(got_at) == 5
+    assert got_at[0] < sent_at[2]  # the first two chunks reached the worker before the third came
+    assert got_at[2] >= sent_at[-1]  # the rest came as one batch, at the end of the body

@@ -1,7 +1,10 @@
 """A streaming request body for the service's worker thread (ingest, transcripts).
 
-The worker pulls the body in batches of about :data:`BATCH` bytes, one hop to the event loop per
-batch. Inside a batch the loop reads the ASGI ``receive`` channel directly, and the idle
+The worker pulls the body in batches, one hop to the event loop per batch: the first of about
+:data:`FIRST_BATCH` bytes, so that the recording's row and its upload start as soon as a segment
+is there, then of about :data:`BATCH` (4 MiB: against 1 MiB, a quarter of the hops, and the
+server's CPU per 256 MiB upload fell from 0.525-0.54 s to 0.475-0.49 s; 3 MiB more memory per
+upload). Inside a batch the loop reads the ASGI ``receive`` channel directly, and the idle
 timeout (no body bytes for ``idle`` seconds, the slow-loris guard) costs one clock read per
 chunk: a watchdog timer wakes when the last byte is ``idle`` seconds old, and only then cancels
 the read. Moving a cancel scope's deadline at every chunk instead cost a timer cancelled and
@@ -19,18 +22,22 @@ from starlette.types import Receive
 
 from vault.errors import IncompleteBodyError, UploadTimeoutError
 
-__all__ = ["BATCH", "RequestBody"]
+__all__ = ["BATCH", "FIRST_BATCH", "RequestBody"]
 
-BATCH = 1 << 20
+FIRST_BATCH = 1 << 20
+BATCH = 4 << 20
 
 
 class RequestBody:
     """The body behind an ASGI ``receive``, read once, as an iterator for a worker thread."""
 
-    def __init__(self, receive: Receive, *, idle: float, batch: int = BATCH) -> None:
+    def __init__(
+        self, receive: Receive, *, idle: float, batch: int = BATCH, first: int = FIRST_BATCH
+    ) -> None:
         self._receive = receive
         self._idle = idle
-        self._batch = batch
+        self._batch = min(first, batch)  # the first batch's size; then `batch`
+        self._later = batch
         self._done = False
 
     async def _next_batch(self) -> list[bytes]:
@@ -69,6 +76,7 @@ class RequestBody:
                 handle.cancel()
         if scope.cancelled_caught:
             raise UploadTimeoutError(f"no body bytes for {self._idle:g} s; the upload was dropped")
+        self._batch = self._later
         return parts
 
     def chunks(self) -> Iterator[bytes]:
