@@ -1,8 +1,10 @@
 """One-statement reads on the event loop, for SQLite (issue #12: the metadata GET).
 
 SQLite is a file in this process: a one-row read by primary key costs ~0.1 ms, less than the
-hop to a worker thread and back that :meth:`vault.db.Database.read_rows` paid for it (measured,
-the metadata GET's time against ``/healthz`` went from ~2.0 x to ~1.9 x). :class:`LoopReads`
+hop to a worker thread and back, and the pool's checkout and reset, that
+:meth:`vault.db.Database.read_rows` paid for it (measured with curl, the metadata GET against
+``/healthz`` went from ~2.0 x to 1.55-1.68 x; in ``python -m bench http``, 2.22 x to 1.77 x, the
+median of twelve runs). :class:`LoopReads`
 runs such a read on the caller's event loop instead, with these guards:
 
 - One connection per event loop, from an engine without a pool (never one the pool lends to
