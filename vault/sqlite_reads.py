@@ -22,7 +22,6 @@ runs such a read on the caller's event loop instead, with these guards:
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -37,10 +36,9 @@ _SQLITE_LOCKED = 6
 
 
 def _busy(exc: sa.exc.OperationalError) -> bool:
+    # sqlite3 errors carry the extended result code; its low byte is the primary code.
     code = getattr(exc.orig, "sqlite_errorcode", None)
-    return isinstance(exc.orig, sqlite3.OperationalError) and (
-        code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-    )
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 class LoopReads:
