@@ -7,6 +7,7 @@ the read goes to the thread pool, which waits for the lock, while the loop keeps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -33,6 +34,12 @@ def _path(ctx: Context) -> str:
     database = ctx.db.engine.url.database
     assert database
     return database
+
+
+def _raw(ctx: Context) -> contextlib.closing[sqlite3.Connection]:
+    """A plain connection to the file, in autocommit, closed on exit (sqlite3's own context
+    manager only commits)."""
+    return contextlib.closing(sqlite3.connect(_path(ctx), isolation_level=None))
 
 
 def _statement(ctx: Context) -> tuple[sa.Executable, dict[str, Any]]:
@@ -69,7 +76,7 @@ def test_nothing_can_be_written_through_them(lite: Context) -> None:
 
     with pytest.raises(DatabaseUnavailableError):
         asyncio.run(attempt())
-    with sqlite3.connect(_path(lite)) as raw:
+    with _raw(lite) as raw:
         found = raw.execute("SELECT name FROM sqlite_master WHERE name = 'smuggled'").fetchall()
     assert found == []
 
@@ -79,11 +86,10 @@ def test_no_snapshot_is_held_between_reads(lite: Context) -> None:
 
     async def read_twice() -> None:
         await lite.db.read_rows(statement, params)
-        with sqlite3.connect(_path(lite)) as raw:  # a write after the read leaves WAL frames
+        with _raw(lite) as raw:  # a write after the read leaves WAL frames
             raw.execute("CREATE TABLE IF NOT EXISTS scratch (x int)")
-        busy, _, _ = (
-            sqlite3.connect(_path(lite)).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        )
+        with _raw(lite) as raw:
+            busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         assert busy == 0  # a reader holding a snapshot would make this checkpoint busy
         await lite.db.read_rows(statement, params)  # the kept connection still reads
 
