@@ -7,7 +7,7 @@ body; the chunks come through in order, untouched, whatever their sizes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.to_thread
@@ -19,7 +19,9 @@ from vault.api.body import RequestBody
 from vault.errors import IncompleteBodyError, UploadTimeoutError
 
 
-def _receive(script: Sequence[tuple[float, dict[str, object]]]):  # type: ignore[no-untyped-def]
+def _receive(
+    script: Sequence[tuple[float, dict[str, object]]],
+) -> Callable[[], Awaitable[dict[str, object]]]:
     """An ASGI receive that answers each message of ``script`` after its delay; then hangs."""
     messages = iter(script)
 
